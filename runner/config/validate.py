@@ -1,0 +1,310 @@
+"""Cross-field and range validation: pure, no network, no GPU, no environment.
+
+Facts about the machine (is CUDA visible, which transformers) are passed in
+as :class:`Facts`, so the same rules are testable anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from runner.config.schema import (
+    AttnImplementation,
+    CacheImplementation,
+    DecodingMode,
+    DType,
+    ModelSource,
+    OutputLength,
+    RunConfig,
+    WorkloadKind,
+)
+
+
+class ConfigError(ValueError):
+    """A user mistake in the config: one line naming field, value and what is allowed."""
+
+    def __init__(self, field: str, value: Any, allowed: str) -> None:
+        self.field, self.value, self.allowed = field, value, allowed
+        shown = f"{field} is unset" if value is None else f"{field}={_show(value)}"
+        super().__init__(f"{shown}: {allowed}")
+
+
+def _show(value: Any) -> str:
+    if hasattr(value, "name") and hasattr(value, "value"):
+        return str(value.name)
+    return repr(value) if isinstance(value, str) and value == "" else str(value)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What validation needs to know about the machine, gathered by the caller."""
+
+    cuda_available: bool | None = None  # None: unknown (jobs run elsewhere), rules skipped
+
+
+# from_pretrained kwargs that transformers consumes itself (everything else would
+# silently become a model-config attribute), minus those the schema owns.
+FROM_PRETRAINED_EXTRA_KEYS = frozenset(
+    {
+        "subfolder",
+        "variant",
+        "use_safetensors",
+        "offload_folder",
+        "offload_buffers",
+        "key_mapping",
+        "gguf_file",
+        "local_files_only",
+        "force_download",
+        "ignore_mismatched_sizes",
+        "weights_only",
+        "disable_mmap",
+        "use_kernels",
+        "experts_implementation",
+        "tp_plan",
+        "tp_size",
+    }
+)
+
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p")
+BEAM_FIELDS = ("early_stopping", "length_penalty")
+FOUR_BIT_FIELDS = ("bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant")
+COMPILE_OPTION_FIELDS = ("mode", "backend", "fullgraph", "dynamic")
+CUDA_ONLY_CACHES = (CacheImplementation.offloaded, CacheImplementation.offloaded_static)
+FLASH_ATTENTION = (AttnImplementation.flash_attention_2, AttnImplementation.flash_attention_3)
+
+
+def _check(ok: bool, field: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(field, value, allowed)
+
+
+def _at_least(section: Any, prefix: str, name: str, low: float, strict: bool = False) -> None:
+    value = getattr(section, name)
+    if value is None:
+        return
+    ok = value > low if strict else value >= low
+    _check(ok, f"{prefix}.{name}", value, f"must be {'>' if strict else '>='} {low}")
+
+
+def validate(cfg: RunConfig, facts: Facts | None = None) -> None:
+    """Raise :class:`ConfigError` for the first out-of-range value or conflict."""
+    facts = facts or Facts()
+    _validate_model(cfg)
+    _validate_quant(cfg)
+    _validate_compile(cfg)
+    _validate_decoding(cfg)
+    _validate_loading(cfg, facts)
+    _validate_workload(cfg)
+    _validate_measure(cfg)
+    _validate_energy(cfg)
+
+
+def _validate_model(cfg: RunConfig) -> None:
+    m = cfg.model
+    if m.source in (ModelSource.local, ModelSource.hub):
+        _check(bool(m.path), "model.path", m.path, f"required with model.source={m.source.name}")
+    else:
+        _check(m.path is None, "model.path", m.path, f"not used with model.source={m.source.name}")
+
+
+def _validate_quant(cfg: RunConfig) -> None:
+    q = cfg.quant
+    if q.load_in_4bit and q.load_in_8bit:
+        raise ConfigError("quant.load_in_8bit", True, "cannot be combined with load_in_4bit")
+    if not q.load_in_4bit:
+        for name in FOUR_BIT_FIELDS:
+            value = getattr(q, name)
+            _check(value is None, f"quant.{name}", value, "only applies with load_in_4bit=true")
+    if not q.load_in_8bit:
+        _check(
+            q.llm_int8_threshold is None,
+            "quant.llm_int8_threshold",
+            q.llm_int8_threshold,
+            "only applies with load_in_8bit=true",
+        )
+    _at_least(q, "quant", "llm_int8_threshold", 0)
+
+
+def _validate_compile(cfg: RunConfig) -> None:
+    c = cfg.compile
+    if not c.enabled:
+        for name in COMPILE_OPTION_FIELDS:
+            value = getattr(c, name)
+            _check(value is None, f"compile.{name}", value, "only applies with compile.enabled=true")
+    if c.backend is not None:
+        _check(bool(c.backend.strip()), "compile.backend", c.backend, "must be a backend name")
+
+
+def _validate_decoding(cfg: RunConfig) -> None:
+    d, mode = cfg.decoding, cfg.decoding.mode
+    _at_least(d, "decoding", "max_new_tokens", 1)
+    _at_least(d, "decoding", "min_new_tokens", 0)
+    if d.min_new_tokens is not None:
+        _check(
+            d.min_new_tokens <= d.max_new_tokens,
+            "decoding.min_new_tokens",
+            d.min_new_tokens,
+            f"must be <= decoding.max_new_tokens ({d.max_new_tokens})",
+        )
+    _at_least(d, "decoding", "temperature", 0, strict=True)
+    _at_least(d, "decoding", "top_k", 1)
+    _at_least(d, "decoding", "top_p", 0, strict=True)
+    _check(d.top_p is None or d.top_p <= 1, "decoding.top_p", d.top_p, "must be in (0, 1]")
+    _at_least(d, "decoding", "min_p", 0)
+    _check(d.min_p is None or d.min_p <= 1, "decoding.min_p", d.min_p, "must be in [0, 1]")
+    _at_least(d, "decoding", "repetition_penalty", 0, strict=True)
+    _at_least(d, "decoding", "no_repeat_ngram_size", 1)
+    _at_least(d, "decoding", "prompt_lookup_num_tokens", 1)
+
+    if mode is not DecodingMode.sample:
+        for name in SAMPLING_FIELDS:
+            value = getattr(d, name)
+            _check(value is None, f"decoding.{name}", value, "only applies with decoding=sample")
+    if mode is DecodingMode.beam:
+        _check(
+            d.num_beams is not None and d.num_beams >= 2,
+            "decoding.num_beams",
+            d.num_beams,
+            "beam search needs num_beams >= 2",
+        )
+    else:
+        for name in ("num_beams", *BEAM_FIELDS):
+            value = getattr(d, name)
+            _check(value is None, f"decoding.{name}", value, "only applies with decoding=beam")
+    if mode is DecodingMode.prompt_lookup:
+        _check(
+            cfg.workload.batch_size == 1,
+            "workload.batch_size",
+            cfg.workload.batch_size,
+            "prompt lookup decoding needs batch_size=1",
+        )
+    else:
+        _check(
+            d.prompt_lookup_num_tokens is None,
+            "decoding.prompt_lookup_num_tokens",
+            d.prompt_lookup_num_tokens,
+            "only applies with decoding=prompt-lookup",
+        )
+    if d.use_cache is False:
+        _check(
+            d.cache_implementation is None,
+            "decoding.cache_implementation",
+            d.cache_implementation,
+            "needs use_cache unset or true",
+        )
+    if cfg.workload.output_length is OutputLength.fixed and d.min_new_tokens is not None:
+        _check(
+            d.min_new_tokens == d.max_new_tokens,
+            "decoding.min_new_tokens",
+            d.min_new_tokens,
+            "workload.output_length=fixed sets it to max_new_tokens; leave it unset "
+            "or use workload.output_length=natural",
+        )
+    owned = {f.name for f in fields(d)} | {"do_sample"}
+    for key in d.extra:
+        _check(key not in owned, f"decoding.extra.{key}", d.extra[key], "set the schema field")
+
+
+def _validate_loading(cfg: RunConfig, facts: Facts) -> None:
+    ld = cfg.loading
+    device_map = ld.device_map
+    no_cuda = facts.cuda_available is False
+    if device_map is not None and device_map.startswith("cuda") and no_cuda:
+        raise ConfigError("loading.device_map", device_map, "no CUDA GPU is visible; use cpu")
+    if ld.attn_implementation in FLASH_ATTENTION:
+        _check(
+            not no_cuda,
+            "loading.attn_implementation",
+            ld.attn_implementation,
+            "flash attention needs a CUDA GPU; use sdpa or eager",
+        )
+        _check(
+            ld.dtype in (DType.float16, DType.bfloat16),
+            "loading.dtype",
+            ld.dtype,
+            "flash attention needs dtype float16 or bfloat16",
+        )
+    if cfg.decoding.cache_implementation in CUDA_ONLY_CACHES:
+        _check(
+            not no_cuda,
+            "decoding.cache_implementation",
+            cfg.decoding.cache_implementation,
+            "offloaded caches need a CUDA GPU; use dynamic or static",
+        )
+    _check(
+        ld.low_cpu_mem_usage is None,
+        "loading.low_cpu_mem_usage",
+        ld.low_cpu_mem_usage,
+        "transformers 5 ignores this kwarg (loading is always low-memory); leave it unset",
+    )
+    owned = {"dtype", "torch_dtype", "device_map", "attn_implementation", "max_memory",
+             "revision", "trust_remote_code", "quantization_config"}
+    for key in ld.extra:
+        _check(key not in owned, f"loading.extra.{key}", ld.extra[key], "set the schema field")
+        _check(
+            key in FROM_PRETRAINED_EXTRA_KEYS,
+            f"loading.extra.{key}",
+            ld.extra[key],
+            "would silently become a model-config attribute; allowed: "
+            + ", ".join(sorted(FROM_PRETRAINED_EXTRA_KEYS)),
+        )
+
+
+def _validate_workload(cfg: RunConfig) -> None:
+    w = cfg.workload
+    _at_least(w, "workload", "num_prompts", 1)
+    _at_least(w, "workload", "batch_size", 1)
+    _at_least(w, "workload", "max_input_tokens", 1)
+    _at_least(w, "workload", "input_tokens", 1)
+    if w.kind is WorkloadKind.file:
+        _check(bool(w.path), "workload.path", w.path, "required with workload=file")
+    else:
+        _check(w.path is None, "workload.path", w.path, "only applies with workload=file")
+    if w.kind is WorkloadKind.synthetic:
+        _check(w.input_tokens is not None, "workload.input_tokens", None, "required with synthetic")
+        if w.max_input_tokens is not None:
+            _check(
+                w.max_input_tokens >= w.input_tokens,
+                "workload.max_input_tokens",
+                w.max_input_tokens,
+                f"below workload.input_tokens ({w.input_tokens})",
+            )
+    else:
+        _check(
+            w.input_tokens is None,
+            "workload.input_tokens",
+            w.input_tokens,
+            "only applies with workload=synthetic",
+        )
+
+
+def _validate_measure(cfg: RunConfig) -> None:
+    m = cfg.measure
+    _at_least(m, "measure", "warmup", 0)
+    _at_least(m, "measure", "min_repeats", 1)
+    _at_least(m, "measure", "min_seconds", 0)
+    _at_least(m, "measure", "max_seconds", 0, strict=True)
+    _check(
+        m.max_seconds >= m.min_seconds,
+        "measure.max_seconds",
+        m.max_seconds,
+        f"must be >= measure.min_seconds ({m.min_seconds})",
+    )
+
+
+def _validate_energy(cfg: RunConfig) -> None:
+    e = cfg.energy
+    _at_least(e, "energy", "measure_power_secs", 0, strict=True)
+    _at_least(e, "energy", "pue", 1)
+    _at_least(e, "energy", "baseline_seconds", 0)
+    code = e.country_iso_code
+    _check(
+        len(code) == 3 and code.isalpha() and code.isupper(),
+        "energy.country_iso_code",
+        code,
+        "must be an ISO 3166 alpha-3 code such as USA, FRA, DEU",
+    )
+    if e.gpu_ids is not None:
+        for i in e.gpu_ids:
+            _check(i >= 0, "energy.gpu_ids", e.gpu_ids, "GPU indices must be >= 0")

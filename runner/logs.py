@@ -1,0 +1,24 @@
+"""Logging for spawned children, mirroring Hydra's job logging (console + run.log)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
+
+
+def setup_child_logging(log_file: Path, level: int = logging.INFO) -> None:
+    """Send records to stderr and append them to the job's ``run.log``."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(level)
+    fmt = logging.Formatter(FORMAT)
+    for handler in (logging.StreamHandler(), logging.FileHandler(log_file)):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    # CodeCarbon's logger does not propagate by default; its lines belong in run.log.
+    cc = logging.getLogger("codecarbon")
+    cc.setLevel(logging.WARNING)
+    cc.propagate = True
+    cc.handlers.clear()

@@ -1,0 +1,1 @@
+"""Measurement: timing, statistics, memory and energy, one module per concern."""

@@ -1,0 +1,748 @@
+"""Energy of a run's measured windows, with provenance and the workload's share of it.
+
+Joules, watts and seconds throughout; CodeCarbon's kWh are converted on reading.
+
+How the figures are obtained:
+
+- CPU and RAM: one CodeCarbon ``OfflineEmissionsTracker`` per run, started once
+  around the measured loop (its hardware probing costs about 1.5 s the first time
+  in a process, so never per repeat). It writes ``emissions.csv`` into the run
+  directory only; its log records go to the run's logger.
+- ``tracking_mode="machine"``: RAPL, the NVML counters and the idle baseline are
+  all machine- or device-wide, so gross, baseline and net share one basis. In
+  ``"process"`` mode CodeCarbon attributes CPU power by this process's CPU time,
+  which makes an idle baseline about zero and its subtraction meaningless.
+- CodeCarbon integrates over its own span (tracker start to stop), which also
+  holds the short gaps between repeats. Its figures are scaled to the measured
+  windows by ``window_seconds / tracked_seconds``, both taken from the runner's
+  clock (CodeCarbon's own durations are not used), i.e. the gaps are assumed to
+  draw the same average power. A warning is recorded when the windows cover
+  less than 80% of the span.
+- GPUs: the NVML total-energy counter read at each window edge, or integrated
+  power samples where the counter is unsupported (see :mod:`runner.measure.nvml`).
+  CodeCarbon's own GPU figure (scaled the same way) is reported beside it.
+- PUE: CodeCarbon multiplies every figure it reports by it, so the GPU component
+  is multiplied too and the components add up on one basis. ``gpu_nvml`` and
+  ``codecarbon_gpu_joules`` are device energies without PUE, so their relative
+  difference compares like with like.
+- Idle baseline: measured before the model loads with a short tracker (no CSV)
+  and NVML; ``baseline.joules`` is idle power x the measured window duration.
+  Without RAPL the idle CPU/RAM power comes from the same CodeCarbon estimate
+  model as the gross figure, which ``baseline.method`` names.
+- Emissions: gross energy x the carbon intensity CodeCarbon applied (its
+  emissions over its energy), or its country table when it measured nothing.
+- ``is_estimate`` is about the CPU figure: RAM is a CodeCarbon model on every
+  machine (its ``method`` says so), so flagging it would flag every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.config.schema import EnergyBackend, EnergyConfig
+from runner.measure.nvml import (
+    GpuReading,
+    GpuWindowEnergy,
+    NvmlError,
+    NvmlLike,
+    cuda_to_nvml_indices,
+    make_gpu_source,
+    open_nvml,
+)
+
+log = logging.getLogger(__name__)
+
+TRACKING_MODE = "machine"
+PROJECT_NAME = "llm-sweep-runner"
+CSV_FILE = "emissions.csv"
+J_PER_KWH = 3.6e6
+MIN_COUNTER_WINDOW_S = 1.0  # the NVML counter moves in steps of tens of ms
+MIN_POWER_SAMPLES = 10
+MIN_WINDOW_COVERAGE = 0.8
+GPU_DIFFERENCE_WARN = 0.10
+
+MEASURED_CPU_METHODS = frozenset(
+    {"rapl", "windows-emi-rapl", "intel-power-gadget", "apple-powermetrics", "raspberry-pmic"}
+)
+_CPU_MODE_METHODS = {
+    "intel_rapl": "rapl",
+    "windows_emi": "windows-emi-rapl",
+    "intel_power_gadget": "intel-power-gadget",
+    "cpu_load": "codecarbon-cpu-load-estimate",
+    "constant": "codecarbon-cpu-tdp-estimate",
+}
+# CodeCarbon 3.x logs this on every tracker construction; it says nothing about the run.
+_CODECARBON_NOISE = ("Multiple instances of codecarbon are allowed",)
+
+# A module attribute, not time.sleep directly, so tests can advance a fake clock.
+_sleep = time.sleep
+
+
+@dataclass(frozen=True)
+class CodeCarbonReading:
+    """One tracker's totals in joules (PUE applied, as CodeCarbon reports them).
+
+    ``tracked_seconds`` is the runner's clock from ``start()`` returning to ``stop()``.
+    """
+
+    cpu_joules: float
+    ram_joules: float
+    gpu_joules: float
+    total_joules: float
+    emissions_kg: float
+    tracked_seconds: float
+    cpu_method: str
+    ram_method: str
+    cpu_detail: str
+    has_gpu: bool
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Idle power before the model loads: ``watts`` (CPU+RAM+GPU, PUE applied).
+
+    ``measured_at_s`` is the runner's clock at the end of the measurement.
+    """
+
+    watts: float
+    measured_seconds: float
+    measured_at_s: float
+    method: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WindowEnergy:
+    """One measured window: duration (s, runner's clock) and GPU joules per GPU (no PUE)."""
+
+    seconds: float
+    gpu_joules: tuple[float, ...]
+    gpu_samples: int | None = None
+
+
+# Idle baselines of this process, reused across a sweep's runs when cache_baseline is true.
+_BASELINE_CACHE: dict[tuple[Any, ...], Baseline] = {}
+
+
+def clear_baseline_cache() -> None:
+    """Forget every cached idle baseline."""
+    _BASELINE_CACHE.clear()
+
+
+def codecarbon_version() -> str:
+    try:
+        return importlib.metadata.version("codecarbon")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# --- CodeCarbon plumbing -------------------------------------------------------------------
+
+
+class _Forward(logging.Handler):
+    """Hands CodeCarbon's records to the run's logger (CodeCarbon's does not propagate)."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        super().__init__()
+        self._target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.getMessage().startswith(_CODECARBON_NOISE):
+            self._target.handle(record)
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and not isinstance(
+        handler, logging.FileHandler
+    )
+
+
+@contextlib.contextmanager
+def _codecarbon_logs_to(target: logging.Logger) -> Iterator[Callable[[], None]]:
+    """Route the ``codecarbon`` logger into ``target`` while the block runs.
+
+    Every tracker construction re-creates CodeCarbon's own stderr handler; the
+    yielded function removes it again (call it after constructing a tracker) so
+    records are not printed twice. Handlers and level are restored on exit.
+    """
+    cc = logging.getLogger("codecarbon")
+    saved_handlers, saved_level = list(cc.handlers), cc.level
+    forward = _Forward(target)
+
+    def drop_console() -> None:
+        cc.handlers = [h for h in cc.handlers if h is forward or not _is_console(h)]
+        cc.setLevel(logging.WARNING)
+
+    cc.addHandler(forward)
+    drop_console()
+    try:
+        yield drop_console
+    finally:
+        cc.handlers = saved_handlers
+        cc.setLevel(saved_level)
+
+
+def _offline_tracker(**kwargs: Any) -> Any:
+    from codecarbon import OfflineEmissionsTracker
+
+    return OfflineEmissionsTracker(**kwargs)
+
+
+def _tracker_kwargs(
+    cfg: EnergyConfig, run_dir: Path, nvml_indices: Sequence[int], *, csv: bool
+) -> dict[str, Any]:
+    from codecarbon.output_methods.base_output import OutputMethod
+
+    return {
+        "project_name": PROJECT_NAME,
+        "country_iso_code": cfg.country_iso_code,
+        "output_dir": str(run_dir),
+        "output_file": CSV_FILE,
+        # Same as save_to_file=True, which CodeCarbon 3.x deprecates with a warning.
+        "output_methods": [OutputMethod.CSV] if csv else [],
+        "measure_power_secs": float(cfg.measure_power_secs),
+        "pue": float(cfg.pue),
+        # An empty list meters no GPU; None would meter every GPU of the machine.
+        "gpu_ids": list(nvml_indices),
+        "log_level": "warning",
+        "tracking_mode": TRACKING_MODE,
+        "allow_multiple_runs": True,  # no lock file in /tmp
+        # Explicit values win over ~/.codecarbon.config and CODECARBON_* variables,
+        # which could otherwise add an HTTP output or an online carbon-intensity API.
+        "emissions_endpoint": None,
+        "electricitymaps_api_token": None,
+    }
+
+
+def _cpu_method(hardware: Sequence[Any]) -> tuple[str, str]:
+    """Provenance of CodeCarbon's CPU figure from its hardware objects: (method, detail)."""
+    for hw in hardware:
+        kind, part = type(hw).__name__, getattr(hw, "chip_part", None)
+        if kind == "CPU":
+            mode = str(getattr(hw, "_mode", "unknown"))
+            detail = (
+                f"CodeCarbon CPU mode {mode!r}, model {getattr(hw, '_model', None)!r}, "
+                f"TDP {getattr(hw, '_tdp', None)} W"
+            )
+            if getattr(hw, "_is_generic_tdp", False):
+                detail += " (generic default)"
+            return _CPU_MODE_METHODS.get(mode, f"codecarbon-cpu-{mode}"), detail
+        if kind == "AppleSiliconChip" and part == "CPU":
+            return "apple-powermetrics", "Apple powermetrics"
+        if kind == "Raspberry" and part == "CPU":
+            return "raspberry-pmic", "Raspberry Pi PMIC"
+    return "codecarbon-cpu-unknown", "CodeCarbon reported no CPU hardware"
+
+
+def _ram_method(hardware: Sequence[Any]) -> str:
+    for hw in hardware:
+        kind = type(hw).__name__
+        if kind == "RAM":
+            forced = getattr(hw, "_force_ram_power", None) is not None
+            return "codecarbon-ram-constant" if forced else "codecarbon-ram-estimate"
+        if kind == "Raspberry" and getattr(hw, "chip_part", None) == "RAM":
+            return "raspberry-pmic"
+    return "codecarbon-ram-unknown"
+
+
+def _read_tracker(tracker: Any, tracked_seconds: float) -> CodeCarbonReading | None:
+    """Per-component totals from ``final_emissions_data`` (kWh, kg) after ``stop()``."""
+    data = getattr(tracker, "final_emissions_data", None)
+    if data is None:
+        return None
+    hardware = list(getattr(tracker, "_hardware", None) or [])
+    cpu_method, cpu_detail = _cpu_method(hardware)
+    return CodeCarbonReading(
+        cpu_joules=float(data.cpu_energy) * J_PER_KWH,
+        ram_joules=float(data.ram_energy) * J_PER_KWH,
+        gpu_joules=float(data.gpu_energy) * J_PER_KWH,
+        total_joules=float(data.energy_consumed) * J_PER_KWH,
+        emissions_kg=float(data.emissions),
+        tracked_seconds=tracked_seconds,
+        cpu_method=cpu_method,
+        ram_method=_ram_method(hardware),
+        cpu_detail=cpu_detail,
+        has_gpu=any(type(hw).__name__ == "GPU" for hw in hardware),
+    )
+
+
+class _TrackerBox:
+    """Filled when a :func:`_codecarbon_run` block exits."""
+
+    reading: CodeCarbonReading | None = None
+    error: str | None = None
+
+
+@contextlib.contextmanager
+def _codecarbon_run(
+    factory: Callable[..., Any],
+    kwargs: dict[str, Any],
+    clock: Callable[[], float],
+    target: logging.Logger,
+) -> Iterator[_TrackerBox]:
+    """One tracker around the block: always stopped, even on KeyboardInterrupt.
+
+    A tracker that fails to start is recorded in the box, not raised: energy must
+    not cost the run its timing results.
+    """
+    box = _TrackerBox()
+    with _codecarbon_logs_to(target) as drop_console:
+        tracker = None
+        started_at = None
+        try:
+            try:
+                tracker = factory(**kwargs)
+                drop_console()
+                tracker.start()
+                started_at = clock()  # after start(): its hardware probing is not measured
+            except Exception as exc:
+                box.error = f"CodeCarbon tracker failed to start: {type(exc).__name__}: {exc}"
+                log.warning("%s", box.error)
+            yield box
+        finally:
+            if tracker is not None:
+                stopped_at = clock()
+                try:
+                    tracker.stop()
+                except Exception as exc:
+                    box.error = f"CodeCarbon tracker failed to stop: {type(exc).__name__}: {exc}"
+                    log.warning("%s", box.error)
+                else:
+                    if started_at is not None:
+                        box.reading = _read_tracker(tracker, stopped_at - started_at)
+
+
+def _carbon_intensity_g_per_kwh(reading: CodeCarbonReading | None, country: str) -> float | None:
+    if reading is not None and reading.total_joules > 0:
+        return reading.emissions_kg / (reading.total_joules / J_PER_KWH) * 1000.0
+    try:
+        from codecarbon.input import DataSource
+
+        return float(DataSource().get_global_energy_mix_data()[country]["carbon_intensity"])
+    except Exception:  # unknown country or a table without the figure
+        return None
+
+
+def _per(total: float | None, count: float) -> float | None:
+    return None if total is None or not count or count <= 0 else total / count
+
+
+# --- the meter ---------------------------------------------------------------------------
+
+
+class _OffMeter:
+    """backend=off: no tracker, no NVML, no section."""
+
+    def measure_baseline(self) -> Baseline | None:
+        return None
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[None]:
+        yield
+
+    def begin_window(self) -> None:
+        pass
+
+    def end_window(self) -> WindowEnergy | None:
+        return None
+
+    def summary(self, output_tokens: int, requests: int) -> dict[str, Any] | None:
+        return None
+
+
+class _CodeCarbonMeter:
+    """backend=codecarbon: see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: EnergyConfig,
+        run_dir: Path,
+        gpu_indices: Sequence[int],
+        *,
+        logger: logging.Logger,
+        nvml: NvmlLike | None,
+        clock: Callable[[], float],
+        tracker_factory: Callable[..., Any],
+        sample_interval_s: float,
+    ) -> None:
+        self._cfg = cfg
+        self._run_dir = run_dir
+        self._log = logger
+        self._clock = clock
+        self._factory = tracker_factory
+        self._cuda = [int(i) for i in (cfg.gpu_ids if cfg.gpu_ids is not None else gpu_indices)]
+        self._labels = [str(i) for i in self._cuda]
+        self._setup_warnings: list[str] = []
+        lib = open_nvml(nvml) if self._cuda else None  # a CPU run never touches NVML
+        self._nvml_indices = list(self._cuda)
+        if lib is not None:
+            try:
+                self._nvml_indices, warns = cuda_to_nvml_indices(self._cuda, lib.device_count())
+                self._setup_warnings += warns
+            except NvmlError as exc:
+                self._setup_warnings.append(f"NVML device count failed: {exc}")
+                lib = None
+        self._gpu, warns = make_gpu_source(
+            lib, self._nvml_indices, self._labels, clock, sample_interval_s
+        )
+        self._setup_warnings += warns
+        self._gpu_error: str | None = None
+        self._open: GpuReading | None = None
+        self._windows: list[WindowEnergy] = []
+        self._window_warnings: list[str] = []
+        self._discarded_windows = 0
+        self._baseline: Baseline | None = None
+        self._baseline_cached = False
+        self._baseline_error: str | None = None
+        self._tracking_started_at: float | None = None
+        self._run: _TrackerBox | None = None
+
+    # baseline
+
+    def measure_baseline(self) -> Baseline | None:
+        cfg = self._cfg
+        if cfg.baseline_seconds <= 0:
+            return None
+        key = (
+            tuple(self._nvml_indices),
+            float(cfg.baseline_seconds),
+            float(cfg.measure_power_secs),
+            float(cfg.pue),
+        )
+        if cfg.cache_baseline and key in _BASELINE_CACHE:
+            self._baseline, self._baseline_cached = _BASELINE_CACHE[key], True
+            log.info("reusing the idle baseline of this process: %.2f W", self._baseline.watts)
+            return self._baseline
+        self._baseline, self._baseline_cached = self._measure_idle(), False
+        if cfg.cache_baseline and self._baseline is not None:
+            _BASELINE_CACHE[key] = self._baseline
+        return self._baseline
+
+    def _measure_idle(self) -> Baseline | None:
+        cfg, gpu = self._cfg, self._gpu
+        kwargs = _tracker_kwargs(cfg, self._run_dir, self._nvml_indices, csv=False)
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        with _codecarbon_run(self._factory, kwargs, self._clock, self._log) as box:
+            gpu.start()
+            try:
+                begin = self._read_gpu()
+                _sleep(cfg.baseline_seconds)
+                end = self._read_gpu()
+            finally:
+                gpu.stop()
+        energy = self._gpu_energy(begin, end)
+        seconds = end.time_s - begin.time_s
+        reading = box.reading
+        if reading is None or reading.tracked_seconds <= 0 or seconds <= 0:
+            self._baseline_error = box.error or "CodeCarbon reported no data"
+            return None
+        if self._gpu_error is not None:
+            self._baseline_error = self._gpu_error
+            return None
+        cpu_ram_watts = (reading.cpu_joules + reading.ram_joules) / reading.tracked_seconds
+        gpu_watts = sum(energy.per_gpu_joules) * float(cfg.pue) / seconds
+        method = f"cpu={reading.cpu_method};ram={reading.ram_method}"
+        if gpu.method is not None:
+            method += f";gpu={gpu.method}"
+        warnings = list(energy.warnings)
+        if energy.samples is not None and energy.samples < MIN_POWER_SAMPLES:
+            warnings.append(
+                f"idle baseline: only {energy.samples} GPU power samples "
+                f"(fewer than {MIN_POWER_SAMPLES})"
+            )
+        log.info(
+            "idle baseline: %.2f W over %.2f s (%s)", cpu_ram_watts + gpu_watts, seconds, method
+        )
+        return Baseline(cpu_ram_watts + gpu_watts, seconds, end.time_s, method, tuple(warnings))
+
+    # measured windows
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[None]:
+        if self._run is not None:
+            raise RuntimeError("EnergyMeter.tracking() can be entered once per run")
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        self._tracking_started_at = self._clock()
+        kwargs = _tracker_kwargs(self._cfg, self._run_dir, self._nvml_indices, csv=True)
+        with _codecarbon_run(self._factory, kwargs, self._clock, self._log) as box:
+            self._run = box
+            self._gpu.start()
+            try:
+                yield
+            finally:
+                if self._open is not None:
+                    # A repeat cut short has no latency record either; do not count it.
+                    self._open = None
+                    self._discarded_windows += 1
+                self._gpu.stop()
+
+    def _read_gpu(self) -> GpuReading:
+        t = self._clock()
+        if self._gpu_error is None:
+            try:
+                return self._gpu.read(t)
+            except NvmlError as exc:
+                self._gpu_error = f"NVML read failed ({exc}): GPU energy unknown"
+                log.warning("%s", self._gpu_error)
+        return GpuReading(t)
+
+    def _gpu_energy(self, begin: GpuReading, end: GpuReading) -> GpuWindowEnergy:
+        if self._gpu_error is not None:
+            return GpuWindowEnergy(())
+        return self._gpu.energy(begin, end)
+
+    def begin_window(self) -> None:
+        if self._open is not None:
+            raise RuntimeError("begin_window() called twice without end_window()")
+        self._open = self._read_gpu()
+
+    def end_window(self) -> WindowEnergy | None:
+        if self._open is None:
+            log.warning("end_window() without begin_window(): ignored")
+            return None
+        begin, self._open = self._open, None
+        end = self._read_gpu()
+        energy = self._gpu_energy(begin, end)
+        window = WindowEnergy(end.time_s - begin.time_s, energy.per_gpu_joules, energy.samples)
+        self._windows.append(window)
+        self._window_warnings += energy.warnings
+        return window
+
+    # the section
+
+    def summary(self, output_tokens: int, requests: int) -> dict[str, Any]:
+        cfg, windows = self._cfg, self._windows
+        pue = float(cfg.pue)
+        window_s = sum(w.seconds for w in windows)
+        reading = self._run.reading if self._run is not None else None
+        scale = None
+        if reading is not None and reading.tracked_seconds > 0:
+            scale = window_s / reading.tracked_seconds
+        warnings = list(self._setup_warnings)
+
+        def scaled(joules: float | None) -> float | None:
+            return None if joules is None or scale is None else joules * scale
+
+        components: dict[str, dict[str, Any]] = {
+            "cpu": {
+                "joules": scaled(reading.cpu_joules if reading else None),
+                "method": reading.cpu_method if reading else "unavailable",
+            },
+            "ram": {
+                "joules": scaled(reading.ram_joules if reading else None),
+                "method": reading.ram_method if reading else "unavailable",
+            },
+        }
+        cc_gpu = None
+        if reading is not None and reading.has_gpu and scale is not None and self._cuda:
+            cc_gpu = reading.gpu_joules * scale / pue
+        gpu_nvml, relative = None, None
+        if self._gpu.method is not None and self._gpu_error is None:
+            per_gpu = [sum(w.gpu_joules[k] for w in windows) for k in range(len(self._labels))]
+            nvml_j = sum(per_gpu)
+            gpu_nvml = {
+                "joules": nvml_j,
+                "method": self._gpu.method,
+                "per_gpu_joules": dict(zip(self._labels, per_gpu, strict=True)),
+                "per_repeat_joules": [sum(w.gpu_joules) for w in windows],
+            }
+            components["gpu"] = {"joules": nvml_j * pue, "method": self._gpu.method}
+            if cc_gpu is not None and nvml_j > 0:
+                relative = (nvml_j - cc_gpu) / nvml_j
+        elif self._cuda:
+            components["gpu"] = {
+                "joules": None if cc_gpu is None else cc_gpu * pue,
+                "method": "codecarbon-gpu",
+            }
+            if self._gpu_error is not None:
+                warnings.append(self._gpu_error)
+        parts = [c["joules"] for c in components.values()]
+        gross = None if any(p is None for p in parts) else float(sum(parts))
+
+        baseline, net = None, None
+        if self._baseline is not None:
+            b = self._baseline
+            ref = self._tracking_started_at
+            baseline = {
+                "watts": b.watts,
+                "joules": b.watts * window_s,
+                "measured_seconds": b.measured_seconds,
+                "age_seconds": (ref if ref is not None else self._clock()) - b.measured_at_s,
+                "cached": self._baseline_cached,
+                "method": b.method,
+            }
+            warnings += b.warnings
+            net = None if gross is None else gross - baseline["joules"]
+        else:
+            reason = (
+                "baseline_seconds=0"
+                if cfg.baseline_seconds <= 0
+                else self._baseline_error or "measure_baseline() was not called"
+            )
+            warnings.append(f"idle baseline missing ({reason}): net energy is not reported")
+
+        per_request = {"gross": _per(gross, requests), "net": _per(net, requests)}
+        intensity = _carbon_intensity_g_per_kwh(reading, cfg.country_iso_code)
+        is_estimate = reading is None or reading.cpu_method not in MEASURED_CPU_METHODS
+        warnings += self._quality_warnings(reading, window_s, relative, net)
+        return {
+            "backend": EnergyBackend.codecarbon.value,
+            "codecarbon_version": codecarbon_version(),
+            "tracking_mode": TRACKING_MODE,
+            "country_iso_code": cfg.country_iso_code,
+            "pue": pue,
+            "window_seconds": window_s,
+            "repeats": len(windows),
+            "components": components,
+            "gross_joules": gross,
+            "baseline": baseline,
+            "net_joules": net,
+            "per_output_token_joules": {
+                "gross": _per(gross, output_tokens),
+                "net": _per(net, output_tokens),
+            },
+            "per_request_joules": per_request,
+            "per_1000_requests_joules": {
+                k: None if v is None else v * 1000.0 for k, v in per_request.items()
+            },
+            "average_power_watts": {"gross": _per(gross, window_s), "net": _per(net, window_s)},
+            "emissions_kg": (
+                None if gross is None or intensity is None else gross / J_PER_KWH * intensity / 1e3
+            ),
+            "carbon_intensity_g_per_kwh": intensity,
+            "gpu_nvml": gpu_nvml,
+            "codecarbon_gpu_joules": cc_gpu,
+            "gpu_relative_difference": relative,
+            "is_estimate": is_estimate,
+            "warnings": list(dict.fromkeys(warnings)),
+        }
+
+    def _quality_warnings(
+        self,
+        reading: CodeCarbonReading | None,
+        window_s: float,
+        relative: float | None,
+        net: float | None,
+    ) -> list[str]:
+        cfg, windows, out = self._cfg, self._windows, []
+        if self._run is None:
+            out.append("tracking() was never entered: nothing was measured")
+        elif reading is None:
+            reason = self._run.error or "see the run log"
+            out.append(f"CodeCarbon reported no data ({reason}): CPU and RAM energy unknown")
+        if self._run is not None and not windows:
+            out.append("no measured window completed")
+        if self._discarded_windows:
+            out.append(
+                f"{self._discarded_windows} window(s) still open when tracking ended "
+                "(interrupted or failed repeat) are not counted"
+            )
+        if reading is not None and windows:
+            if window_s < cfg.measure_power_secs:
+                out.append(
+                    f"measured time {window_s:.3f} s is shorter than CodeCarbon's sampling "
+                    f"interval (measure_power_secs={cfg.measure_power_secs:g}): its CPU/RAM "
+                    "figures rest on one or two power samples"
+                )
+            coverage = window_s / reading.tracked_seconds if reading.tracked_seconds > 0 else 0
+            if coverage < MIN_WINDOW_COVERAGE:
+                out.append(
+                    f"measured windows cover {coverage:.0%} of CodeCarbon's tracked span; its "
+                    "figures were scaled to the windows assuming constant average power"
+                )
+        if self._gpu.method is not None and windows:
+            short = [w.seconds for w in windows if w.seconds < MIN_COUNTER_WINDOW_S]
+            if short:
+                out.append(
+                    f"{len(short)} of {len(windows)} measured windows are shorter than "
+                    f"{MIN_COUNTER_WINDOW_S:g} s (shortest {min(short):.3f} s): too short for "
+                    "the resolution of NVML energy readings"
+                )
+            sampled = [w.gpu_samples for w in windows if w.gpu_samples is not None]
+            few = [n for n in sampled if n < MIN_POWER_SAMPLES]
+            if few:
+                out.append(
+                    f"fewer than {MIN_POWER_SAMPLES} GPU power samples in {len(few)} of "
+                    f"{len(windows)} windows (fewest {min(few)}): GPU energy is coarse"
+                )
+        out += self._window_warnings
+        if relative is not None and abs(relative) > GPU_DIFFERENCE_WARN:
+            out.append(
+                f"NVML and CodeCarbon GPU energy differ by {relative:+.0%} of the NVML figure"
+            )
+        if reading is not None and reading.cpu_method not in MEASURED_CPU_METHODS:
+            out.append(
+                f"CPU energy is an estimate, not a measurement ({reading.cpu_detail}); "
+                "no RAPL-like counter was readable"
+            )
+        if net is not None and net < 0:
+            out.append("net energy is negative: the idle baseline exceeds the measured energy")
+        return out
+
+
+class EnergyMeter:
+    """Energy of one run's measured windows; see the module docstring for the method.
+
+    Use: ``measure_baseline()`` before the model loads; ``with tracking():`` around
+    the measured loop, ``begin_window()``/``end_window()`` around each repeat (the
+    caller synchronizes the device first); then ``summary(output_tokens, requests)``,
+    also after an interrupted or failed loop. ``gpu_indices`` are the run's CUDA
+    device indices (``cfg.gpu_ids`` overrides them). With ``backend: off`` every
+    call is a no-op and ``summary`` returns None.
+    """
+
+    # NVML refreshes power every 20-100 ms: 20 Hz resolves it at negligible cost.
+    power_sample_interval_s: float = 0.05
+
+    def __init__(
+        self,
+        cfg: EnergyConfig,
+        run_dir: Path,
+        gpu_indices: list[int],
+        *,
+        logger: logging.Logger | None = None,
+        nvml: NvmlLike | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        tracker_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self._impl: _OffMeter | _CodeCarbonMeter
+        if EnergyBackend(cfg.backend) is EnergyBackend.off:
+            self._impl = _OffMeter()
+        else:
+            self._impl = _CodeCarbonMeter(
+                cfg,
+                Path(run_dir),
+                gpu_indices,
+                logger=logger or log,
+                nvml=nvml,
+                clock=clock,
+                tracker_factory=tracker_factory or _offline_tracker,
+                sample_interval_s=self.power_sample_interval_s,
+            )
+
+    def measure_baseline(self) -> Baseline | None:
+        """Idle power over ``baseline_seconds`` (sleeps that long); None when disabled."""
+        return self._impl.measure_baseline()
+
+    def tracking(self) -> contextlib.AbstractContextManager[None]:
+        """The CodeCarbon tracker (and NVML sampler) around the measured loop; always stopped."""
+        return self._impl.tracking()
+
+    def begin_window(self) -> None:
+        """Open a measured window: read the clock and the GPU energy counters."""
+        self._impl.begin_window()
+
+    def end_window(self) -> WindowEnergy | None:
+        """Close the window and accumulate its energy; None when nothing is open or off."""
+        return self._impl.end_window()
+
+    def summary(self, output_tokens: int, requests: int) -> dict[str, Any] | None:
+        """The JSON-serialisable ``energy`` section (joules, watts, seconds); None when off."""
+        return self._impl.summary(output_tokens, requests)

@@ -1,0 +1,140 @@
+"""Per-request records and the latency/throughput metrics derived from them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.measure.stats import summarize
+from runner.measure.timing import CallTiming
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request of one measured call. Times in seconds from the call's start edge."""
+
+    repeat: int
+    batch: int
+    request: int
+    prompt_id: str
+    input_tokens: int
+    output_tokens: int
+    ttft_seconds: float | None
+    last_token_seconds: float | None
+    e2e_seconds: float  # until generate returned the batch: what a caller waits
+    itl_seconds: tuple[float, ...]
+
+    @property
+    def tpot_seconds(self) -> float | None:
+        """Mean decode time per token after the first (None for a single token)."""
+        if self.output_tokens < 2 or self.ttft_seconds is None or self.last_token_seconds is None:
+            return None
+        return (self.last_token_seconds - self.ttft_seconds) / (self.output_tokens - 1)
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    repeat: int
+    batch: int
+    timing: CallTiming
+    output_tokens: int
+    decode_tokens: int  # output tokens after each request's first
+
+    @property
+    def decode_seconds(self) -> float | None:
+        times = self.timing.token_times_seconds
+        return times[-1] - times[0] if len(times) >= 2 else None
+
+
+def records_for_call(
+    repeat: int,
+    batch_index: int,
+    requests: Sequence[Any],
+    output_tokens: Sequence[int],
+    timing: CallTiming,
+) -> tuple[list[RequestRecord], BatchRecord]:
+    """Split one call's step timestamps into its requests by their own token counts."""
+    records = []
+    for req, n in zip(requests, output_tokens):
+        records.append(
+            RequestRecord(
+                repeat=repeat,
+                batch=batch_index,
+                request=req.index,
+                prompt_id=req.prompt_id,
+                input_tokens=req.input_tokens,
+                output_tokens=n,
+                ttft_seconds=timing.ttft_seconds if n > 0 else None,
+                last_token_seconds=timing.last_token_seconds(n),
+                e2e_seconds=timing.total_seconds,
+                itl_seconds=tuple(timing.intervals_seconds(n)),
+            )
+        )
+    batch = BatchRecord(
+        repeat=repeat,
+        batch=batch_index,
+        timing=timing,
+        output_tokens=sum(output_tokens),
+        decode_tokens=sum(max(n - 1, 0) for n in output_tokens),
+    )
+    return records, batch
+
+
+def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRecord]) -> dict:
+    """Distributions (see ``stats.summarize``) and window totals. Seconds, tokens/s."""
+    e2e_total = sum(b.timing.total_seconds for b in batches)
+    decode_time = sum(b.decode_seconds or 0.0 for b in batches)
+    out_tokens = sum(r.output_tokens for r in records)
+    in_tokens = sum(r.input_tokens for r in records)
+    decode_tokens = sum(b.decode_tokens for b in batches if b.decode_seconds)
+    per_batch_tps = [b.output_tokens / b.timing.total_seconds for b in batches if b.timing.total_seconds]
+    per_batch_decode = [b.decode_tokens / b.decode_seconds for b in batches if b.decode_seconds]
+
+    def rate(num: float, den: float) -> float | None:
+        return num / den if den > 0 else None
+
+    return {
+        "ttft_seconds": summarize([r.ttft_seconds for r in records if r.ttft_seconds is not None]),
+        "itl_seconds": summarize([x for r in records for x in r.itl_seconds]),
+        "tpot_seconds": summarize([r.tpot_seconds for r in records if r.tpot_seconds is not None]),
+        "e2e_request_seconds": summarize([r.e2e_seconds for r in records]),
+        "e2e_batch_seconds": summarize([b.timing.total_seconds for b in batches]),
+        "output_tokens_per_second": summarize(per_batch_tps),
+        "decode_tokens_per_second": summarize(per_batch_decode),
+        "throughput": {
+            "output_tokens_per_second": rate(out_tokens, e2e_total),
+            "decode_tokens_per_second": rate(decode_tokens, decode_time),
+            "requests_per_second": rate(len(records), e2e_total),
+            "input_tokens_per_second": rate(in_tokens, e2e_total),
+        },
+        "measured_seconds": e2e_total,
+        "requests": len(records),
+        "output_tokens": out_tokens,
+        "input_tokens": in_tokens,
+        "calls": len(batches),
+    }
+
+
+REQUEST_COLUMNS = (
+    "repeat", "batch", "request", "prompt_id", "input_tokens", "output_tokens",
+    "ttft_seconds", "last_token_seconds", "e2e_seconds", "tpot_seconds", "itl_seconds",
+)
+
+
+def write_requests_csv(path: Path, records: Sequence[RequestRecord]) -> Path:
+    """Raw per-request table; ``itl_seconds`` is a JSON list per row."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(REQUEST_COLUMNS)
+        for r in records:
+            row = asdict(r)
+            row["tpot_seconds"] = r.tpot_seconds
+            row["itl_seconds"] = json.dumps([round(x, 9) for x in r.itl_seconds])
+            writer.writerow([row[c] for c in REQUEST_COLUMNS])
+    tmp.replace(path)
+    return path

@@ -1,0 +1,92 @@
+"""Memory over a measured window: CUDA peak allocated/reserved, or process peak RSS.
+
+On CUDA the peak statistics are reset at the window's start. On CPU, Linux
+lets a process reset its own RSS high-water mark (``/proc/self/clear_refs``
+with ``5``), so the peak belongs to the window; where that is not possible
+the lifetime peak is reported and labelled as such.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class MemoryWindow:
+    """Peak memory in bytes during a window; ``peak_source`` says how it was obtained."""
+
+    peak_bytes: int | None
+    peak_source: str
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+
+
+def _read_hwm_bytes() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class _Box:
+    value: MemoryWindow | None = None
+
+
+@contextlib.contextmanager
+def track_memory(device: torch.device | None) -> Iterator[_Box]:
+    """Yield a box whose ``value`` holds the :class:`MemoryWindow` after the block exits."""
+    box = _Box()
+    cuda = device is not None and device.type == "cuda"
+    reset_ok = False
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_ok = _reset_hwm()
+    try:
+        yield box
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)
+            allocated = torch.cuda.max_memory_allocated(device)
+            box.value = MemoryWindow(
+                peak_bytes=allocated,
+                peak_source="cuda-max-allocated",
+                peak_allocated_bytes=allocated,
+                peak_reserved_bytes=torch.cuda.max_memory_reserved(device),
+                peak_rss_bytes=_read_hwm_bytes(),
+            )
+        else:
+            hwm = _read_hwm_bytes() if reset_ok else None
+            if hwm is None:
+                # ru_maxrss is in KiB on Linux and covers the whole process lifetime.
+                hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                source = "process-lifetime-peak-rss"
+            else:
+                source = "process-peak-rss"
+            box.value = MemoryWindow(peak_bytes=hwm, peak_source=source, peak_rss_bytes=hwm)
+
+
+def model_footprint_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's parameters and buffers (quantized storage counted as stored)."""
+    return int(model.get_memory_footprint()) if hasattr(model, "get_memory_footprint") else sum(
+        t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())
+    )

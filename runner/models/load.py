@@ -1,0 +1,86 @@
+"""Model provisioning: resolve the weights' location, then load with the translated kwargs."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.config.schema import ModelConfig, ModelSource, Weights
+from runner.models.cache import build_atomically, cache_root
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A local model path that does not exist or holds no model (a user mistake)."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    path: str  # where the weights were loaded from (a directory or a hub id)
+
+
+def resolve_source(m: ModelConfig, configured_cache: str | None) -> str:
+    """A directory or hub id holding config, tokenizer and (for pretrained) weights."""
+    if m.source is ModelSource.tiny:
+        from runner.models.tiny import ensure_tiny
+
+        return str(ensure_tiny(cache_root(configured_cache)))
+    if m.source is ModelSource.smollm2:
+        from runner.models.smollm2 import ensure_smollm2
+
+        return str(ensure_smollm2(cache_root(configured_cache)))
+    if m.source is ModelSource.local:
+        path = Path(m.path).expanduser()
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model.path={m.path}: no model directory (config.json) there")
+        return str(path)
+    return str(m.path)
+
+
+def _random_checkpoint(source: str, m: ModelConfig, configured_cache: str | None, kw: dict) -> str:
+    """Build the architecture with seeded random weights and save it once.
+
+    Saving to a cached checkpoint lets every loading kwarg (quantization,
+    device map, dtype) go through ``from_pretrained`` exactly as for real weights.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    trust = bool(kw.get("trust_remote_code", False))
+    revision = kw.get("revision")
+    key = hashlib.sha256(f"{source}|{revision}|{m.init_seed}".encode()).hexdigest()[:16]
+    target = cache_root(configured_cache) / "random" / f"{Path(source).name}-{key}"
+
+    def build(tmp: Path) -> None:
+        config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust)
+        torch.manual_seed(m.init_seed)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
+        model.save_pretrained(tmp)
+        tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust)
+        tok.save_pretrained(tmp)
+
+    return str(build_atomically(target, build))
+
+
+def load_model(m: ModelConfig, kwargs: dict[str, Any], configured_cache: str | None) -> LoadedModel:
+    """Load model and tokenizer; ``kwargs`` are the real ``from_pretrained`` kwargs."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_source(m, configured_cache)
+    if m.weights is Weights.random:
+        source = _random_checkpoint(source, m, configured_cache, kwargs)
+    log.info("loading %s from %s", m.name, source)
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model.eval()
+    tok_kw = {k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}
+    tokenizer = AutoTokenizer.from_pretrained(source, **tok_kw)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return LoadedModel(model=model, tokenizer=tokenizer, path=source)

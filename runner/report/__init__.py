@@ -1,0 +1,127 @@
+"""Report of a sweep: one table, CSV/Parquet, ``report.md`` and PNG figures.
+
+``build_report([sweep_dir], out_dir, baseline="quant=none,compile=off")`` reads every run
+under the paths (see :mod:`runner.report.collect`), adds baseline ratios
+(:mod:`runner.report.compare`), draws the figures (:mod:`runner.report.plots`) and writes
+``summary.csv``, ``summary.parquet``, ``report.md`` and ``plots/*.png`` into ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from runner.report.collect import (
+    ReportError,
+    RunRecord,
+    collect,
+    find_run_dirs,
+    load_run,
+    table,
+)
+from runner.report.compare import add_relative_columns, resolve_baseline
+from runner.report.markdown import display_table, render_report
+from runner.report.plots import make_plots
+from runner.report.samples import LatencySamples, read_latency_samples
+
+__all__ = [
+    "ReportError",
+    "ReportOutputs",
+    "build_report",
+    "collect",
+    "display_table",
+    "find_run_dirs",
+    "terminal_table",
+]
+
+log = logging.getLogger(__name__)
+
+SUMMARY_CSV = "summary.csv"
+SUMMARY_PARQUET = "summary.parquet"
+REPORT_MD = "report.md"
+PLOTS_DIR = "plots"
+
+
+@dataclass
+class ReportOutputs:
+    """What :func:`build_report` wrote; ``summary_parquet`` is None if Parquet failed."""
+
+    summary_csv: Path
+    summary_parquet: Path | None
+    report_md: Path
+    plots: list[Path]
+    table: pd.DataFrame
+    skipped_plots: list[str] = field(default_factory=list)
+
+
+def _samples(records: list[RunRecord], labels: list[str]) -> dict[str, LatencySamples]:
+    out: dict[str, LatencySamples] = {}
+    for rec, label in zip(records, labels, strict=True):
+        if rec.status != "ok":
+            continue
+        try:
+            out[label] = read_latency_samples(rec.run_dir)
+        except ValueError as exc:
+            log.info("latency distribution of %s skipped: %s", label, exc)
+    return out
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> Path | None:
+    try:
+        df.to_parquet(path, index=False)
+    except Exception as exc:  # the CSV and the report are still useful without it
+        log.warning("summary.parquet not written: %s: %s", type(exc).__name__, exc)
+        return None
+    return path
+
+
+def build_report(
+    paths: Iterable[Path | str], out_dir: Path | str, baseline: str | None = None
+) -> ReportOutputs:
+    """Read every run under ``paths`` and write the report into ``out_dir``.
+
+    Raises :class:`ReportError` for a missing path, no run found, or a baseline that
+    matches no run or several; nothing is written then. Weird run directories never
+    raise: they become ``partial``/``unreadable`` rows.
+    """
+    paths = [Path(p) for p in paths]
+    out_dir = Path(out_dir)
+    run_dirs = find_run_dirs(paths)
+    if not run_dirs:
+        where = ", ".join(map(str, paths))
+        raise ReportError(f"no run directory (result.json or .hydra/) under {where}")
+    records = [load_run(d) for d in run_dirs]
+    df = table(records)
+    base = resolve_baseline(df, baseline) if baseline else None
+    if base is not None:
+        df = add_relative_columns(df, base)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / SUMMARY_CSV
+    df.to_csv(csv_path, index=False)
+    parquet_path = _write_parquet(df, out_dir / SUMMARY_PARQUET)
+
+    labels = list(df["label"])
+    plots, skipped = make_plots(df, _samples(records, labels), out_dir / PLOTS_DIR)
+    text = render_report(
+        df,
+        environments={label: rec.environment for label, rec in zip(labels, records, strict=True)},
+        configs={label: rec.config for label, rec in zip(labels, records, strict=True)},
+        plots=[Path(os.path.relpath(p, out_dir)) for p in plots],
+        skipped_plots=skipped,
+        baseline_label=base.label if base is not None else None,
+        sources=[str(p) for p in paths],
+    )
+    report_path = out_dir / REPORT_MD
+    report_path.write_text(text + "\n")
+    return ReportOutputs(csv_path, parquet_path, report_path, plots, df, skipped)
+
+
+def terminal_table(df: pd.DataFrame) -> str:
+    """The table printed by the CLI (means with [95% CI], errors cut to 60 characters)."""
+    return display_table(df).to_string(index=False)

@@ -1,0 +1,373 @@
+"""Find run directories and turn their ``result.json`` files into one table, one row per run.
+
+Units of the headline columns: milliseconds (``*_ms_*``), output tokens per second
+(``output_tok_s_*``), mebibytes (``*_mib``), millijoules per output token
+(``energy_per_token_mj_*``) and grams CO2-equivalent (``emissions_g``).
+
+Nothing here raises on a weird directory: a run that cannot be used becomes a row with
+status ``partial`` (no ``result.json`` yet) or ``unreadable`` (and the reason in ``error``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
+
+HYDRA_DIR = ".hydra"
+RESULT_STATUSES = ("ok", "failed", "interrupted")
+STATUSES = (*RESULT_STATUSES, "partial", "unreadable")
+
+BASE_COLUMNS = ["run_dir", "run_id", "label", "status", "error"]
+
+# column prefix -> (metrics key holding a STAT_KEYS dict, scale to the column's unit, stats)
+DISTRIBUTIONS: dict[str, tuple[str, float, tuple[str, ...]]] = {
+    "ttft_ms": ("ttft_seconds", 1e3, ("mean", "ci95_low", "ci95_high", "p95")),
+    "itl_ms": ("itl_seconds", 1e3, ("mean", "ci95_low", "ci95_high", "p95")),
+    "e2e_ms": ("e2e_request_seconds", 1e3, ("mean", "ci95_low", "ci95_high", "p95")),
+    "output_tok_s": ("output_tokens_per_second", 1.0, ("mean", "ci95_low", "ci95_high")),
+}
+NUMERIC_COLUMNS = [f"{p}_{s}" for p, (_, _, stats) in DISTRIBUTIONS.items() for s in stats] + [
+    "output_tok_s_total",
+    "peak_mem_mib",
+    "model_footprint_mib",
+    "energy_per_token_mj_gross",
+    "energy_per_token_mj_net",
+    "emissions_g",
+    "repeats",
+    "requests",
+    "output_tokens",
+]
+HEADLINE_COLUMNS = [
+    *NUMERIC_COLUMNS,
+    "peak_mem_source",
+    "energy_is_estimate",
+    "energy_warnings",
+    "config_hash",
+]
+MIB = 2**20
+
+
+class ReportError(ValueError):
+    """Bad input to the report (missing path, baseline matching nothing); one-line message."""
+
+
+@dataclass
+class RunRecord:
+    """One run directory as found on disk; ``data`` is the parsed result (None if unusable)."""
+
+    run_dir: Path
+    status: str
+    error: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    data: dict[str, Any] | None = None
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        env = (self.data or {}).get("environment")
+        return env if isinstance(env, dict) else {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        cfg = (self.data or {}).get("config")
+        return cfg if isinstance(cfg, dict) else {}
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _is_run_dir(entries: dict[str, os.DirEntry]) -> bool:
+    """A ``result.json`` of any kind (a broken one is reported), or a ``.hydra/`` folder."""
+    hydra = entries.get(HYDRA_DIR)
+    try:
+        return RESULT_FILE in entries or (hydra is not None and hydra.is_dir())
+    except OSError:
+        return False
+
+
+def _walk(root: Path) -> list[Path]:
+    """Run directories under ``root`` (a run directory is a leaf); hidden folders are skipped.
+
+    A directory that cannot be listed is returned too, so that it is reported as unreadable.
+    """
+    found: list[Path] = []
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = {e.name: e for e in it}
+        except OSError:
+            found.append(directory)
+            continue
+        if _is_run_dir(entries):
+            found.append(directory)
+            continue
+        for name, entry in entries.items():
+            try:
+                if not name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                    stack.append(directory / name)
+            except OSError:
+                continue
+    return sorted(found, key=str)
+
+
+def find_run_dirs(paths: Iterable[Path | str]) -> list[Path]:
+    """Run directories (holding ``result.json``, or ``.hydra/`` only = partial) under ``paths``.
+
+    Each path may be a run directory, a sweep directory (searched recursively) or a
+    ``result.json`` file. Raises :class:`ReportError` for a path that does not exist.
+    """
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ReportError(f"{path}: no such file or directory")
+        if path.is_file():
+            if path.name != RESULT_FILE:
+                raise ReportError(f"{path}: not a directory nor a {RESULT_FILE}")
+            dirs = [path.parent]
+        else:
+            dirs = _walk(path)
+        for d in dirs:
+            key = d.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(d)
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _hydra_overrides(run_dir: Path) -> list[str]:
+    """Overrides from Hydra's ``.hydra/overrides.yaml``; [] when absent or unreadable."""
+    try:
+        import yaml
+
+        data = yaml.safe_load((run_dir / HYDRA_DIR / "overrides.yaml").read_text())
+    except Exception:
+        return []
+    return [str(x) for x in data] if isinstance(data, list) else []
+
+
+def _last_log_line(run_dir: Path, limit: int = 200) -> str | None:
+    try:
+        with (run_dir / "run.log").open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    lines = [line.strip() for line in lines if line.strip()]
+    return lines[-1][:limit] if lines else None
+
+
+def error_text(error: Any, status: str) -> str | None:
+    """One line for the ``error`` column: ``Type: message (phase: p)``."""
+    if isinstance(error, dict):
+        message = " ".join(str(error.get("message") or "").split())
+        etype, phase = error.get("type"), error.get("phase")
+        text = f"{etype}: {message}" if etype else message
+        if phase:
+            text = f"{text} (phase: {phase})"
+        if text.strip():
+            return text
+    elif error:
+        return " ".join(str(error).split())
+    if status == "interrupted":
+        return "interrupted before the end of the measurement"
+    if status == "failed":
+        return "failed (no error recorded)"
+    return None
+
+
+def _load_run(run_dir: Path) -> RunRecord:
+    hydra_overrides = _hydra_overrides(run_dir)
+    if not (run_dir / RESULT_FILE).exists():
+        os.listdir(run_dir)  # an unlistable directory raises: reported as unreadable
+        reason = "no result.json (still running, or killed before writing it)"
+        last = _last_log_line(run_dir)
+        if last:
+            reason = f"{reason}; last log line: {last}"
+        return RunRecord(run_dir, "partial", reason, hydra_overrides)
+    try:
+        data = read_result(run_dir)
+    except ResultReadError as exc:
+        return RunRecord(run_dir, "unreadable", str(exc), hydra_overrides)
+    except FileNotFoundError:  # removed between the two calls
+        return RunRecord(run_dir, "partial", "result.json disappeared", hydra_overrides)
+    overrides = data.get("overrides")
+    if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+        overrides = hydra_overrides
+    status = data.get("status")
+    if status not in RESULT_STATUSES:
+        return RunRecord(run_dir, "unreadable", f"unknown status {status!r}", overrides, data)
+    return RunRecord(run_dir, status, error_text(data.get("error"), status), overrides, data)
+
+
+def load_run(run_dir: Path) -> RunRecord:
+    """Read one run directory; never raises (a failure becomes an ``unreadable`` record)."""
+    run_dir = Path(run_dir)
+    try:
+        return _load_run(run_dir)
+    except Exception as exc:  # a weird directory must never crash the report
+        return RunRecord(run_dir, "unreadable", f"{type(exc).__name__}: {exc}")
+
+
+def load_runs(paths: Iterable[Path | str]) -> list[RunRecord]:
+    """:func:`find_run_dirs` then :func:`load_run` on each."""
+    return [load_run(d) for d in find_run_dirs(paths)]
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
+    """``["+compile=on", "decoding.num_beams=4", "~energy"]`` -> ``{key: value}`` (strings).
+
+    Leading ``+``/``++`` are dropped, ``~key`` (deletion) gives ``(deleted)``, ``hydra.*``
+    launcher settings are not factors, surrounding quotes are removed from values.
+    """
+    out: dict[str, str] = {}
+    for item in overrides:
+        text = str(item).strip()
+        if text.startswith("~"):
+            key, value = text[1:].split("=", 1)[0], "(deleted)"
+        elif "=" in text:
+            key, value = text.split("=", 1)
+            key, value = key.lstrip("+").strip(), value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+        else:
+            continue
+        if key and not key.startswith("hydra."):
+            out[key] = value
+    return out
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _num(value: Any, scale: float = 1.0) -> float:
+    """A finite number times ``scale``, else NaN (None, bools and junk included)."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        number = float(value) * scale
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def headline(data: dict[str, Any]) -> dict[str, Any]:
+    """The headline columns of one parsed result (NaN/None where absent)."""
+    metrics = _dict(data.get("metrics"))
+    row: dict[str, Any] = {}
+    for prefix, (key, scale, stats) in DISTRIBUTIONS.items():
+        dist = _dict(metrics.get(key))
+        for stat in stats:
+            row[f"{prefix}_{stat}"] = _num(dist.get(stat), scale)
+    throughput = _dict(metrics.get("throughput"))
+    row["output_tok_s_total"] = _num(throughput.get("output_tokens_per_second"))
+    memory = _dict(metrics.get("memory"))
+    row["peak_mem_mib"] = _num(memory.get("peak_bytes"), 1 / MIB)
+    row["model_footprint_mib"] = _num(memory.get("model_footprint_bytes"), 1 / MIB)
+    energy = _dict(data.get("energy"))
+    per_token = _dict(energy.get("per_output_token_joules"))
+    row["energy_per_token_mj_gross"] = _num(per_token.get("gross"), 1e3)
+    row["energy_per_token_mj_net"] = _num(per_token.get("net"), 1e3)
+    row["emissions_g"] = _num(energy.get("emissions_kg"), 1e3)
+    for key in ("repeats", "requests", "output_tokens"):
+        row[key] = _num(metrics.get(key))
+    source = memory.get("peak_source")
+    row["peak_mem_source"] = source if isinstance(source, str) else None
+    estimate = energy.get("is_estimate")
+    row["energy_is_estimate"] = estimate if isinstance(estimate, bool) else None
+    warnings = energy.get("warnings")
+    row["energy_warnings"] = "; ".join(map(str, warnings)) if warnings else None
+    config_hash = data.get("config_hash")
+    row["config_hash"] = config_hash if isinstance(config_hash, str) else None
+    return row
+
+
+def _labels(rows: list[dict[str, Any]], swept: list[str]) -> list[str]:
+    labels = []
+    for row in rows:
+        parts = [f"{k}={row[k]}" for k in swept if row.get(k) is not None]
+        labels.append(", ".join(parts) or str(row["run_id"]))
+    counts: dict[str, int] = {}
+    unique = []
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+        unique.append(label if labels.count(label) == 1 else f"{label} #{counts[label]}")
+    return unique
+
+
+def table(records: list[RunRecord], full: bool = False) -> pd.DataFrame:
+    """One row per record; see the module docstring for units.
+
+    Columns: :data:`BASE_COLUMNS`, one column per override key (``df.attrs["factors"]``),
+    :data:`HEADLINE_COLUMNS`, and with ``full`` every dotted key of the result
+    (``metrics.ttft_seconds.p99``...) that is not already a column.
+    """
+    reserved = set(BASE_COLUMNS) | set(HEADLINE_COLUMNS)
+    factors: list[str] = []
+    rows: list[dict[str, Any]] = []
+    extra: list[str] = []
+    for rec in records:
+        data = rec.data or {}
+        run_id = data.get("run_id")
+        row: dict[str, Any] = {
+            "run_dir": str(rec.run_dir),
+            "run_id": run_id if isinstance(run_id, str) and run_id else rec.run_dir.name,
+            "status": rec.status,
+            "error": rec.error,
+        }
+        for key, value in parse_overrides(rec.overrides).items():
+            col = f"override.{key}" if key in reserved else key
+            if col not in factors:
+                factors.append(col)
+            row[col] = value
+        row.update(headline(data))
+        if full:
+            for key, value in flatten(data).items():
+                if key not in row and key not in reserved:
+                    row[key] = value
+                    if key not in extra:
+                        extra.append(key)
+        rows.append(row)
+    swept = [f for f in factors if len({r.get(f) for r in rows}) > 1]
+    for row, label in zip(rows, _labels(rows, swept), strict=True):
+        row["label"] = label
+    columns = BASE_COLUMNS + factors + HEADLINE_COLUMNS + [c for c in extra if c not in factors]
+    df = pd.DataFrame(rows, columns=columns)
+    for col in NUMERIC_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    df["energy_is_estimate"] = df["energy_is_estimate"].astype(object)
+    df.attrs["factors"] = factors
+    return df
+
+
+def collect(paths: Iterable[Path | str], full: bool = False) -> pd.DataFrame:
+    """Table of every run under ``paths`` (see :func:`table`); raises only for missing paths."""
+    return table(load_runs(paths), full=full)
+
+
+def factor_columns(df: pd.DataFrame) -> list[str]:
+    """Columns holding an override (``quant``, ``decoding.num_beams``...)."""
+    return [c for c in df.attrs.get("factors", []) if c in df.columns]
+
+
+def swept_factors(df: pd.DataFrame) -> list[str]:
+    """Factor columns with more than one value (a missing override counts as a value)."""
+    return [c for c in factor_columns(df) if df[c].nunique(dropna=False) > 1]

@@ -1,0 +1,170 @@
+"""The result of one run: schema, atomic write, reading back, flattening.
+
+``result.json`` (``SCHEMA_VERSION`` 1) has these top-level keys:
+
+- ``schema_version``: int.
+- ``status``: ``ok`` | ``failed`` | ``interrupted``.
+- ``run_id``: the run directory's name; ``config_hash``: sha256 of everything
+  that changes the measurement (not output paths), used to resume sweeps.
+- ``overrides``: the command-line overrides of this job (the swept factors).
+- ``started_at`` / ``finished_at``: ISO 8601 UTC.
+- ``config``: the resolved config.
+- ``requested``: the kwargs the runner passed (``from_pretrained``,
+  ``generate``, ``compile``); ``applied``: what the loaded model and
+  ``generate`` actually used, read back after loading.
+- ``warnings``: list of strings (library overrides, quality warnings).
+- ``workload``: a summary of the requests.
+- ``metrics``: timing, throughput and memory (see README "Result fields");
+  distributions are dicts of :data:`runner.measure.stats.STAT_KEYS`.
+- ``energy``: the energy section, or ``null`` when energy is off.
+- ``environment``: versions, hardware, git commit, Slurm ids.
+- ``error``: ``null`` or ``{type, message, traceback, phase}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULT_FILE = "result.json"
+REQUESTS_FILE = "requests.csv"
+
+
+class Status(str, Enum):
+    ok = "ok"
+    failed = "failed"
+    interrupted = "interrupted"
+
+
+class Phase(str, Enum):
+    """Where a run was when it failed; recorded in ``error.phase``."""
+
+    config = "config"
+    load = "load"
+    compile = "compile"
+    warmup = "warmup"
+    measure = "measure"
+    energy = "energy"
+    verify = "verify"
+    write = "write"
+
+
+@dataclass
+class RunError:
+    type: str
+    message: str
+    traceback: str | None
+    phase: str
+
+
+@dataclass
+class RunResult:
+    status: Status
+    run_id: str
+    config_hash: str
+    overrides: list[str]
+    started_at: str
+    finished_at: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    requested: dict[str, Any] = field(default_factory=dict)
+    applied: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    workload: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    energy: dict[str, Any] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    error: RunError | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        # schema_version first: a reader can dispatch on it before anything else.
+        return {"schema_version": data.pop("schema_version"), **data}
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    return str(obj)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/inf: store them as null so every reader can parse the file."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:
+    """Write JSON to a temp file in the same directory, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_result(run_dir: Path, result: RunResult) -> Path:
+    """Atomically write ``result.json`` into ``run_dir``."""
+    return write_json_atomic(Path(run_dir) / RESULT_FILE, result.to_dict())
+
+
+class ResultReadError(ValueError):
+    """A result file exists but cannot be used (partial, corrupt, wrong schema)."""
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """Read a ``result.json`` (or the run directory holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULT_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ResultReadError(f"{path}: unreadable result ({exc})") from exc
+    if not isinstance(data, dict) or "status" not in data or "schema_version" not in data:
+        raise ResultReadError(f"{path}: not a runner result (no status/schema_version)")
+    if data["schema_version"] > SCHEMA_VERSION:
+        raise ResultReadError(
+            f"{path}: schema_version {data['schema_version']} is newer than this runner's "
+            f"({SCHEMA_VERSION}); upgrade the runner"
+        )
+    return data
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys (``metrics.ttft_seconds.mean``); lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

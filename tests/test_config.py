@@ -1,0 +1,135 @@
+"""Config groups compose as the CLI composes them; bad values are refused with one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.config.schema import CompileMode, DecodingMode, RunConfig
+from runner.config.validate import ConfigError, Facts, validate
+from runner.preflight import CONF_DIR, UserError, check_command, group_options
+
+GROUPS = ["model", "quant", "compile", "decoding", "loading", "workload", "measure", "energy"]
+# Options that need a value the user must supply.
+NEEDS = {
+    "model=local": ["model.path=/tmp/some-model"],
+    "model=hub": ["model.path=org/model"],
+    "workload=file": ["workload.path=/tmp/prompts.jsonl"],
+    "decoding=prompt-lookup": ["workload.batch_size=1"],
+}
+
+
+def all_options():
+    for group in GROUPS:
+        for option in group_options(group):
+            yield f"{group}={option}"
+
+
+@pytest.mark.parametrize("override", list(all_options()))
+def test_every_option_composes_and_validates(compose, override):
+    cfg = compose([override, *NEEDS.get(override, [])])
+    assert isinstance(cfg, RunConfig)
+    facts = Facts(cuda_available=override == "loading=cuda")
+    validate(cfg, facts)
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert group_options(group), group
+    assert (CONF_DIR / "config.yaml").is_file()
+
+
+def test_defaults_are_the_documented_ones(compose):
+    cfg = compose([])
+    assert cfg.model.name == "smollm2-135m"
+    assert cfg.quant.name == "none" and not cfg.quant.load_in_4bit
+    assert cfg.compile.enabled is False
+    assert cfg.decoding.mode is DecodingMode.greedy
+    assert cfg.loading.device_map == "auto"
+    assert cfg.loading.trust_remote_code is False
+    assert cfg.energy.backend.name == "codecarbon"
+
+
+def test_compile_on_and_off_work_as_command_line_options(compose):
+    assert compose(["compile=on"]).compile.enabled is True
+    assert compose(["compile=off"]).compile.enabled is False
+    assert compose(["compile=reduce-overhead"]).compile.mode is CompileMode.reduce_overhead
+
+
+def test_experiment_composes_to_exact_config(compose):
+    cfg = compose(["experiment=quant-on-tiny"])
+    assert cfg.model.name == "tiny-llama"
+    assert cfg.quant.name == "nf4"
+    assert cfg.quant.bnb_4bit_quant_type.name == "nf4"
+    assert cfg.loading.device_map == "cpu"
+    assert cfg.decoding.max_new_tokens == 16
+    assert cfg.workload.num_prompts == 4
+
+
+BAD = [
+    # (argv, expected fragment of the one-line message)
+    (["quant=nf5"], "quant=nf5: unknown option; allowed: fp4, int8, nf4, nf4-double, none"),
+    (["decoding.temperature=-1"], "decoding.temperature=-1.0: must be > 0"),
+    (["quant.foo=1"], "quant.foo: unknown key"),
+    (["+quant.foo=1"], "quant.foo: unknown key"),
+    (["foo=1"], "foo: unknown key"),
+    (["decoding.max_new_tokens=abc"], "decoding.max_new_tokens=abc"),
+    (["compile.mode=fast"], "compile.mode=fast"),
+    (["decoding.max_new_tokens=0"], "decoding.max_new_tokens=0: must be >= 1"),
+    (["quant=nf4", "quant.load_in_8bit=true"], "quant.load_in_8bit=True: cannot be combined"),
+    (["quant.bnb_4bit_quant_type=nf4"], "only applies with load_in_4bit=true"),
+    (["quant.llm_int8_threshold=6"], "only applies with load_in_8bit=true"),
+    (["compile.mode=max_autotune"], "compile.mode=max_autotune: only applies with compile.enabled"),
+    (["compile.backend=eager"], "compile.backend=eager: only applies"),
+    (["decoding.use_cache=false", "decoding.cache_implementation=static"], "needs use_cache"),
+    (["decoding=prompt-lookup", "workload.batch_size=2"], "prompt lookup decoding needs batch_size=1"),
+    (["decoding=prompt-lookup", "decoding.num_beams=2"], "decoding.num_beams=2: only applies"),
+    (["workload.output_length=natural", "decoding.min_new_tokens=9", "decoding.max_new_tokens=4"],
+     "decoding.min_new_tokens=9: must be <= decoding.max_new_tokens (4)"),
+    (["decoding.min_new_tokens=2"], "workload.output_length=fixed sets it"),
+    (["decoding.temperature=0.5"], "decoding.temperature=0.5: only applies with decoding=sample"),
+    (["decoding.top_p=0.5"], "only applies with decoding=sample"),
+    (["decoding=sample", "decoding.top_p=1.5"], "decoding.top_p=1.5: must be in (0, 1]"),
+    (["decoding=beam", "decoding.num_beams=1"], "beam search needs num_beams >= 2"),
+    (["decoding.early_stopping=true"], "only applies with decoding=beam"),
+    (["decoding.cache_implementation=offloaded"], "offloaded caches need a CUDA GPU"),
+    (["loading.attn_implementation=flash_attention_2"], "flash attention needs a CUDA GPU"),
+    (["loading=cuda"], "loading.device_map=cuda: no CUDA GPU is visible"),
+    (["loading.low_cpu_mem_usage=true"], "transformers 5 ignores this kwarg"),
+    (["+loading.extra.rope_theta=10"], "would silently become a model-config attribute"),
+    (["+loading.extra.dtype=float16"], "set the schema field"),
+    (["+decoding.extra.temperature=0.3"], "set the schema field"),
+    (["model=local"], "model.path is unset: required with model.source=local"),
+    (["model.path=/x"], "model.path=/x: not used with model.source=smollm2"),
+    (["workload=file"], "workload.path is unset: required with workload=file"),
+    (["workload=synthetic", "workload.input_tokens=null"], "workload.input_tokens is unset"),
+    (["workload.batch_size=0"], "workload.batch_size=0: must be >= 1"),
+    (["measure.min_repeats=0"], "measure.min_repeats=0: must be >= 1"),
+    (["measure.min_seconds=10", "measure.max_seconds=5"], "measure.max_seconds=5.0: must be >="),
+    (["energy.pue=0.5"], "energy.pue=0.5: must be >= 1"),
+    (["energy.country_iso_code=France"], "energy.country_iso_code=France"),
+    (["-m", "quant=none,int8,nf5"], "quant=nf5: unknown option"),
+]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_refused_with_one_line(argv, fragment):
+    with pytest.raises(UserError) as info:
+        check_command(argv, Facts(cuda_available=False))
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_flash_attention_needs_half_precision_even_with_cuda(compose):
+    cfg = compose(["loading.attn_implementation=flash_attention_2", "loading.dtype=float32"])
+    with pytest.raises(ConfigError, match="flash attention needs dtype float16 or bfloat16"):
+        validate(cfg, Facts(cuda_available=True))
+
+
+def test_machine_rules_are_skipped_when_jobs_run_elsewhere():
+    # A Slurm login node has no GPU; the job validates again where it runs.
+    assert check_command(["loading=cuda"], None) == 1
+
+
+def test_sweep_checks_every_point():
+    assert check_command(["-m", "quant=none,nf4", "compile=off,on"], Facts(False)) == 4
