@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.config import register_configs
 from runner.config.schema import Isolation
+from runner.preflight import CONF_DIR
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def _isolation_for(launcher_target: str, requested: Isolation) -> Isolation:
     return Isolation.inline if "submitit" in launcher_target else requested
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def task(dcfg: DictConfig) -> None:
     """One job. Never raises: failures are recorded in the job's ``result.json``."""
     from runner import summary

@@ -208,8 +208,16 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progre
     progress.metrics["load_seconds"] = time.perf_counter() - t0
     progress.metrics["memory"] = {"model_footprint_bytes": model_footprint_bytes(model)}
 
+    workload = build_workload(cfg.workload, tokenizer)
+    result.workload = workload.summary()
+
+    def prime() -> None:
+        first = workload.batches[0]
+        with torch.inference_mode():
+            model(input_ids=first.input_ids[:1].to(device), attention_mask=first.attention_mask[:1].to(device))
+
     progress.phase = Phase.compile
-    apply_compile(model, spec)
+    apply_compile(model, spec, prime)
 
     progress.phase = Phase.verify
     applied_model = read_back_model(model)
@@ -220,8 +228,6 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progre
     if problems:
         raise VerificationError("; ".join(problems))
 
-    workload = build_workload(cfg.workload, tokenizer)
-    result.workload = workload.summary()
     eos_ids = eos_token_ids(model, tokenizer)
     use_streamer = cfg.decoding.mode is DecodingMode.prompt_lookup
     call_kwargs = {**gen_kwargs, "pad_token_id": tokenizer.pad_token_id}
@@ -239,6 +245,9 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progre
 
     progress.phase = Phase.compile if spec.enabled else Phase.warmup
     _warmup(cfg, workload, call, progress, result, spec.enabled)
+    sample_ids = progress.metrics.pop("warmup_sample_ids", None)
+    if sample_ids is not None:
+        result.applied["generate"]["sample_output"] = tokenizer.decode(sample_ids)
     _verify_after_warmup(cfg, spec.enabled, result, progress)
 
     progress.phase = Phase.measure
@@ -254,24 +263,30 @@ def _visible_gpus() -> list[int]:
 
 
 def _warmup(cfg, workload, call, progress: _Progress, result: RunResult, compiled: bool) -> None:
-    """Full-length generations on the real batches; the first is the compile call."""
+    """Full-length generations on the real batches; the first is the compile call.
+
+    With compilation every batch of the workload is warmed up once, so no
+    (re)compilation for a new input shape lands in the measured window.
+    """
     t0 = time.perf_counter()
     first_seconds = None
+    calls = max(cfg.measure.warmup, len(workload.batches)) if compiled else cfg.measure.warmup
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for i in range(cfg.measure.warmup):
+        for i in range(calls):
             batch = workload.batches[i % len(workload.batches)]
             res = call(batch)
             if i == 0:
                 first_seconds = res.timing.total_seconds
                 progress.metrics["warmup_rows_per_step"] = res.timing.rows
+                progress.metrics["warmup_sample_ids"] = list(res.first_row_ids)
                 progress.phase = Phase.warmup
     for w in caught:
         msg = f"{w.category.__name__}: {w.message}"
         if msg not in result.warnings:
             result.warnings.append(msg)
     progress.metrics["warmup_seconds"] = time.perf_counter() - t0
-    progress.metrics["warmup_calls"] = cfg.measure.warmup
+    progress.metrics["warmup_calls"] = calls
     progress.metrics["compile_seconds"] = first_seconds if compiled else None
 
 

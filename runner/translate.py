@@ -160,13 +160,17 @@ def compile_spec(c: CompileConfig) -> CompileSpec:
     return CompileSpec(enabled=True, kwargs=kw)
 
 
-def apply_compile(model: Any, spec: CompileSpec) -> Any:
+def apply_compile(model: Any, spec: CompileSpec, prime: Any = None) -> Any:
     """Compile where ``generate`` will use it.
 
     ``torch.compile(model)`` returns a wrapper whose ``.generate`` still calls
     the eager forward; ``Module.compile`` compiles the module's own call path,
-    which ``generate`` goes through (``self(...)``).
+    which ``generate`` goes through (``self(...)``). ``prime`` (a callable doing
+    one eager forward) runs first: bitsandbytes repacks 4-bit weights on CPU
+    at the first forward, and a graph traced before that sees the wrong layout.
     """
     if spec.enabled:
+        if prime is not None:
+            prime()
         model.compile(**spec.kwargs)
     return model

@@ -19,19 +19,39 @@ from runner.config.schema import EnergyBackend, EnergyConfig
 from runner.measure import energy as energy_mod
 from runner.measure.energy import J_PER_KWH, EnergyMeter
 from runner.measure.nvml import (
+    NvmlError,
     NvmlNotSupported,
+    Pynvml,
     SampledGpuSource,
     cuda_to_nvml_indices,
+    open_nvml,
     trapezoid_joules,
 )
 
 SECTION_KEYS = {
-    "backend", "codecarbon_version", "tracking_mode", "country_iso_code", "pue",
-    "window_seconds", "repeats", "components", "gross_joules", "baseline", "net_joules",
-    "per_output_token_joules", "per_request_joules", "per_1000_requests_joules",
-    "average_power_watts", "emissions_kg", "carbon_intensity_g_per_kwh", "gpu_nvml",
-    "codecarbon_gpu_joules", "gpu_relative_difference", "is_estimate", "warnings",
-}  # fmt: skip
+    "backend",
+    "codecarbon_version",
+    "tracking_mode",
+    "country_iso_code",
+    "pue",
+    "window_seconds",
+    "repeats",
+    "components",
+    "gross_joules",
+    "baseline",
+    "net_joules",
+    "per_output_token_joules",
+    "per_request_joules",
+    "per_1000_requests_joules",
+    "average_power_watts",
+    "emissions_kg",
+    "carbon_intensity_g_per_kwh",
+    "gpu_nvml",
+    "codecarbon_gpu_joules",
+    "gpu_relative_difference",
+    "is_estimate",
+    "warnings",
+}
 
 
 # --- fakes -------------------------------------------------------------------------------
@@ -198,7 +218,10 @@ def test_window_arithmetic_per_repeat_and_derived_figures(tmp_path: Path, clock:
     assert s["gpu_nvml"]["per_repeat_joules"] == pytest.approx([200.0, 600.0])
     assert s["gpu_nvml"]["joules"] == pytest.approx(800.0)
     # CodeCarbon tracked 10 s, the windows are 5 s of it: its totals are halved.
-    assert s["components"]["cpu"] == {"joules": pytest.approx(10.0), "method": "codecarbon-cpu-load-estimate"}  # fmt: skip
+    assert s["components"]["cpu"] == {
+        "joules": pytest.approx(10.0),
+        "method": "codecarbon-cpu-load-estimate",
+    }
     assert s["components"]["ram"]["joules"] == pytest.approx(4.0)
     assert s["components"]["ram"]["method"] == "codecarbon-ram-estimate"
     assert s["components"]["gpu"] == {"joules": pytest.approx(800.0), "method": "nvml-counter"}
@@ -233,7 +256,7 @@ def test_multi_gpu_sums_and_keys_by_cuda_index(tmp_path: Path, clock: FakeClock)
     with meter.tracking():
         run_windows(meter, nv, [(0.0, 2.0)])
     s = meter.summary(output_tokens=10, requests=1)
-    assert s["gpu_nvml"]["per_gpu_joules"] == {"0": pytest.approx(300.0), "1": pytest.approx(100.0)}  # fmt: skip
+    assert s["gpu_nvml"]["per_gpu_joules"] == {"0": pytest.approx(300.0), "1": pytest.approx(100.0)}
     assert s["gpu_nvml"]["joules"] == pytest.approx(400.0)
     assert s["gpu_relative_difference"] == pytest.approx(0.0)
     assert factory.trackers[0].kwargs["gpu_ids"] == [0, 1]
@@ -265,7 +288,7 @@ def test_counter_unsupported_falls_back_to_power_samples(tmp_path: Path, clock: 
     s = meter.summary(output_tokens=1, requests=1)
     assert s["gpu_nvml"]["method"] == "nvml-power-samples"
     assert s["components"]["gpu"]["method"] == "nvml-power-samples"
-    assert s["gpu_nvml"]["per_gpu_joules"] == {"0": pytest.approx(200.0), "1": pytest.approx(80.0)}  # fmt: skip
+    assert s["gpu_nvml"]["per_gpu_joules"] == {"0": pytest.approx(200.0), "1": pytest.approx(80.0)}
     assert any("fewer than 10 GPU power samples" in w for w in s["warnings"])
 
 
@@ -282,6 +305,25 @@ def test_power_sampler_thread_integrates_real_samples():
     assert e.samples >= 10
     assert e.per_gpu_joules[0] == pytest.approx(120.0 * (end.time_s - begin.time_s))
     assert trapezoid_joules([(0.0, 0.0), (1.0, 10.0), (3.0, 10.0)]) == pytest.approx(25.0)
+
+
+def test_pynvml_errors_are_translated(monkeypatch: pytest.MonkeyPatch):
+    import pynvml
+
+    def unsupported(handle: Any) -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    def not_found(handle: Any) -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", unsupported)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetPowerUsage", not_found)
+    lib = Pynvml()
+    with pytest.raises(NvmlNotSupported):
+        lib.total_energy_mj(object())
+    with pytest.raises(NvmlError) as info:
+        lib.power_mw(object())
+    assert not isinstance(info.value, NvmlNotSupported)
 
 
 def test_counter_going_backwards_is_warned(tmp_path: Path, clock: FakeClock):
@@ -306,13 +348,13 @@ def test_short_window_warning(tmp_path: Path, clock: FakeClock):
         run_windows(meter, nv, [(0.0, 0.4), (0.0, 2.0)])
     s = meter.summary(output_tokens=1, requests=1)
     assert any("1 of 2 measured windows are shorter than 1 s" in w for w in s["warnings"])
-    assert any("shorter than CodeCarbon's sampling interval" in w for w in s["warnings"]) is False
+    assert not any("shorter than CodeCarbon's sampling interval" in w for w in s["warnings"])
 
 
 # --- baseline ----------------------------------------------------------------------------
 
 
-def test_baseline_subtraction(tmp_path: Path, clock: FakeClock):
+def test_baseline_subtraction(tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch):
     nv = FakeNvml(clock, count=1)
     nv.watts = [50.0]
     factory = FakeFactory(
@@ -322,13 +364,9 @@ def test_baseline_subtraction(tmp_path: Path, clock: FakeClock):
     meter = EnergyMeter(
         cfg(baseline_seconds=2.0), tmp_path, [0], nvml=nv, clock=clock, tracker_factory=factory
     )
-    # The fake sleep moves the clock but not the fake counters: add the idle GPU energy.
-    clock_sleep = energy_mod._sleep
-    energy_mod._sleep = lambda s: (nv.advance(s))
-    try:
-        b = meter.measure_baseline()
-    finally:
-        energy_mod._sleep = clock_sleep
+    # The idle GPU draws 50 W while the baseline sleeps.
+    monkeypatch.setattr(energy_mod, "_sleep", nv.advance)
+    b = meter.measure_baseline()
     assert b.watts == pytest.approx(15.0 + 50.0)
     assert factory.trackers[0].kwargs["output_methods"] == []  # the baseline writes no CSV
     nv.advance(30.0)  # model load
@@ -342,7 +380,9 @@ def test_baseline_subtraction(tmp_path: Path, clock: FakeClock):
     assert base["measured_seconds"] == pytest.approx(2.0)
     assert base["age_seconds"] == pytest.approx(30.0)
     assert base["cached"] is False
-    assert base["method"] == "cpu=codecarbon-cpu-load-estimate;ram=codecarbon-ram-estimate;gpu=nvml-counter"  # fmt: skip
+    assert base["method"] == (
+        "cpu=codecarbon-cpu-load-estimate;ram=codecarbon-ram-estimate;gpu=nvml-counter"
+    )
     gross = 60.0 + 20.0 + 1000.0
     assert s["gross_joules"] == pytest.approx(gross)
     assert s["net_joules"] == pytest.approx(gross - 260.0)
@@ -354,7 +394,9 @@ def test_baseline_subtraction(tmp_path: Path, clock: FakeClock):
 
 def test_baseline_missing_warning(tmp_path: Path, clock: FakeClock):
     factory = FakeFactory({"cpu_joules": 4.0, "ram_joules": 1.0})
-    meter = EnergyMeter(cfg(baseline_seconds=0.0), tmp_path, [], clock=clock, tracker_factory=factory)  # fmt: skip
+    meter = EnergyMeter(
+        cfg(baseline_seconds=0.0), tmp_path, [], clock=clock, tracker_factory=factory
+    )
     assert meter.measure_baseline() is None
     with meter.tracking():
         meter.begin_window()
@@ -381,15 +423,15 @@ def test_cache_baseline_reuses_with_age(tmp_path: Path, clock: FakeClock):
     second.measure_baseline()
     assert len(factory.trackers) == 2  # no new baseline tracker
     with second.tracking():
-        first_window = clock.now
-        meter = second
-        meter.begin_window()
+        second.begin_window()
         clock.now += 1.0
-        meter.end_window()
+        second.end_window()
     s = second.summary(output_tokens=1, requests=1)
     assert s["baseline"]["cached"] is True
     assert s["baseline"]["watts"] == pytest.approx(10.0)
-    assert s["baseline"]["age_seconds"] == pytest.approx(first_window - 1001.0)
+    # measured 1000..1001, second run's tracking starts at 1101
+    assert s["baseline"]["age_seconds"] == pytest.approx(100.0)
+    assert s["baseline"]["joules"] == pytest.approx(10.0)
 
 
 def test_no_baseline_reuse_without_cache_baseline(tmp_path: Path, clock: FakeClock):
@@ -491,6 +533,57 @@ def test_rapl_is_a_measurement_and_missing_tracker_data_is_reported(tmp_path, cl
     assert any("failed to start" in w for w in s["warnings"])
 
 
+def test_unknown_country_is_warned(tmp_path: Path, clock: FakeClock):
+    factory = FakeFactory({"cpu_joules": 1.0, "ram_joules": 1.0})
+    meter = EnergyMeter(
+        cfg(country_iso_code="XYZ"), tmp_path, [], clock=clock, tracker_factory=factory
+    )
+    with meter.tracking():
+        meter.begin_window()
+        clock.now += 2.0
+        meter.end_window()
+    s = meter.summary(1, 1)
+    assert s["country_iso_code"] == "XYZ"
+    assert any("'XYZ' is not in CodeCarbon's energy-mix table" in w for w in s["warnings"])
+
+
+def test_missing_nvml_is_a_stand_in(tmp_path: Path, clock: FakeClock):
+    class NoNvml(FakeNvml):
+        def init(self) -> None:
+            raise NvmlError("NVML Shared Library Not Found")
+
+    factory = FakeFactory({"cpu_joules": 1.0, "ram_joules": 1.0})
+    nv = NoNvml(clock)
+    meter = EnergyMeter(cfg(), tmp_path, [0], nvml=nv, clock=clock, tracker_factory=factory)
+    with meter.tracking():
+        meter.begin_window()
+        clock.now += 2.0
+        meter.end_window()
+    s = meter.summary(1, 1)
+    assert s["gpu_nvml"] is None
+    # A GPU run without a GPU figure has no honest total.
+    assert s["components"]["gpu"] == {"joules": None, "method": "codecarbon-gpu"}
+    assert s["gross_joules"] is None and s["emissions_kg"] is None
+    assert any("NVML unavailable" in w for w in s["warnings"])
+
+
+def test_cpu_run_never_touches_nvml_and_window_misuse(tmp_path: Path, clock: FakeClock):
+    nv = FakeNvml(clock)
+    factory = FakeFactory({"cpu_joules": 1.0, "ram_joules": 1.0})
+    meter = EnergyMeter(cfg(), tmp_path, [], nvml=nv, clock=clock, tracker_factory=factory)
+    with meter.tracking():
+        assert meter.end_window() is None
+        meter.begin_window()
+        with pytest.raises(RuntimeError):
+            meter.begin_window()
+        clock.now += 1.5
+        assert meter.end_window().seconds == pytest.approx(1.5)
+    assert nv.calls == []
+    assert factory.trackers[0].kwargs["gpu_ids"] == []
+    with pytest.raises(RuntimeError), meter.tracking():
+        pass
+
+
 # --- real CodeCarbon ---------------------------------------------------------------------
 
 
@@ -533,10 +626,32 @@ def test_real_codecarbon_offline_on_cpu(tmp_path: Path, monkeypatch: pytest.Monk
     assert s["components"]["cpu"]["joules"] > 0
     assert s["components"]["ram"]["joules"] > 0
     assert s["components"]["cpu"]["method"] in {
-        "rapl", "codecarbon-cpu-load-estimate", "codecarbon-cpu-tdp-estimate",
-    }  # fmt: skip
+        "rapl",
+        "codecarbon-cpu-load-estimate",
+        "codecarbon-cpu-tdp-estimate",
+    }
     assert "estimate" in s["components"]["ram"]["method"]
     assert s["baseline"]["watts"] > 0 and s["net_joules"] is not None
     assert s["codecarbon_version"] == energy_mod.codecarbon_version() != "unknown"
     assert s["carbon_intensity_g_per_kwh"] > 0 and s["emissions_kg"] > 0
     assert elapsed < 30
+
+
+@pytest.mark.gpu
+def test_real_nvml_window_on_gpu(tmp_path: Path):
+    lib = open_nvml()
+    if lib is None or lib.device_count() == 0:
+        pytest.skip("no NVIDIA GPU with NVML here")
+    meter = EnergyMeter(cfg(baseline_seconds=1.0), tmp_path, [0], nvml=lib)
+    meter.measure_baseline()
+    with meter.tracking():
+        meter.begin_window()
+        time.sleep(1.5)
+        meter.end_window()
+    s = meter.summary(output_tokens=1, requests=1)
+    json.dumps(s, allow_nan=False)
+    assert s["gpu_nvml"]["method"] in {"nvml-counter", "nvml-power-samples"}
+    assert s["gpu_nvml"]["joules"] > 0
+    assert s["components"]["gpu"]["joules"] > 0
+    assert s["codecarbon_gpu_joules"] is not None
+    assert "gpu=nvml-" in s["baseline"]["method"]

@@ -333,6 +333,14 @@ def test_baseline_comparison(sweep: Path) -> None:
     # a directory works too, also one outside the table
     by_dir = resolve_baseline(df, str(sweep / "compile=off,quant=none"))
     assert by_dir.index == base.index
+    by_file = resolve_baseline(df, str(sweep / "compile=off,quant=none" / "result.json"))
+    assert by_file.index == base.index
+    outside = write_run(sweep.parent, "elsewhere", result(["quant=none"], tok_s=25.0))
+    other = resolve_baseline(df, str(outside))
+    assert other.index is None
+    rel = add_relative_columns(df, other).set_index("label")
+    assert rel.loc["compile=on, quant=none", "speedup_output_tok_s"] == pytest.approx(4.0)
+    assert not rel["is_baseline"].any()
 
 
 def test_baseline_errors(sweep: Path) -> None:
@@ -379,7 +387,7 @@ def test_build_report_writes_everything(sweep: Path, tmp_path: Path) -> None:
     text = outputs.report_md.read_text()
     assert "Baseline: **compile=off, quant=none**" in text
     assert "delta method" in text
-    assert "All 5 runs share one environment" in text
+    assert "All 5 runs with a readable result share one environment" in text
     assert "OutOfMemoryError" in text and "partial" in text and "unreadable" in text
     assert "plots/pareto_energy_latency.png" in text
     assert "## Methodology" in text
@@ -445,6 +453,10 @@ def test_cli(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "--out" in capsys.readouterr().err
     assert main([]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "no run directory" in capsys.readouterr().err
 
 
 def test_cli_subprocess_missing_path(tmp_path: Path) -> None:

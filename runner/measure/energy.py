@@ -38,6 +38,7 @@ How the figures are obtained:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import logging
 import time
@@ -283,7 +284,7 @@ class _TrackerBox:
 @contextlib.contextmanager
 def _codecarbon_run(
     factory: Callable[..., Any],
-    kwargs: dict[str, Any],
+    make_kwargs: Callable[[], dict[str, Any]],
     clock: Callable[[], float],
     target: logging.Logger,
 ) -> Iterator[_TrackerBox]:
@@ -298,7 +299,7 @@ def _codecarbon_run(
         started_at = None
         try:
             try:
-                tracker = factory(**kwargs)
+                tracker = factory(**make_kwargs())
                 drop_console()
                 tracker.start()
                 started_at = clock()  # after start(): its hardware probing is not measured
@@ -319,15 +320,29 @@ def _codecarbon_run(
                         box.reading = _read_tracker(tracker, stopped_at - started_at)
 
 
-def _carbon_intensity_g_per_kwh(reading: CodeCarbonReading | None, country: str) -> float | None:
-    if reading is not None and reading.total_joules > 0:
-        return reading.emissions_kg / (reading.total_joules / J_PER_KWH) * 1000.0
+def _carbon_intensity_g_per_kwh(
+    reading: CodeCarbonReading | None, country: str
+) -> tuple[float | None, list[str]]:
+    """The intensity CodeCarbon applied (its emissions / its energy), else its country table."""
     try:
         from codecarbon.input import DataSource
 
-        return float(DataSource().get_global_energy_mix_data()[country]["carbon_intensity"])
-    except Exception:  # unknown country or a table without the figure
-        return None
+        table = DataSource().get_global_energy_mix_data()
+    except Exception as exc:  # codecarbon missing or its data unreadable
+        table, warnings = {}, [f"CodeCarbon's energy-mix table is unreadable: {exc}"]
+    else:
+        warnings = (
+            []
+            if country in table
+            else [
+                f"country_iso_code {country!r} is not in CodeCarbon's energy-mix table: "
+                "the world-average carbon intensity was used"
+            ]
+        )
+    if reading is not None and reading.total_joules > 0:
+        return reading.emissions_kg / (reading.total_joules / J_PER_KWH) * 1000.0, warnings
+    value = table.get(country, {}).get("carbon_intensity")
+    return (None if value is None else float(value)), warnings
 
 
 def _per(total: float | None, count: float) -> float | None:
@@ -427,8 +442,10 @@ class _CodeCarbonMeter:
 
     def _measure_idle(self) -> Baseline | None:
         cfg, gpu = self._cfg, self._gpu
-        kwargs = _tracker_kwargs(cfg, self._run_dir, self._nvml_indices, csv=False)
         self._run_dir.mkdir(parents=True, exist_ok=True)
+        kwargs = functools.partial(
+            _tracker_kwargs, cfg, self._run_dir, self._nvml_indices, csv=False
+        )
         with _codecarbon_run(self._factory, kwargs, self._clock, self._log) as box:
             gpu.start()
             try:
@@ -470,7 +487,9 @@ class _CodeCarbonMeter:
             raise RuntimeError("EnergyMeter.tracking() can be entered once per run")
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._tracking_started_at = self._clock()
-        kwargs = _tracker_kwargs(self._cfg, self._run_dir, self._nvml_indices, csv=True)
+        kwargs = functools.partial(
+            _tracker_kwargs, self._cfg, self._run_dir, self._nvml_indices, csv=True
+        )
         with _codecarbon_run(self._factory, kwargs, self._clock, self._log) as box:
             self._run = box
             self._gpu.start()
@@ -478,7 +497,7 @@ class _CodeCarbonMeter:
                 yield
             finally:
                 if self._open is not None:
-                    # A repeat cut short has no latency record either; do not count it.
+                    # Its closing edge was never read: the window's energy is unknown.
                     self._open = None
                     self._discarded_windows += 1
                 self._gpu.stop()
@@ -520,7 +539,7 @@ class _CodeCarbonMeter:
     def summary(self, output_tokens: int, requests: int) -> dict[str, Any]:
         cfg, windows = self._cfg, self._windows
         pue = float(cfg.pue)
-        window_s = sum(w.seconds for w in windows)
+        window_s = float(sum(w.seconds for w in windows))
         reading = self._run.reading if self._run is not None else None
         scale = None
         if reading is not None and reading.tracked_seconds > 0:
@@ -589,7 +608,8 @@ class _CodeCarbonMeter:
             warnings.append(f"idle baseline missing ({reason}): net energy is not reported")
 
         per_request = {"gross": _per(gross, requests), "net": _per(net, requests)}
-        intensity = _carbon_intensity_g_per_kwh(reading, cfg.country_iso_code)
+        intensity, intensity_warnings = _carbon_intensity_g_per_kwh(reading, cfg.country_iso_code)
+        warnings += intensity_warnings
         is_estimate = reading is None or reading.cpu_method not in MEASURED_CPU_METHODS
         warnings += self._quality_warnings(reading, window_s, relative, net)
         return {

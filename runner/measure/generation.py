@@ -44,7 +44,7 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
 class CallResult:
     timing: CallTiming
     output_tokens: tuple[int, ...]  # per request, exact
-    text_sample: str | None = None
+    first_row_ids: tuple[int, ...] = ()  # new tokens of the first request, for a sample
 
 
 def timed_generate(
@@ -76,4 +76,9 @@ def timed_generate(
     timing = recorder.stop()
     sequences = out.sequences if hasattr(out, "sequences") else out
     new_ids = sequences[:, input_ids.shape[1] :]
-    return CallResult(timing=timing, output_tokens=tuple(count_new_tokens(new_ids, eos_ids)))
+    counts = count_new_tokens(new_ids, eos_ids)
+    return CallResult(
+        timing=timing,
+        output_tokens=tuple(counts),
+        first_row_ids=tuple(int(t) for t in new_ids[0, : counts[0]].tolist()),
+    )

@@ -67,7 +67,7 @@ def _samples(records: list[RunRecord], labels: list[str]) -> dict[str, LatencySa
         try:
             out[label] = read_latency_samples(rec.run_dir)
         except ValueError as exc:
-            log.info("latency distribution of %s skipped: %s", label, exc)
+            log.debug("latency distribution of %s skipped: %s", label, exc)
     return out
 
 

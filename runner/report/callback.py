@@ -1,8 +1,16 @@
 """Hydra callback: write the sweep report when a multirun ends.
 
-Enable it with ``hydra.callbacks.sweep_report._target_=runner.report.callback.SweepReportCallback``
-(optionally ``baseline: "quant=none,compile=off"``). A failing report is logged, never raised:
-the sweep's results are already on disk and must not be lost to a reporting bug.
+Enable it in the root config::
+
+    hydra:
+      callbacks:
+        sweep_report:
+          _target_: runner.report.callback.SweepReportCallback
+          baseline: null  # or "quant=none,compile=off"
+
+A failing report is logged, never raised: the sweep's results are already on disk and must
+not be lost to a reporting bug. A baseline that matches nothing is logged and the report is
+written without it.
 """
 
 from __future__ import annotations

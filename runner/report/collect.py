@@ -176,7 +176,7 @@ def error_text(error: Any, status: str) -> str | None:
     if isinstance(error, dict):
         message = " ".join(str(error.get("message") or "").split())
         etype, phase = error.get("type"), error.get("phase")
-        text = f"{etype}: {message}" if etype else message
+        text = f"{etype}: {message}" if etype and message else str(etype or message)
         if phase:
             text = f"{text} (phase: {phase})"
         if text.strip():

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from runner.report.collect import ReportError, factor_columns, load_run, table
+from runner.results import RESULT_FILE
 
 # relative column -> (headline column of the mean, CI prefix for its relative half-width)
 RATIOS: dict[str, tuple[str, str]] = {
@@ -112,6 +113,8 @@ def resolve_baseline(df: pd.DataFrame, spec: str) -> Baseline:
     Raises :class:`ReportError` when it matches no run, several runs, or no ok run.
     """
     path = Path(spec)
+    if path.is_file() and path.name == RESULT_FILE:
+        path = path.parent
     if path.is_dir():
         return _from_directory(df, path)
     if "=" not in spec:

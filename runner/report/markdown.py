@@ -50,15 +50,18 @@ def fmt_num(value: Any) -> str:
         return f"{x:.1f}"
     if abs(x) >= 1:
         return f"{x:.2f}"
-    return f"{x:.3g}"
+    return f"{x:#.3g}"
 
 
 def fmt_ci(mean: Any, low: Any, high: Any) -> str:
-    """``mean [low, high]``, or just the mean when the CI is unknown."""
+    """``mean ± half`` for a symmetric CI, ``mean [low, high]`` otherwise, or just the mean."""
     text = fmt_num(mean)
-    if text and fmt_num(low) and fmt_num(high):
-        return f"{text} [{fmt_num(low)}, {fmt_num(high)}]"
-    return text
+    if not (text and fmt_num(low) and fmt_num(high)):
+        return text
+    m, lo, hi = float(mean), float(low), float(high)
+    if math.isclose(hi - m, m - lo, rel_tol=1e-6, abs_tol=1e-12 * max(1.0, abs(m))):
+        return f"{text} ± {fmt_num(hi - m)}"
+    return f"{text} [{fmt_num(lo)}, {fmt_num(hi)}]"
 
 
 def _has(df: pd.DataFrame, column: str) -> bool:
@@ -168,7 +171,10 @@ def environment_section(environments: Mapping[str, Mapping[str, Any]]) -> str:
         for label, env in flat.items():
             parts.append(f"### {label}\n\n" + _block({k: env.get(k) for k in differing}))
     else:
-        parts.append(f"All {len(flat)} runs share one environment.\n\n" + _block(shared))
+        parts.append(
+            f"All {len(flat)} runs with a readable result share one environment.\n\n"
+            + _block(shared)
+        )
     job_keys = [k for k in JOB_ID_KEYS if any(k in env for env in flat.values())]
     if job_keys:
         rows = pd.DataFrame(
@@ -197,7 +203,8 @@ def settings_section(configs: Mapping[str, Mapping[str, Any]]) -> str:
 
 METHODOLOGY = """\
 - **One row per run** (one job of the sweep). Factor columns are the job's Hydra overrides;
-  only factors with more than one value are shown here, every override is in `summary.csv`.
+  only factors with more than one value are shown here, every override is in `summary.csv`;
+  `—` means the run did not override that factor (the config default applied).
 - **TTFT**: time from the start of a `generate` call to each request's first token.
   **ITL** (inter-token latency): every gap between consecutive tokens of a request, pooled
   over requests. **E2E**: per-request end-to-end latency (until `generate` returned its
@@ -268,7 +275,8 @@ def render_report(
         ]
     out += ["", "## Results", "", markdown_table(display_table(df, error_width=0)), ""]
     out.append(
-        "Values: mean [95% CI]; `*`: energy partly estimated. Units: ms, output tokens/s, "
+        "Values: mean ± 95% CI half-width; ratios: value [95% CI]; `*`: energy partly "
+        "estimated. Units: ms, output tokens/s, "
         "MiB, mJ per output token, g CO2-eq. Full table: `summary.csv`, `summary.parquet`."
     )
     bad = df[df["status"] != "ok"]
@@ -279,16 +287,17 @@ def render_report(
             for _, r in bad.iterrows()
         ]
     out += ["", "## Energy/latency Pareto front", "", _pareto_lines(df), "", "## Figures", ""]
-    out += [f"![{Path(p).stem}]({Path(p).as_posix()})" for p in plots] or ["No figure drawn."]
+    figures = [f"![{Path(p).stem}]({Path(p).as_posix()})\n" for p in plots]
+    out += figures or ["No figure drawn."]
     if skipped_plots:
         out += ["", "Not drawn:", ""] + [f"- {reason}" for reason in skipped_plots]
     out += ["", "## Environment", "", environment_section(environments)]
     if configs is not None:
         out += ["", "## Measurement settings", "", settings_section(configs)]
-    out += ["", "## Methodology", "", METHODOLOGY]
+    out += ["", "## Methodology", "", METHODOLOGY.rstrip()]
     if baseline_label:
         out.append(
             f"- **Ratios against the baseline**: {RATIO_METHOD}. Runs are assumed "
-            "independent; `<column>_ci95_low/high` in the CSV hold the intervals.\n"
+            "independent; `<column>_ci95_low/high` in the CSV hold the intervals."
         )
     return "\n".join(out)

@@ -72,7 +72,7 @@ def plot_pareto(df: pd.DataFrame, path: Path) -> Path:
     xcol, ycol = axes
     data = _ok(df)[lambda d: d[xcol].notna() & d[ycol].notna()]
     front = pareto_front(list(data[xcol]), list(data[ycol]))
-    fig = Figure(figsize=(8, 6))
+    fig = Figure(figsize=(8, 6), layout="constrained")
     ax = fig.subplots()
     prefix = xcol.removesuffix("_mean")
     xerr = _ci_err(data, prefix)
@@ -150,7 +150,8 @@ def plot_factor_bars(df: pd.DataFrame, factor: str, path: Path) -> Path:
     levels = sorted(data[factor].astype(object).unique(), key=_level_key)
     groups = data.groupby(others, dropna=False, sort=True) if others else [((), data)]
     groups = [(g if isinstance(g, tuple) else (g,), frame) for g, frame in groups]
-    fig = Figure(figsize=(max(6, 1.4 * len(levels) * max(1, len(groups)) ** 0.5 + 3), 4.5))
+    width_in = 4 * len(panels) + 0.5 * len(levels) * len(groups) ** 0.5 + (2 if others else 0)
+    fig = Figure(figsize=(width_in, 4.5), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     width = 0.8 / len(groups)
     for ax, (column, prefix) in zip(axes, panels, strict=True):
@@ -161,17 +162,22 @@ def plot_factor_bars(df: pd.DataFrame, factor: str, path: Path) -> Path:
                 else _bar_value(frame[frame[factor].isna()], column, prefix)
                 for level in levels
             ]
-            heights = [b[0] for b in bars]
-            err = [
-                [max(b[0] - b[1], 0) if math.isfinite(b[1]) else 0 for b in bars],
-                [max(b[2] - b[0], 0) if math.isfinite(b[2]) else 0 for b in bars],
-            ]
-            label = (
-                ", ".join(f"{f}={_fmt_level(f, v)}" for f, v in zip(others, key, strict=True))
-                or None
-            )
+            label = ", ".join(f"{f}={_fmt_level(f, v)}" for f, v in zip(others, key, strict=True))
             xs = [i - 0.4 + width * (j + 0.5) for i in range(len(levels))]
-            ax.bar(xs, heights, width, yerr=err, capsize=3, label=label)
+            ax.bar(xs, [b[0] for b in bars], width, label=label or None)
+            with_ci = [(x, b) for x, b in zip(xs, bars, strict=True) if all(map(math.isfinite, b))]
+            if with_ci:
+                ax.errorbar(
+                    [x for x, _ in with_ci],
+                    [b[0] for _, b in with_ci],
+                    yerr=[
+                        [max(b[0] - b[1], 0) for _, b in with_ci],
+                        [max(b[2] - b[0], 0) for _, b in with_ci],
+                    ],
+                    fmt="none",
+                    ecolor="black",
+                    capsize=3,
+                )
         ax.set_xticks(range(len(levels)), [_fmt_level(factor, lv) for lv in levels])
         ax.set_xlabel(factor)
         ax.set_ylabel(AXIS_LABELS[column])
@@ -192,7 +198,7 @@ def plot_latency_distributions(samples: Mapping[str, LatencySamples], path: Path
     if not panels:
         raise NoData("no run has requests.csv latency samples")
     rows = max(len(data) for _, data in panels)
-    fig = Figure(figsize=(6 * len(panels), max(3.0, 0.35 * rows + 1.5)))
+    fig = Figure(figsize=(6 * len(panels), max(3.0, 0.35 * rows + 1.5)), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, data) in zip(axes, panels, strict=True):
         labels = list(data)[::-1]
