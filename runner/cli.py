@@ -36,8 +36,7 @@ def _isolation_for(launcher_target: str, requested: Isolation) -> Isolation:
 def task(dcfg: DictConfig) -> None:
     """One job. Never raises: failures are recorded in the job's ``result.json``."""
     from runner import summary
-    from runner.job import RunDirLocked, execute
-    from runner.run import RunInterrupted
+    from runner.job import RunDirLocked, SweepInterrupted, execute
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -49,16 +48,33 @@ def task(dcfg: DictConfig) -> None:
         result = execute(cfg, run_dir, overrides, isolation=isolation, log_file=run_dir / "run.log")
         outcome["status"] = result["status"]
         outcome["skipped"] = bool(result.get("_skipped"))
-        print(summary.render(result, str(run_dir)), flush=True)
+        if outcome["skipped"]:
+            print(f"[skipped] {run_dir.name}: already ok for this config", flush=True)
+        else:
+            print(summary.render(result, str(run_dir)), flush=True)
     except RunDirLocked as exc:
         outcome["status"] = "failed"
         log.error("%s", exc)
-    except (KeyboardInterrupt, RunInterrupted):
+    except (SweepInterrupted, KeyboardInterrupt):
+        # Recorded in the job's result.json; stop the sweep, as Ctrl-C asks.
         outcome["status"] = "interrupted"
+        JOB_OUTCOMES.append(outcome)
+        _print_result(run_dir)
+        raise
     except Exception as exc:  # the task function must not raise (the sweep goes on)
         outcome["status"] = "failed"
         log.exception("job failed outside the run: %s", exc)
     JOB_OUTCOMES.append(outcome)
+
+
+def _print_result(run_dir: Path) -> None:
+    from runner import summary
+    from runner.results import ResultReadError, read_result
+
+    try:
+        print(summary.render(read_result(run_dir), str(run_dir)), flush=True)
+    except (OSError, ResultReadError):
+        pass
 
 
 def exit_code(outcomes: list[dict[str, Any]]) -> int:
@@ -102,6 +118,23 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USER_ERROR)
     JOB_OUTCOMES.clear()
     sys.argv = [sys.argv[0], *argv]
-    task()
+    try:
+        task()
+    except KeyboardInterrupt:
+        print("interrupted: the current job is recorded as interrupted; stopping", file=sys.stderr)
+        _report_interrupted_sweep(JOB_OUTCOMES, multirun="-m" in argv or "--multirun" in argv)
     _report_failures(JOB_OUTCOMES)
     sys.exit(exit_code(JOB_OUTCOMES))
+
+
+def _report_interrupted_sweep(outcomes: list[dict[str, Any]], multirun: bool) -> None:
+    """Hydra skips its end-of-sweep callback after an interruption: write the summary here."""
+    if not multirun or not outcomes:
+        return
+    from runner.report import build_report
+
+    sweep_dir = Path(outcomes[0]["run_dir"]).parent
+    try:
+        build_report([sweep_dir], sweep_dir)
+    except Exception as exc:  # the results are on disk; the summary can be rebuilt later
+        log.error("sweep summary failed: %s (run python -m runner.report %s)", exc, sweep_dir)

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +44,10 @@ HASH_EXCLUDED = ("cache_dir", "measure.isolation")
 
 class RunDirLocked(RuntimeError):
     """Another process is running a job in this directory."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """This process got Ctrl-C or SIGTERM: the job was recorded, the sweep must stop."""
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -97,11 +102,16 @@ def _child(cfg: RunConfig, run_dir: str, overrides: list[str], chash: str, log_f
     setup_child_logging(Path(log_file))
     result = run(cfg, Path(run_dir), overrides, chash)
     # Exit status tells the parent how it ended without reading the file.
-    os._exit({Status.ok: 0, Status.failed: 1, Status.interrupted: 3}[result.status])
+    sys.exit({Status.ok: 0, Status.failed: 1, Status.interrupted: 3}[result.status])
 
 
 def _crash_result(
-    cfg_dict: dict, run_dir: Path, overrides: list[str], chash: str, exitcode: int | None
+    cfg_dict: dict,
+    run_dir: Path,
+    overrides: list[str],
+    chash: str,
+    exitcode: int | None,
+    signalled: bool,
 ) -> RunResult:
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
@@ -111,7 +121,8 @@ def _crash_result(
         message = f"child process exited with code {exitcode} without writing a result"
         etype = "ChildExit"
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    status = Status.interrupted if exitcode in (-signal.SIGTERM, -signal.SIGINT) else Status.failed
+    stopped = signalled or exitcode in (-signal.SIGTERM, -signal.SIGINT)
+    status = Status.interrupted if stopped else Status.failed
     return RunResult(
         status=status,
         run_id=run_dir.name,
@@ -154,7 +165,10 @@ def run_spawned(cfg: RunConfig, run_dir: Path, overrides: list[str], chash: str,
             signal.signal(s, h)
     after = result_path.stat().st_mtime_ns if result_path.exists() else None
     if after is None or after == before:
-        write_result(run_dir, _crash_result(config_dict(cfg), run_dir, overrides, chash, proc.exitcode))
+        crash = _crash_result(config_dict(cfg), run_dir, overrides, chash, proc.exitcode, forwarded)
+        write_result(run_dir, crash)
+    if forwarded:
+        raise SweepInterrupted(f"{run_dir.name}: interrupted by a signal")
     return read_result(result_path)
 
 
@@ -180,4 +194,8 @@ def execute(
             return done
         if isolation is Isolation.spawn:
             return run_spawned(cfg, run_dir, overrides, chash, log_file or run_dir / "run.log")
-        return run(cfg, run_dir, overrides, chash).to_dict()
+        result = run(cfg, run_dir, overrides, chash)
+        if result.status is Status.interrupted:
+            # Inline, an interruption can only be a signal to this very process.
+            raise SweepInterrupted(f"{run_dir.name}: interrupted by a signal")
+        return result.to_dict()
