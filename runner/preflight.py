@@ -7,7 +7,9 @@ point is checked first, so a typo in point 37 does not cost points 1 to 36.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -172,5 +174,42 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
             validate(cfg, facts)
         except ConfigError as exc:
             raise UserError(str(exc)) from exc
+        if facts is not None:
+            check_inputs(cfg)
+    if facts is not None:
+        check_output_dir(overrides, multirun)
     GlobalHydra.instance().clear()
     return len(jobs)
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """Files the run will read exist and parse (only where the jobs run on this machine)."""
+    from runner.config.schema import ModelSource, WorkloadKind
+    from runner.workload import WorkloadError, load_prompts
+
+    if cfg.model.source is ModelSource.local:
+        path = Path(cfg.model.path).expanduser()
+        if not (path / "config.json").is_file():
+            what = "does not exist" if not path.exists() else "holds no config.json"
+            raise UserError(f"model.path={cfg.model.path}: {what}; give a model directory")
+    if cfg.workload.kind is WorkloadKind.file:
+        try:
+            load_prompts(cfg.workload)
+        except WorkloadError as exc:
+            raise UserError(str(exc)) from exc
+
+
+def check_output_dir(overrides: list[str], multirun: bool) -> None:
+    """The output directory can be created and written, before any job starts."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    target = Path("outputs")
+    for item in overrides:
+        k, _, v = item.lstrip("+").partition("=")
+        if k == key:
+            target = Path(v)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as exc:
+        raise UserError(f"{key}={target}: cannot write there ({exc.strerror})") from exc

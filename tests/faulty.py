@@ -31,11 +31,18 @@ class FaultyLlama(LlamaForCausalLM):
                 raise RuntimeError("injected failure inside forward")
             elif fault == "sigterm":
                 os.kill(os.getpid(), signal.SIGTERM)
+            elif fault == "slow":  # announce the measured phase, then take a while
+                open(self.config.marker, "a").close()
+                import time
+
+                time.sleep(0.05)
         return super().forward(*args, **kwargs)
 '''
 
 
-def make_faulty_model(tiny_dir: Path, target: Path, fault: str, after_calls: int) -> Path:
+def make_faulty_model(
+    tiny_dir: Path, target: Path, fault: str, after_calls: int, marker: Path | None = None
+) -> Path:
     """Copy the tiny model to ``target`` with a forward that ``fault``s after N calls."""
     shutil.copytree(tiny_dir, target, ignore=shutil.ignore_patterns(".complete"))
     (target / "modeling_faulty.py").write_text(MODELING)
@@ -43,5 +50,6 @@ def make_faulty_model(tiny_dir: Path, target: Path, fault: str, after_calls: int
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_faulty.FaultyLlama"}
     config["fault"] = fault
     config["fault_after_calls"] = after_calls
+    config["marker"] = str(marker or target / "measuring")
     (target / "config.json").write_text(json.dumps(config, indent=2))
     return target

@@ -87,3 +87,52 @@ def test_crash_raise_and_sigterm_leave_results_and_the_sweep_finishes(tiny_dir, 
     assert "[skipped]" in second.stdout
     for path, mtime in failed_mtimes.items():
         assert path.stat().st_mtime_ns != mtime  # failed and interrupted jobs ran again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolation", ["spawn", "inline"])
+def test_sigterm_to_the_runner_records_interrupted_and_exits_nonzero(tiny_dir, tmp_path, isolation):
+    import signal
+    import time
+
+    marker = tmp_path / "measuring"
+    model = make_faulty_model(tiny_dir, tmp_path / "slow", "slow", AFTER, marker)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "model=local", f"model.path={model}", *COMMON,
+         "measure.min_repeats=1000", "energy=codecarbon", "energy.baseline_seconds=0",
+         f"measure.isolation={isolation}", f"hydra.run.dir={run_dir}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 240
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # some requests measured
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "interrupted"
+    assert result["error"]["phase"] == "measure"
+    assert result["metrics"]["requests"] > 0  # what was measured is kept
+    assert (run_dir / "requests.csv").is_file()
+    assert result["energy"] is not None and result["energy"]["window_seconds"] > 0
+    assert list(run_dir.glob("emissions*.csv"))  # the tracker was stopped and flushed
+
+
+@pytest.mark.slow
+def test_hub_token_never_reaches_results_logs_or_saved_config(tmp_path):
+    import os
+
+    secret = "hf_SECRETtoken1234567890"
+    env = {**os.environ, "HF_TOKEN": secret, "HUGGING_FACE_HUB_TOKEN": secret}
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "model=tiny", *COMMON[:-1], f"hydra.run.dir={run_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert secret not in proc.stdout + proc.stderr
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="ignore"), path

@@ -1,0 +1,129 @@
+"""The bad-input catalogue: each mistake exits 2 before anything runs, with one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.cli import EXIT_USER_ERROR, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bad_jsonl(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "fine"}\n{"prompt": "broken"\n')
+    return path
+
+
+@pytest.fixture
+def no_prompt_jsonl(tmp_path):
+    path = tmp_path / "no-prompt.jsonl"
+    path.write_text('{"prompt": "fine"}\n{"text": "no prompt field"}\n')
+    return path
+
+
+CATALOGUE = [
+    # unknown group options and keys
+    (["quant=nf5"], "quant=nf5: unknown option"),
+    (["compile=fast"], "compile=fast: unknown option"),
+    (["decoding=nucleus"], "decoding=nucleus: unknown option"),
+    (["model=llama"], "model=llama: unknown option"),
+    (["quant.foo=1"], "quant.foo: unknown key"),
+    (["+decoding.tempreature=0.5"], "decoding.tempreature: unknown key"),
+    (["seed=1"], "seed: unknown key"),
+    # wrong types
+    (["decoding.max_new_tokens=many"], "decoding.max_new_tokens=many"),
+    (["workload.batch_size=1.5"], "workload.batch_size=1.5"),
+    (["compile.enabled=maybe"], "compile.enabled=maybe"),
+    (["loading.dtype=float8"], "loading.dtype=float8"),
+    # out of range
+    (["decoding.temperature=-1"], "decoding.temperature=-1.0: must be > 0"),
+    (["decoding=sample", "decoding.top_p=0"], "decoding.top_p=0.0: must be > 0"),
+    (["decoding=sample", "decoding.top_k=0"], "decoding.top_k=0: must be >= 1"),
+    (["decoding.repetition_penalty=0"], "decoding.repetition_penalty=0.0: must be > 0"),
+    (["workload.num_prompts=0"], "workload.num_prompts=0: must be >= 1"),
+    (["measure.warmup=-1"], "measure.warmup=-1: must be >= 0"),
+    (["energy.baseline_seconds=-2"], "energy.baseline_seconds=-2.0: must be >= 0"),
+    # cross-field conflicts
+    (["quant=int8", "quant.load_in_4bit=true"], "cannot be combined with load_in_4bit"),
+    (["quant=int8", "quant.bnb_4bit_quant_type=nf4"], "only applies with load_in_4bit=true"),
+    (["compile=off", "compile.mode=reduce_overhead"], "only applies with compile.enabled=true"),
+    (["decoding.use_cache=false", "decoding.cache_implementation=static"], "needs use_cache"),
+    (["decoding=prompt-lookup", "workload.batch_size=4"], "needs batch_size=1"),
+    (["decoding=prompt-lookup", "decoding.num_beams=4"], "only applies with decoding=beam"),
+    (["workload.output_length=natural", "decoding.min_new_tokens=64"], "must be <= decoding.max_new_tokens"),
+    (["decoding.top_k=40"], "only applies with decoding=sample"),
+    (["decoding.cache_implementation=offloaded_static"], "offloaded caches need a CUDA GPU"),
+    (["loading.attn_implementation=flash_attention_2"], "flash attention needs a CUDA GPU"),
+    # the machine and the inputs
+    (["loading=cuda"], "no CUDA GPU is visible"),
+    (["model=local", "model.path=/nonexistent/model"], "model.path=/nonexistent/model: does not exist"),
+    (["hydra.run.dir=/proc/no/such/dir"], "hydra.run.dir=/proc/no/such/dir: cannot write there"),
+    (["-m", "quant=none,int8", "compile=off,sometimes"], "compile=sometimes: unknown option"),
+]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), CATALOGUE, ids=[" ".join(a) for a, _ in CATALOGUE])
+def test_catalogue(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["model=tiny", *argv])
+    assert info.value.code == EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert fragment in err
+
+
+def test_malformed_jsonl_names_the_line(bad_jsonl, no_prompt_jsonl, capsys):
+    for path, what in ((bad_jsonl, "line 2: not valid JSON"), (no_prompt_jsonl, "line 2")):
+        with pytest.raises(SystemExit) as info:
+            main(["model=tiny", "workload=file", f"workload.path={path}"])
+        assert info.value.code == EXIT_USER_ERROR
+        err = capsys.readouterr().err.strip()
+        assert what in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["quant=nf5"], "error: quant=nf5: unknown option; allowed: fp4, int8, nf4, nf4-double, none"),
+        (["decoding.temperature=-1"], "error: decoding.temperature=-1.0: must be > 0"),
+    ],
+)
+def test_real_command_line_prints_one_line_and_no_traceback(argv, line, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", *argv], cwd=REPO, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert proc.returncode == EXIT_USER_ERROR
+    assert proc.stderr.strip() == line
+    assert not list((REPO / "outputs").glob("runs/*quant=nf5*"))
+
+
+def test_corrupt_result_in_resumed_sweep_is_kept_and_rerun(tmp_path, compose):
+    from runner.job import previous_ok
+
+    run_dir = tmp_path / "job"
+    run_dir.mkdir()
+    (run_dir / "result.json").write_text('{"status": "ok", "schema_ver')
+    assert previous_ok(run_dir, "hash") is None
+    assert (run_dir / "result.json.corrupt").read_text().startswith('{"status"')
+
+
+def test_ok_result_with_other_config_hash_is_rerun(tmp_path):
+    from runner.job import previous_ok
+
+    (tmp_path / "result.json").write_text(
+        json.dumps({"schema_version": 1, "status": "ok", "config_hash": "old"})
+    )
+    assert previous_ok(tmp_path, "new") is None
+    assert previous_ok(tmp_path, "old") is not None
+
+
+def test_catalogue_is_large_enough():
+    assert len(CATALOGUE) + 2 >= 30
