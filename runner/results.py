@@ -117,6 +117,10 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:
     text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; results are shared files, readable like any other.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w") as fh:
             fh.write(text + "\n")
             fh.flush()
