@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    _export_swept_keys(argv)
     JOB_OUTCOMES.clear()
     sys.argv = [sys.argv[0], *argv]
     try:
@@ -125,6 +126,24 @@ def main(argv: list[str] | None = None) -> None:
         _report_interrupted_sweep(JOB_OUTCOMES, multirun="-m" in argv or "--multirun" in argv)
     _report_failures(JOB_OUTCOMES)
     sys.exit(exit_code(JOB_OUTCOMES))
+
+
+def _export_swept_keys(argv: list[str]) -> None:
+    """Sweep job directories are named by the swept factors only (see config.dirname)."""
+    import os
+
+    from hydra.errors import HydraException
+
+    from runner.config.dirname import SWEPT_ENV
+    from runner.preflight import split_argv, swept_keys
+
+    multirun, overrides, _ = split_argv(argv)
+    os.environ.pop(SWEPT_ENV, None)
+    if multirun:
+        try:
+            os.environ[SWEPT_ENV] = ",".join(swept_keys(overrides))
+        except HydraException:
+            pass  # Hydra reports a malformed override itself
 
 
 def _report_interrupted_sweep(outcomes: list[dict[str, Any]], multirun: bool) -> None:

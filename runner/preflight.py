@@ -108,6 +108,12 @@ def split_argv(argv: list[str]) -> tuple[bool, list[str], bool]:
     return multirun, overrides, checkable
 
 
+def swept_keys(overrides: list[str]) -> list[str]:
+    """Keys given several values (``quant=none,nf4``, ``range(...)``): the sweep's factors."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+
+
 def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override lists of every job the command would run."""
     if not multirun:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 
 from omegaconf import OmegaConf
@@ -10,16 +11,26 @@ from omegaconf import OmegaConf
 # Keys that do not describe the measured point; left out of the name.
 NOISE_KEYS = ("cache_dir", "measure.isolation")
 MAX_LENGTH = 120
+# Set by the entry for a multirun; exported to launcher jobs with the environment.
+SWEPT_ENV = "RUNNER_SWEPT_KEYS"
 
 
-def job_dirname(overrides: Iterable[str]) -> str:
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def job_dirname(overrides: Iterable[str], swept: Iterable[str] | None = None) -> str:
     """``compile=on,quant=nf4`` from the overrides; ``default`` when there are none.
 
+    In a sweep only the ``swept`` keys (those given several values) name the
+    job: the others are the same for every job and recorded in its config.
     Values are made path-safe; when that loses information (a path value, a very
     long name) a short hash of the original overrides keeps the name unique.
     """
     items = sorted(str(o) for o in overrides)
-    kept = [o for o in items if o.lstrip("+~").split("=", 1)[0] not in NOISE_KEYS]
+    kept = [o for o in items if _key(o) not in NOISE_KEYS]
+    if swept:
+        kept = [o for o in kept if _key(o) in set(swept)] or kept
     safe = [o.replace("/", "_").replace(" ", "") for o in kept]
     name = ",".join(safe) or "default"
     if safe != kept or len(name) > MAX_LENGTH:
@@ -30,4 +41,7 @@ def job_dirname(overrides: Iterable[str]) -> str:
 
 def register_resolver() -> None:
     if not OmegaConf.has_resolver("runner.job_dirname"):
-        OmegaConf.register_new_resolver("runner.job_dirname", lambda o: job_dirname(o or []))
+        OmegaConf.register_new_resolver(
+            "runner.job_dirname",
+            lambda o: job_dirname(o or [], os.environ.get(SWEPT_ENV, "").split(",")),
+        )

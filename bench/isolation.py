@@ -1,0 +1,133 @@
+"""Isolation: a spawned job's measured throughput vs a bare loop here, and per-job fixed cost.
+
+Throughput: ``runner.job.execute(..., isolation=spawn)`` (a fresh child process, the
+sweep default) against a bare ``generate`` loop in this process over the same batches,
+interleaved bare, spawned, bare, spawned. The bare loop follows the runner's stopping rule
+(at least min_repeats passes and min_seconds).
+
+Fixed cost per job: execute()'s wall time minus what the run itself measured as load,
+warmup and measured windows, i.e. process start, imports, config, environment snapshot,
+tracker start, verification and result writing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    TARGET_RATIO,
+    bare_tps,
+    check,
+    compose,
+    load,
+    median,
+    progress,
+    ratio,
+    rounded,
+    section,
+)
+
+BASE = ["loading=cpu", "energy=off", "measure.min_repeats=3"]
+MODELS = {
+    "tiny": ["model=tiny"],  # the default workload: 8 prompts x 32 new tokens
+    "smollm2-135m": ["model=smollm2-135m", "workload.num_prompts=4", "decoding.max_new_tokens=16"],
+}
+PAIRS = 2
+
+
+def _execute(overrides: list[str], isolation: str, root: Path) -> dict[str, Any]:
+    """One job in a fresh run dir: its result, wall time and fixed cost."""
+    from runner.config.schema import Isolation
+    from runner.job import execute
+
+    cfg = compose(overrides)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{isolation}-", dir=root))
+    t0 = time.perf_counter()
+    result = execute(cfg, run_dir, [], isolation=Isolation(isolation))
+    wall = time.perf_counter() - t0
+    if result.get("status") != "ok":
+        err = result.get("error") or {}
+        raise RuntimeError(f"{isolation} job failed: {err.get('type')}: {err.get('message')}")
+    m = result["metrics"]
+    inside = m["load_seconds"] + m["warmup_seconds"] + m["measured_seconds"]
+    return {
+        "tps": m["throughput"]["output_tokens_per_second"],
+        "wall_seconds": wall,
+        "fixed_seconds": wall - inside,
+        "load_seconds": m["load_seconds"],
+        "warmup_seconds": m["warmup_seconds"],
+        "measured_seconds": m["measured_seconds"],
+        "repeats": m["repeats"],
+    }
+
+
+def _throughput(name: str, overrides: list[str], min_s: float, root: Path) -> dict[str, Any]:
+    cfg = compose(overrides)
+    m = load(cfg)
+    bare_tps(m, 1)  # warmup
+    bare, spawned = [], []
+    for i in range(PAIRS):
+        progress(f"isolation/{name}: pair {i + 1}/{PAIRS}: bare loop here, then spawned job")
+        bare.append(bare_tps(m, cfg.measure.min_repeats, min_s))
+        spawned.append(_execute(overrides, "spawn", root))
+    ratios = [ratio(s["tps"], b["tokens_per_second"]) for s, b in zip(spawned, bare, strict=True)]
+    return {
+        "overrides": overrides,
+        "bare_tps": rounded([b["tokens_per_second"] for b in bare], 2),
+        "spawned_tps": rounded([s["tps"] for s in spawned], 2),
+        "ratios": rounded(ratios, 4),
+        "median_ratio": median(ratios),
+        "spawned": spawned,
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    min_s = 2.0 if quick else 5.0
+    base = BASE + [f"measure.min_seconds={min_s:g}"]
+    names = ["tiny"] if quick else ["tiny", "smollm2-135m"]
+    data: dict[str, Any] = {}
+    lines, checks = [], []
+    root = Path(tempfile.mkdtemp(prefix="bench-isolation-"))
+    try:
+        for name in names:
+            d = data[name] = _throughput(name, base + MODELS[name], min_s, root)
+            lines.append(
+                f"{name}: spawned job {d['spawned_tps']} tok/s vs bare loop {d['bare_tps']} "
+                f"tok/s; ratio per pair {d['ratios']}"
+            )
+            checks.append(
+                check(
+                    f"{name} spawned/bare output tok/s, median of {PAIRS} pairs",
+                    d["median_ratio"],
+                    at_least=TARGET_RATIO,
+                )
+            )
+        progress("isolation: fixed cost inline and spawned with codecarbon (tiny)")
+        tiny = base + MODELS["tiny"]
+        cc = [o for o in tiny if o != "energy=off"] + [
+            "energy=codecarbon",
+            "energy.baseline_seconds=0",
+        ]
+        fixed = {
+            "spawn": data["tiny"]["spawned"],
+            "inline": [_execute(tiny, "inline", root)],
+            "spawn+codecarbon": [_execute(cc, "spawn", root)],
+        }
+        if "smollm2-135m" in data:
+            fixed["spawn (smollm2-135m)"] = data["smollm2-135m"]["spawned"]
+        cost = {k: median([j["fixed_seconds"] for j in v]) for k, v in fixed.items()}
+        data["fixed_seconds"] = cost
+        parts = ", ".join(f"{k} {v:.2f} s" for k, v in cost.items())
+        lines.append(f"per-job fixed cost (wall - load - warmup - measured): {parts}")
+        lines.append(
+            f"process start + imports (spawn - inline, tiny): "
+            f"{cost['spawn'] - cost['inline']:.2f} s; codecarbon tracker start "
+            f"(spawn+codecarbon - spawn): {cost['spawn+codecarbon'] - cost['spawn']:.2f} s"
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return section("isolation: spawned job vs bare loop, per-job fixed cost", lines, checks, data)

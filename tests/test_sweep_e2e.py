@@ -1,0 +1,54 @@
+"""The documented sweep leaves one directory with every run, the summary, the report and plots."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_quant_by_compile_sweep_and_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "-m", "model=tiny", "quant=none,nf4", "compile=off,on",
+         "measure=quick", "workload.num_prompts=2", "decoding.max_new_tokens=8",
+         "energy.baseline_seconds=1", "measure.isolation=inline", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p.parent.name for p in sweep.glob("*/result.json"))
+    assert runs == [
+        "compile=off,quant=nf4",
+        "compile=off,quant=none",
+        "compile=on,quant=nf4",
+        "compile=on,quant=none",
+    ]
+    for name in ("summary.csv", "summary.parquet", "report.md"):
+        assert (sweep / name).stat().st_size > 0
+    plots = sorted((sweep / "plots").glob("*.png"))
+    assert {p.stem for p in plots} >= {"pareto_energy_latency", "factor_quant", "factor_compile", "latency_distributions"}
+    for plot in plots:
+        assert plot.read_bytes()[:8] == PNG and plot.stat().st_size > 1000
+
+    table = pd.read_csv(sweep / "summary.csv")
+    assert len(table) == 4 and set(table["status"]) == {"ok"}
+    assert table["energy_per_token_mj_gross"].notna().all()
+    first = (sweep / "report.md").read_text()
+
+    for name in ("summary.csv", "summary.parquet", "report.md"):
+        (sweep / name).unlink()
+    again = subprocess.run(
+        [sys.executable, "-m", "runner.report", str(sweep)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (sweep / "summary.parquet").is_file()
+    pd.testing.assert_frame_equal(pd.read_csv(sweep / "summary.csv"), table)
+    assert (sweep / "report.md").read_text() == first
