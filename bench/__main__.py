@@ -34,6 +34,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=",".join(SECTIONS),
         help=f"comma-separated sections to run (default: all): {','.join(SECTIONS)}",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="torch intra-op threads here and in spawned jobs (default: CPUs - 1, leaving one "
+        "for the rest of the machine; 0: torch's own default, all CPUs)",
+    )
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in args.only if s not in SECTIONS]
@@ -44,9 +51,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.threads:
+        # Spawned jobs inherit the environment; torch reads it at import.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch
 
-    from bench.common import OUT_DIR, format_report, stderr_to, write_json
+    from bench.common import OUT_DIR, cpu_seconds, format_report, other_cpus, stderr_to, write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     json_path, log_path = OUT_DIR / f"bench-{stamp}.json", OUT_DIR / f"bench-{stamp}.log"
@@ -68,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     for name in [s for s in SECTIONS if s in args.only]:
         print(f"[{name}] running ...", flush=True)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         try:
             # Library and child-process logs go to the log file, not the report.
             with stderr_to(log_path):
@@ -78,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             sec = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
             print(sec["traceback"], file=sys.stderr, flush=True)
         sec["wall_seconds"] = time.perf_counter() - t0
+        sec["other_cpus"] = round(other_cpus(cpu0, cpu_seconds(), sec["wall_seconds"]), 3)
         report["sections"][name] = sec
     report["wall_seconds"] = time.perf_counter() - t_all
     write_json(report, json_path)

@@ -19,6 +19,7 @@ from typing import Any
 
 OUT_DIR = Path("outputs/bench")
 TARGET_RATIO = 0.98
+BUSY_CPUS = 0.25  # other processes' average CPU use above which the report warns
 
 # --- numbers -------------------------------------------------------------------------------
 
@@ -110,57 +111,43 @@ def load(cfg: Any) -> Loaded:
 # --- the two paths -------------------------------------------------------------------------
 
 
-def bare_pass(m: Loaded) -> tuple[int, float]:
-    """(output tokens, seconds): ``model.generate`` per batch timed with ``perf_counter``."""
+def bare_call(m: Loaded, batch: Any) -> tuple[int, float]:
+    """(output tokens, seconds) of one bare ``model.generate``, timed with ``perf_counter``."""
     import torch
 
     from runner.measure.generation import count_new_tokens
     from runner.measure.timing import synchronize
 
-    tokens, seconds = 0, 0.0
-    for batch in m.batches:
-        ids, mask = batch.input_ids.to(m.device), batch.attention_mask.to(m.device)
-        with torch.inference_mode():
-            synchronize(m.device)
-            t0 = time.perf_counter()
-            out = m.model.generate(input_ids=ids, attention_mask=mask, **m.gen_kwargs)
-            synchronize(m.device)
-            t1 = time.perf_counter()
-        tokens += sum(count_new_tokens(out[:, ids.shape[1] :], m.eos_ids))
-        seconds += t1 - t0
-    return tokens, seconds
+    ids, mask = batch.input_ids.to(m.device), batch.attention_mask.to(m.device)
+    with torch.inference_mode():
+        synchronize(m.device)
+        t0 = time.perf_counter()
+        out = m.model.generate(input_ids=ids, attention_mask=mask, **m.gen_kwargs)
+        synchronize(m.device)
+        t1 = time.perf_counter()
+    return sum(count_new_tokens(out[:, ids.shape[1] :], m.eos_ids)), t1 - t0
 
 
-def bare_tps(m: Loaded, passes: int = 1, min_seconds: float = 0.0) -> dict[str, float]:
-    """Output tokens/s of bare passes: at least ``passes`` and ``min_seconds`` (runner's rule)."""
-    tokens, seconds, done = 0, 0.0, 0
-    while done < passes or seconds < min_seconds:
-        n, s = bare_pass(m)
-        tokens, seconds, done = tokens + n, seconds + s, done + 1
-    return {"tokens_per_second": tokens / seconds, "tokens": tokens, "seconds": seconds}
-
-
-def runner_tps(m: Loaded, passes: int = 1) -> dict[str, Any]:
-    """The runner's measured loop: ``timed_generate`` per batch, then ``latency_metrics``."""
+def runner_call(m: Loaded, batch: Any, repeat: int, index: int) -> tuple[list, Any]:
+    """What the runner's measured loop does per batch: ``timed_generate``, then its records."""
     from runner.measure.generation import timed_generate
-    from runner.measure.latency import latency_metrics, records_for_call
+    from runner.measure.latency import records_for_call
 
-    records, batches = [], []
-    for repeat in range(passes):
-        for index, batch in enumerate(m.batches):
-            res = timed_generate(
-                m.model,
-                batch.input_ids.to(m.device),
-                batch.attention_mask.to(m.device),
-                m.gen_kwargs,
-                eos_ids=m.eos_ids,
-                seed=m.cfg.decoding.seed,
-            )
-            reqs, brec = records_for_call(
-                repeat, index, batch.requests, res.output_tokens, res.timing
-            )
-            records += reqs
-            batches.append(brec)
+    res = timed_generate(
+        m.model,
+        batch.input_ids.to(m.device),
+        batch.attention_mask.to(m.device),
+        m.gen_kwargs,
+        eos_ids=m.eos_ids,
+        seed=m.cfg.decoding.seed,
+    )
+    return records_for_call(repeat, index, batch.requests, res.output_tokens, res.timing)
+
+
+def runner_figures(records: list, batches: list) -> dict[str, Any]:
+    """The runner's own throughput figures (``latency_metrics``) of a set of calls."""
+    from runner.measure.latency import latency_metrics
+
     metrics = latency_metrics(records, batches)
     return {
         "tokens_per_second": metrics["throughput"]["output_tokens_per_second"],
@@ -168,6 +155,17 @@ def runner_tps(m: Loaded, passes: int = 1) -> dict[str, Any]:
         "tokens": metrics["output_tokens"],
         "seconds": metrics["measured_seconds"],
     }
+
+
+def bare_tps(m: Loaded, passes: int = 1, min_seconds: float = 0.0) -> dict[str, float]:
+    """Bare passes over the workload, at least ``passes`` and ``min_seconds`` (runner's rule)."""
+    tokens, seconds, done = 0, 0.0, 0
+    while done < passes or seconds < min_seconds:
+        for batch in m.batches:
+            n, s = bare_call(m, batch)
+            tokens, seconds = tokens + n, seconds + s
+        done += 1
+    return {"tokens_per_second": tokens / seconds, "tokens": tokens, "seconds": seconds}
 
 
 # --- process plumbing ----------------------------------------------------------------------
@@ -197,6 +195,23 @@ def progress(text: str) -> None:
     print(f"  .. {text}", flush=True)
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its
+    waited-for children): their difference over a span is what other work used."""
+    import psutil
+
+    t = psutil.cpu_times()
+    busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+    own = os.times()
+    return busy, own.user + own.system + own.children_user + own.children_system
+
+
+def other_cpus(before: tuple[float, float], after: tuple[float, float], wall: float) -> float:
+    """CPUs kept busy by other processes on average over ``wall`` seconds (0: idle machine)."""
+    busy, own = after[0] - before[0], after[1] - before[1]
+    return max(busy - own, 0.0) / wall if wall > 0 else 0.0
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -215,17 +230,29 @@ def format_report(report: dict[str, Any]) -> str:
     out = [
         "",
         f"=== bench report ({report['mode']}, {report['started_at']}, "
-        f"{report['machine']['cpus']} CPUs, torch {report['machine']['torch']}) ===",
+        f"{report['machine']['cpus']} CPUs, torch {report['machine']['torch']}, "
+        f"torch threads {report['machine']['torch_threads']}) ===",
     ]
     for name, sec in report["sections"].items():
         out.append("")
         if "error" in sec:
             out.append(f"[{name}] CRASHED: {sec['error']}")
             continue
-        out.append(f"[{name}] {sec['title']}  ({sec['wall_seconds']:.0f} s)")
+        out.append(
+            f"[{name}] {sec['title']}  ({sec['wall_seconds']:.0f} s; other processes kept "
+            f"{sec['other_cpus']:.2f} CPUs busy)"
+        )
         out += [f"  {line}" for line in sec["lines"]]
         for c in sec["checks"]:
             out.append(f"  {c['status']:<12} {c['name']}: {_value(c)} (target {c['target']})")
+    busy = [n for n, s in report["sections"].items() if s["other_cpus"] > BUSY_CPUS]
+    if busy:
+        out += [
+            "",
+            f"NOTE: other work ran on this machine during {', '.join(busy)} (above "
+            f"{BUSY_CPUS} CPUs busy besides the bench): those figures carry its noise. "
+            "Rerun on an idle machine; fewer --threads than CPUs are far less sensitive.",
+        ]
     checks = [c for s in report["sections"].values() for c in s.get("checks", [])]
     passed = sum(c["status"] == "PASS" for c in checks)
     out.append("")

@@ -13,6 +13,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.config import register_configs
@@ -77,6 +78,41 @@ def _print_result(run_dir: Path) -> None:
         pass
 
 
+class CollectOutcomes(Callback):
+    """Outcomes of jobs that ran in other processes (submitit launchers), read back from
+    their result.json, so the exit code means the same with every launcher."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if JOB_OUTCOMES:  # the basic launcher ran the jobs in this process
+            return
+        from runner.preflight import expand
+        from runner.results import RESULT_FILE, ResultReadError, read_result
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        found: dict[tuple[str, ...], tuple[str, Path]] = {}
+        for path in sweep_dir.glob(f"*/{RESULT_FILE}"):
+            try:
+                data = read_result(path)
+            except (OSError, ResultReadError):
+                continue
+            found[tuple(sorted(data.get("overrides") or []))] = (data["status"], path.parent)
+        for job in expand(list(config.hydra.overrides.task), multirun=True):
+            # No result: the job died before the run could write one (killed, node lost).
+            status, run_dir = found.get(tuple(sorted(job)), ("failed", sweep_dir / "(no result)"))
+            JOB_OUTCOMES.append({"status": status, "run_dir": str(run_dir), "overrides": job})
+
+
+def _one_job_at_a_time(argv: list[str]) -> list[str]:
+    """submitit's local executor starts every job it is given at once, and jobs sharing this
+    machine would measure each other: hydra/launcher=local gets batches of one job."""
+    if "hydra/launcher=local" not in argv or any(
+        a.startswith("hydra.sweeper.max_batch_size=") for a in argv
+    ):
+        return argv
+    at = argv.index("hydra/launcher=local") + 1  # among the overrides, before any flag
+    return [*argv[:at], "hydra.sweeper.max_batch_size=1", *argv[at:]]
+
+
 def exit_code(outcomes: list[dict[str, Any]]) -> int:
     statuses = {o.get("status") for o in outcomes}
     if "interrupted" in statuses:
@@ -118,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USER_ERROR)
     _export_swept_keys(argv)
     JOB_OUTCOMES.clear()
-    sys.argv = [sys.argv[0], *argv]
+    sys.argv = [sys.argv[0], *_one_job_at_a_time(argv)]
     try:
         task()
     except KeyboardInterrupt:

@@ -35,6 +35,7 @@ from runner.measure.latency import (
     write_requests_csv,
 )
 from runner.measure.memory import model_footprint_bytes, track_memory
+from runner.measure.timing import synchronize
 from runner.models.load import load_model
 from runner.models.readback import (
     VerificationError,
@@ -57,7 +58,21 @@ log = logging.getLogger(__name__)
 
 
 class RunInterrupted(Exception):
-    """SIGTERM (Slurm preemption or time limit) arrived during the run."""
+    """SIGTERM or SIGUSR2 (Slurm preemption or time limit) arrived during the run."""
+
+    def __init__(self, message: str, signum: int | None = None, previous: Any = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.previous = previous  # the handler installed before the run (e.g. submitit's)
+
+    def hand_over(self) -> None:
+        """Call the handler that was installed before the run, now that the result is written.
+
+        Under submitit that is its SIGUSR2 handler: it checkpoints the job, requeues it with
+        ``scontrol requeue`` and exits (``SystemExit``); its SIGTERM handler only logs.
+        """
+        if self.signum is not None and callable(self.previous):
+            self.previous(self.signum, None)
 
 
 def _now() -> str:
@@ -68,30 +83,43 @@ def config_dict(cfg: RunConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
 
 
+# SIGUSR2: what submitit has Slurm send signal_delay_s before the time limit (and at
+# preemption where the cluster sends user signals); SIGTERM: scancel, preemption.
+_STOP_SIGNALS = tuple(
+    s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGUSR2")) if s is not None
+)
+
+
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
-    """Turn the first SIGTERM into :class:`RunInterrupted`; a second signal ends at once."""
+    """Turn the first SIGTERM/SIGUSR2 into :class:`RunInterrupted`, Ctrl-C into
+    KeyboardInterrupt; a second signal ends at once."""
+    handled = (*_STOP_SIGNALS, signal.SIGINT)
 
-    def on_term(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        raise RunInterrupted(f"received signal {signal.Signals(signum).name}")
+    def on_stop(signum: int, frame: Any) -> None:
+        for s in handled:
+            signal.signal(s, signal.SIG_DFL)
+        raise RunInterrupted(
+            f"received signal {signal.Signals(signum).name}", signum, old.get(signum)
+        )
 
     def on_int(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for s in handled:
+            signal.signal(s, signal.SIG_DFL)
         raise KeyboardInterrupt
 
+    old: dict[int, Any] = {}
     try:
-        old = (signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_int))
+        for s in handled:
+            old[s] = signal.signal(s, on_int if s == signal.SIGINT else on_stop)
     except ValueError:  # not the main thread: leave signal handling to the caller
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old[0])
-        signal.signal(signal.SIGINT, old[1])
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @dataclasses.dataclass
@@ -124,12 +152,14 @@ def run(
         config=config_dict(cfg),
     )
     progress = _Progress()
+    stopped: RunInterrupted | None = None
     try:
         with interruptible():
             result.environment = environment.snapshot()
             _measure(cfg, run_dir, result, progress)
         result.status = Status.ok
     except (KeyboardInterrupt, RunInterrupted) as exc:
+        stopped = exc if isinstance(exc, RunInterrupted) else None
         result.status = Status.interrupted
         result.error = RunError(type(exc).__name__, str(exc) or "interrupted", None, progress.phase.value)
         log.warning("run interrupted during %s", progress.phase.value)
@@ -140,6 +170,8 @@ def run(
         log.error("run failed during %s: %s: %s", progress.phase.value, type(exc).__name__, exc)
     finally:
         _finish(result, progress, run_dir)
+    if stopped is not None:
+        stopped.hand_over()  # recorded first; then submitit may requeue and exit
     return result
 
 
@@ -171,10 +203,6 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path) -> None:
 
 def _used_device(model: Any) -> torch.device:
     return next(model.parameters()).device
-
-
-def _gpu_indices(model: Any) -> list[int]:
-    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
 def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progress) -> None:
@@ -251,10 +279,14 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progre
     _verify_after_warmup(cfg, spec.enabled, result, progress)
 
     progress.phase = Phase.measure
-    with track_memory(device) as memory, meter.tracking():
-        _measured_loop(cfg, workload, call, meter, progress)
-    window = memory.value
-    progress.metrics["memory"].update(dataclasses.asdict(window))
+    window = None
+    try:
+        with track_memory(device) as window, meter.tracking():
+            _measured_loop(cfg, workload, call, meter, progress, device)
+    finally:
+        # Also after an interruption: the peak so far belongs with what was measured.
+        if window is not None and window.value is not None:
+            progress.metrics["memory"].update(dataclasses.asdict(window.value))
     progress.phase = Phase.write
 
 
@@ -303,12 +335,16 @@ def _verify_after_warmup(cfg, compiled: bool, result: RunResult, progress: _Prog
     result.applied["generate"]["rows_per_step_in_warmup"] = rows
 
 
-def _measured_loop(cfg, workload, call, meter: EnergyMeter, progress: _Progress) -> None:
-    """Repeat passes until min_repeats and min_seconds are met, or max_seconds passes."""
+def _measured_loop(cfg, workload, call, meter: EnergyMeter, progress: _Progress, device) -> None:
+    """Repeat passes until min_repeats and min_seconds are met, or max_seconds passes.
+
+    Energy windows span one pass each, their edges synchronised with the device.
+    """
     m = cfg.measure
     measured = 0.0
     repeat = 0
     while True:
+        synchronize(device)
         meter.begin_window()
         try:
             for b_index, batch in enumerate(workload.batches):
@@ -323,6 +359,7 @@ def _measured_loop(cfg, workload, call, meter: EnergyMeter, progress: _Progress)
                     progress.stopped_by = "max_seconds"
                     break
         finally:
+            synchronize(device)
             meter.end_window()
         repeat += 1
         progress.metrics["repeats"] = repeat

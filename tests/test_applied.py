@@ -96,3 +96,12 @@ def test_library_failure_becomes_a_failed_result(compose, tmp_path):
 def test_static_cache_runs_on_cpu(compose, tmp_path, extra):
     gen = measure(compose, tmp_path, extra)["applied"]["generate"]
     assert gen["cache_implementation"] == "static"
+
+
+def test_random_weights_build_the_architecture_without_the_checkpoint(compose, tmp_path):
+    result = measure(compose, tmp_path, "model.weights=random", "model.init_seed=7")
+    assert "/random/" in result["applied"]["model_path"]
+    # Fixed output length holds even though random weights may emit EOS at any step.
+    assert result["metrics"]["output_tokens"] == 4 * 2 * result["metrics"]["repeats"]
+    again = measure(compose, tmp_path / "again", "model.weights=random", "model.init_seed=7")
+    assert again["applied"]["model_path"] == result["applied"]["model_path"]  # cached

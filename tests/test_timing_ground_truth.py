@@ -20,6 +20,16 @@ from tests.sleepy import load_sleepy
 PREFILL_S, STEP_S, NEW_TOKENS = 0.100, 0.040, 8
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Intra-op threads spinning against another busy process cause stalls of a whole
+    # scheduler slice; the timers are under test here, not torch's thread pool.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def sleepy(tiny_dir):
     return load_sleepy(tiny_dir, PREFILL_S, STEP_S), AutoTokenizer.from_pretrained(tiny_dir)
