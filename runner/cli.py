@@ -6,6 +6,7 @@ Exit codes: 0 every job ok; 1 a job failed; 2 the command or config is wrong
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -72,10 +73,8 @@ def _print_result(run_dir: Path) -> None:
     from runner import summary
     from runner.results import ResultReadError, read_result
 
-    try:
+    with contextlib.suppress(OSError, ResultReadError):
         print(summary.render(read_result(run_dir), str(run_dir)), flush=True)
-    except (OSError, ResultReadError):
-        pass
 
 
 class CollectOutcomes(Callback):
@@ -128,12 +127,13 @@ def _report_failures(outcomes: list[dict[str, Any]]) -> None:
         return
     print(f"\n{len(bad)} of {len(outcomes)} job(s) did not finish ok:", file=sys.stderr)
     for o in bad:
-        print(f"  [{o['status']}] {','.join(o['overrides']) or '(defaults)'}  {o['run_dir']}",
-              file=sys.stderr)
+        print(
+            f"  [{o['status']}] {','.join(o['overrides']) or '(defaults)'}  {o['run_dir']}",
+            file=sys.stderr,
+        )
     sweep_dir = str(Path(bad[0]["run_dir"]).parent)
     print(
-        "rerun them (ok jobs are skipped) with the same command plus "
-        f"hydra.sweep.dir={sweep_dir}",
+        f"rerun them (ok jobs are skipped) with the same command plus hydra.sweep.dir={sweep_dir}",
         file=sys.stderr,
     )
 
@@ -176,10 +176,9 @@ def _export_swept_keys(argv: list[str]) -> None:
     multirun, overrides, _ = split_argv(argv)
     os.environ.pop(SWEPT_ENV, None)
     if multirun:
-        try:
+        # A malformed override is reported by Hydra itself.
+        with contextlib.suppress(HydraException):
             os.environ[SWEPT_ENV] = ",".join(swept_keys(overrides))
-        except HydraException:
-            pass  # Hydra reports a malformed override itself
 
 
 def _report_interrupted_sweep(outcomes: list[dict[str, Any]], multirun: bool) -> None:

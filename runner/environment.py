@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = (
-    "torch", "transformers", "accelerate", "bitsandbytes", "codecarbon", "hydra-core",
-    "omegaconf", "pandas", "tokenizers", "hydra-submitit-launcher", "submitit",
+    "torch",
+    "transformers",
+    "accelerate",
+    "bitsandbytes",
+    "codecarbon",
+    "hydra-core",
+    "omegaconf",
+    "pandas",
+    "tokenizers",
+    "hydra-submitit-launcher",
+    "submitit",
 )
 SLURM_VARS = {
     "slurm_job_id": "SLURM_JOB_ID",
@@ -52,7 +61,10 @@ def git_state() -> dict[str, Any]:
         try:
             out = subprocess.run(
                 ["git", "-C", str(REPO_ROOT), *args],
-                capture_output=True, text=True, timeout=10, check=True,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             )
         except (OSError, subprocess.SubprocessError):
             return None

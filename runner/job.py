@@ -82,8 +82,7 @@ def previous_ok(run_dir: Path, chash: str) -> dict[str, Any] | None:
 def run_dir_lock(run_dir: Path) -> Iterator[None]:
     """Exclusive, non-blocking lock: two processes never write one run directory."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(run_dir / LOCK_FILE, "w")
-    try:
+    with open(run_dir / LOCK_FILE, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -91,8 +90,6 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
         fh.write(str(os.getpid()))
         fh.flush()
         yield
-    finally:
-        fh.close()
 
 
 def _child(cfg: RunConfig, run_dir: str, overrides: list[str], chash: str, log_file: str) -> None:

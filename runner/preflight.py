@@ -7,7 +7,6 @@ point is checked first, so a typo in point 37 does not cost points 1 to 36.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from dataclasses import fields
@@ -26,13 +25,6 @@ from runner.config.store import GROUP_SCHEMAS
 from runner.config.validate import ConfigError, Facts, validate
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-# Flags after which Hydra does not run the task (help, printing config, completion).
-_PASS_THROUGH_FLAGS = (
-    "--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion",
-    "-sc", "--resolve", "--package", "-p", "--version", "--config-path", "-cp",
-    "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun",
-)
 
 
 class UserError(Exception):
@@ -99,10 +91,8 @@ def split_argv(argv: list[str]) -> tuple[bool, list[str], bool]:
         if arg in ("-m", "--multirun"):
             multirun = True
         elif arg.startswith("-"):
-            if arg.split("=")[0] in _PASS_THROUGH_FLAGS:
-                checkable = False
-            else:
-                checkable = False
+            # --help, --cfg, --info, other config names: Hydra's own business.
+            checkable = False
         else:
             overrides.append(arg)
     return multirun, overrides, checkable

@@ -161,7 +161,9 @@ def run(
     except (KeyboardInterrupt, RunInterrupted) as exc:
         stopped = exc if isinstance(exc, RunInterrupted) else None
         result.status = Status.interrupted
-        result.error = RunError(type(exc).__name__, str(exc) or "interrupted", None, progress.phase.value)
+        result.error = RunError(
+            type(exc).__name__, str(exc) or "interrupted", None, progress.phase.value
+        )
         log.warning("run interrupted during %s", progress.phase.value)
     except Exception as exc:
         result.error = RunError(
@@ -242,7 +244,10 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progre
     def prime() -> None:
         first = workload.batches[0]
         with torch.inference_mode():
-            model(input_ids=first.input_ids[:1].to(device), attention_mask=first.attention_mask[:1].to(device))
+            model(
+                input_ids=first.input_ids[:1].to(device),
+                attention_mask=first.attention_mask[:1].to(device),
+            )
 
     progress.phase = Phase.compile
     apply_compile(model, spec, prime)

@@ -26,13 +26,18 @@ def render(result: dict[str, Any], run_dir: str) -> str:
     lines = [f"[{result['status']}] {cfg.get('model', {}).get('name', '?')} ({label})"]
     err = result.get("error")
     if err:
-        lines.append(f"  error in {err['phase']}: {err['type']}: {err['message'].splitlines()[0] if err['message'] else ''}")
+        first = err["message"].splitlines()[0] if err["message"] else ""
+        lines.append(f"  error in {err['phase']}: {err['type']}: {first}")
     m = result.get("metrics", {})
     if m.get("requests"):
         tp = m.get("throughput", {})
         lines += [
             f"  load {m.get('load_seconds', 0):.2f} s, warmup {m.get('warmup_seconds', 0):.2f} s"
-            + (f", compile (first call) {m['compile_seconds']:.2f} s" if m.get("compile_seconds") else ""),
+            + (
+                f", compile (first call) {m['compile_seconds']:.2f} s"
+                if m.get("compile_seconds")
+                else ""
+            ),
             f"  measured {m['measured_seconds']:.2f} s: {m.get('repeats', 0)} repeat(s), "
             f"{m['requests']} requests, {m['output_tokens']} output tokens",
             f"  TTFT {_ms(m.get('ttft_seconds'))} | inter-token {_ms(m.get('itl_seconds'))} | "
@@ -52,13 +57,19 @@ def render(result: dict[str, Any], run_dir: str) -> str:
         net = per_tok.get("net")
         lines.append(
             f"  energy: {energy.get('gross_joules') or 0:.2f} J gross"
-            + (f", {energy['net_joules']:.2f} J net" if energy.get("net_joules") is not None else "")
+            + (
+                f", {energy['net_joules']:.2f} J net"
+                if energy.get("net_joules") is not None
+                else ""
+            )
             + f"; {1000 * (per_tok.get('gross') or 0):.2f} mJ/token gross"
             + (f", {1000 * net:.2f} mJ/token net" if net is not None else "")
             + f"; {1000 * (energy.get('emissions_kg') or 0):.4f} g CO2eq"
         )
         if energy.get("is_estimate"):
-            lines.append("  note: CPU/RAM energy is CodeCarbon's model-based ESTIMATE, not a measurement")
+            lines.append(
+                "  note: CPU/RAM energy is CodeCarbon's model-based ESTIMATE, not a measurement"
+            )
     for w in result.get("warnings", [])[:5]:
         lines.append(f"  warning: {w[:200]}")
     lines.append(f"  -> {run_dir}/result.json")

@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-MODELING = '''
+MODELING = """
 import ctypes
 import os
 import signal
@@ -37,7 +37,7 @@ class FaultyLlama(LlamaForCausalLM):
 
                 time.sleep(0.05)
         return super().forward(*args, **kwargs)
-'''
+"""
 
 
 def make_faulty_model(

@@ -57,13 +57,19 @@ CATALOGUE = [
     (["decoding.use_cache=false", "decoding.cache_implementation=static"], "needs use_cache"),
     (["decoding=prompt-lookup", "workload.batch_size=4"], "needs batch_size=1"),
     (["decoding=prompt-lookup", "decoding.num_beams=4"], "only applies with decoding=beam"),
-    (["workload.output_length=natural", "decoding.min_new_tokens=64"], "must be <= decoding.max_new_tokens"),
+    (
+        ["workload.output_length=natural", "decoding.min_new_tokens=64"],
+        "must be <= decoding.max_new_tokens",
+    ),
     (["decoding.top_k=40"], "only applies with decoding=sample"),
     (["decoding.cache_implementation=offloaded_static"], "offloaded caches need a CUDA GPU"),
     (["loading.attn_implementation=flash_attention_2"], "flash attention needs a CUDA GPU"),
     # the machine and the inputs
     (["loading=cuda"], "no CUDA GPU is visible"),
-    (["model=local", "model.path=/nonexistent/model"], "model.path=/nonexistent/model: does not exist"),
+    (
+        ["model=local", "model.path=/nonexistent/model"],
+        "model.path=/nonexistent/model: does not exist",
+    ),
     (["hydra.run.dir=/proc/no/such/dir"], "hydra.run.dir=/proc/no/such/dir: cannot write there"),
     (["-m", "quant=none,int8", "compile=off,sometimes"], "compile=sometimes: unknown option"),
 ]
@@ -91,13 +97,19 @@ def test_malformed_jsonl_names_the_line(bad_jsonl, no_prompt_jsonl, capsys):
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
-        (["quant=nf5"], "error: quant=nf5: unknown option; allowed: fp4, int8, nf4, nf4-double, none"),
+        (
+            ["quant=nf5"],
+            "error: quant=nf5: unknown option; allowed: fp4, int8, nf4, nf4-double, none",
+        ),
         (["decoding.temperature=-1"], "error: decoding.temperature=-1.0: must be > 0"),
     ],
 )
 def test_real_command_line_prints_one_line_and_no_traceback(argv, line, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", *argv], cwd=REPO, capture_output=True, text=True,
+        [sys.executable, "-m", "runner", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert proc.returncode == EXIT_USER_ERROR

@@ -81,10 +81,19 @@ BAD = [
     (["compile.mode=max_autotune"], "compile.mode=max_autotune: only applies with compile.enabled"),
     (["compile.backend=eager"], "compile.backend=eager: only applies"),
     (["decoding.use_cache=false", "decoding.cache_implementation=static"], "needs use_cache"),
-    (["decoding=prompt-lookup", "workload.batch_size=2"], "prompt lookup decoding needs batch_size=1"),
+    (
+        ["decoding=prompt-lookup", "workload.batch_size=2"],
+        "prompt lookup decoding needs batch_size=1",
+    ),
     (["decoding=prompt-lookup", "decoding.num_beams=2"], "decoding.num_beams=2: only applies"),
-    (["workload.output_length=natural", "decoding.min_new_tokens=9", "decoding.max_new_tokens=4"],
-     "decoding.min_new_tokens=9: must be <= decoding.max_new_tokens (4)"),
+    (
+        [
+            "workload.output_length=natural",
+            "decoding.min_new_tokens=9",
+            "decoding.max_new_tokens=4",
+        ],
+        "decoding.min_new_tokens=9: must be <= decoding.max_new_tokens (4)",
+    ),
     (["decoding.min_new_tokens=2"], "workload.output_length=fixed sets it"),
     (["decoding.temperature=0.5"], "decoding.temperature=0.5: only applies with decoding=sample"),
     (["decoding.top_p=0.5"], "only applies with decoding=sample"),

@@ -28,7 +28,10 @@ COMMON = [
 def runner(*args, timeout=600):
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -73,13 +76,12 @@ def test_crash_raise_and_sigterm_leave_results_and_the_sweep_finishes(tiny_dir, 
     assert "did not finish ok" in first.stderr and "hydra.sweep.dir=" in first.stderr
 
     ok_file = next(
-        p for p in sweep.glob("*/result.json")
+        p
+        for p in sweep.glob("*/result.json")
         if json.loads(p.read_text())["config"]["model"]["path"] == str(models["ok"])
     )
     ok_mtime = ok_file.stat().st_mtime_ns
-    failed_mtimes = {
-        p: p.stat().st_mtime_ns for p in sweep.glob("*/result.json") if p != ok_file
-    }
+    failed_mtimes = {p: p.stat().st_mtime_ns for p in sweep.glob("*/result.json") if p != ok_file}
 
     second = runner(*args)
     assert second.returncode == 130
@@ -99,10 +101,23 @@ def test_sigterm_to_the_runner_records_interrupted_and_exits_nonzero(tiny_dir, t
     model = make_faulty_model(tiny_dir, tmp_path / "slow", "slow", AFTER, marker)
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "model=local", f"model.path={model}", *COMMON,
-         "measure.min_repeats=1000", "energy=codecarbon", "energy.baseline_seconds=0",
-         f"measure.isolation={isolation}", f"hydra.run.dir={run_dir}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "model=local",
+            f"model.path={model}",
+            *COMMON,
+            "measure.min_repeats=1000",
+            "energy=codecarbon",
+            "energy.baseline_seconds=0",
+            f"measure.isolation={isolation}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 240
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
@@ -129,7 +144,11 @@ def test_hub_token_never_reaches_results_logs_or_saved_config(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "runner", "model=tiny", *COMMON[:-1], f"hydra.run.dir={run_dir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert secret not in proc.stdout + proc.stderr

@@ -17,10 +17,25 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_quant_by_compile_sweep_and_report(tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", "-m", "model=tiny", "quant=none,nf4", "compile=off,on",
-         "measure=quick", "workload.num_prompts=2", "decoding.max_new_tokens=8",
-         "energy.baseline_seconds=1", "measure.isolation=inline", f"hydra.sweep.dir={sweep}"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "-m",
+            "model=tiny",
+            "quant=none,nf4",
+            "compile=off,on",
+            "measure=quick",
+            "workload.num_prompts=2",
+            "decoding.max_new_tokens=8",
+            "energy.baseline_seconds=1",
+            "measure.isolation=inline",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p.parent.name for p in sweep.glob("*/result.json"))
@@ -33,7 +48,12 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
     for name in ("summary.csv", "summary.parquet", "report.md"):
         assert (sweep / name).stat().st_size > 0
     plots = sorted((sweep / "plots").glob("*.png"))
-    assert {p.stem for p in plots} >= {"pareto_energy_latency", "factor_quant", "factor_compile", "latency_distributions"}
+    assert {p.stem for p in plots} >= {
+        "pareto_energy_latency",
+        "factor_quant",
+        "factor_compile",
+        "latency_distributions",
+    }
     for plot in plots:
         assert plot.read_bytes()[:8] == PNG and plot.stat().st_size > 1000
 
@@ -46,7 +66,10 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
         (sweep / name).unlink()
     again = subprocess.run(
         [sys.executable, "-m", "runner.report", str(sweep)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert again.returncode == 0, again.stderr[-2000:]
     assert (sweep / "summary.parquet").is_file()

@@ -28,7 +28,11 @@ CASES = {
             "q",
             {"bnb_4bit_compute_dtype": "bfloat16"},
         ),
-        "bnb_4bit_use_double_quant": (["quant=nf4-double"], "q", {"bnb_4bit_use_double_quant": True}),
+        "bnb_4bit_use_double_quant": (
+            ["quant=nf4-double"],
+            "q",
+            {"bnb_4bit_use_double_quant": True},
+        ),
         "llm_int8_threshold": (
             ["quant=int8", "quant.llm_int8_threshold=4.5"],
             "q",
@@ -171,8 +175,12 @@ def test_natural_length_leaves_min_new_tokens_unset(compose):
 
 def test_real_kwargs_carry_library_objects(compose):
     cfg = compose(
-        ["quant=nf4-double", "quant.bnb_4bit_compute_dtype=bfloat16", "loading.dtype=float16",
-         "+loading.max_memory.0=1GiB"]
+        [
+            "quant=nf4-double",
+            "quant.bnb_4bit_compute_dtype=bfloat16",
+            "loading.dtype=float16",
+            "+loading.max_memory.0=1GiB",
+        ]
     )
     kw = from_pretrained_kwargs(cfg)
     q = kw["quantization_config"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -106,7 +106,7 @@ class EnergyBackend(str, Enum):
 class ModelConfig:
     source: ModelSource = _help("where the weights come from: tiny, smollm2, local, hub", MISSING)
     name: str = _help("label used in results and reports", MISSING)
-    path: Optional[str] = _help("local directory (source=local) or hub id (source=hub)")
+    path: str | None = _help("local directory (source=local) or hub id (source=hub)")
     weights: Weights = _help(
         "pretrained: load the checkpoint; random: build the architecture from its config "
         "with random weights (nothing downloaded beyond config and tokenizer)",
@@ -120,38 +120,38 @@ class QuantConfig:
     name: str = _help("label of this quantization option", MISSING)
     load_in_8bit: bool = _help("bitsandbytes LLM.int8() linear layers", False)
     load_in_4bit: bool = _help("bitsandbytes 4-bit linear layers", False)
-    bnb_4bit_quant_type: Optional[QuantType] = _help("4-bit data type: nf4 or fp4 (4-bit only)")
-    bnb_4bit_compute_dtype: Optional[DType] = _help("dtype of 4-bit matmuls (4-bit only)")
-    bnb_4bit_use_double_quant: Optional[bool] = _help("quantize the quant constants (4-bit only)")
-    llm_int8_threshold: Optional[float] = _help("outlier threshold of LLM.int8() (8-bit only)")
+    bnb_4bit_quant_type: QuantType | None = _help("4-bit data type: nf4 or fp4 (4-bit only)")
+    bnb_4bit_compute_dtype: DType | None = _help("dtype of 4-bit matmuls (4-bit only)")
+    bnb_4bit_use_double_quant: bool | None = _help("quantize the quant constants (4-bit only)")
+    llm_int8_threshold: float | None = _help("outlier threshold of LLM.int8() (8-bit only)")
 
 
 @dataclass
 class CompileConfig:
     enabled: bool = _help("compile model.forward with torch.compile", False)
-    mode: Optional[CompileMode] = _help("torch.compile mode (needs enabled)")
-    backend: Optional[str] = _help("torch.compile backend, e.g. inductor, eager (needs enabled)")
-    fullgraph: Optional[bool] = _help("refuse graph breaks (needs enabled)")
-    dynamic: Optional[bool] = _help("dynamic shapes: true, false, or unset (needs enabled)")
+    mode: CompileMode | None = _help("torch.compile mode (needs enabled)")
+    backend: str | None = _help("torch.compile backend, e.g. inductor, eager (needs enabled)")
+    fullgraph: bool | None = _help("refuse graph breaks (needs enabled)")
+    dynamic: bool | None = _help("dynamic shapes: true, false, or unset (needs enabled)")
 
 
 @dataclass
 class DecodingConfig:
     mode: DecodingMode = _help("greedy, sample, beam or prompt_lookup", MISSING)
     max_new_tokens: int = _help("new tokens per request (upper bound)", 32)
-    min_new_tokens: Optional[int] = _help("lower bound on new tokens")
-    temperature: Optional[float] = _help("sampling temperature (mode=sample)")
-    top_k: Optional[int] = _help("top-k sampling (mode=sample)")
-    top_p: Optional[float] = _help("nucleus sampling mass (mode=sample)")
-    min_p: Optional[float] = _help("min-p sampling (mode=sample)")
-    num_beams: Optional[int] = _help("beams (mode=beam, at least 2)")
-    early_stopping: Optional[bool] = _help("stop beams early (mode=beam)")
-    length_penalty: Optional[float] = _help("beam length penalty (mode=beam)")
-    prompt_lookup_num_tokens: Optional[int] = _help("n-gram tokens (mode=prompt_lookup)")
-    repetition_penalty: Optional[float] = _help("penalty for repeated tokens (> 0)")
-    no_repeat_ngram_size: Optional[int] = _help("forbid repeating n-grams of this size")
-    use_cache: Optional[bool] = _help("use the KV cache")
-    cache_implementation: Optional[CacheImplementation] = _help("KV cache implementation")
+    min_new_tokens: int | None = _help("lower bound on new tokens")
+    temperature: float | None = _help("sampling temperature (mode=sample)")
+    top_k: int | None = _help("top-k sampling (mode=sample)")
+    top_p: float | None = _help("nucleus sampling mass (mode=sample)")
+    min_p: float | None = _help("min-p sampling (mode=sample)")
+    num_beams: int | None = _help("beams (mode=beam, at least 2)")
+    early_stopping: bool | None = _help("stop beams early (mode=beam)")
+    length_penalty: float | None = _help("beam length penalty (mode=beam)")
+    prompt_lookup_num_tokens: int | None = _help("n-gram tokens (mode=prompt_lookup)")
+    repetition_penalty: float | None = _help("penalty for repeated tokens (> 0)")
+    no_repeat_ngram_size: int | None = _help("forbid repeating n-grams of this size")
+    use_cache: bool | None = _help("use the KV cache")
+    cache_implementation: CacheImplementation | None = _help("KV cache implementation")
     seed: int = _help("torch seed set before each generate call (reproducible sampling)", 0)
     extra: dict[str, Any] = _help(
         "extra generate() kwargs merged last; generate rejects unknown keys",
@@ -162,15 +162,15 @@ class DecodingConfig:
 @dataclass
 class LoadingConfig:
     name: str = _help("label of this loading option", MISSING)
-    device_map: Optional[str] = _help("from_pretrained device_map: auto, cpu, cuda, cuda:N")
-    dtype: Optional[DType] = _help("parameter dtype: auto, float32, float16, bfloat16")
-    attn_implementation: Optional[AttnImplementation] = _help("attention kernel")
+    device_map: str | None = _help("from_pretrained device_map: auto, cpu, cuda, cuda:N")
+    dtype: DType | None = _help("parameter dtype: auto, float32, float16, bfloat16")
+    attn_implementation: AttnImplementation | None = _help("attention kernel")
     max_memory: dict[Any, str] = _help(
         "per-device memory caps, e.g. {0:20GiB,cpu:30GiB} (empty: unset)", default_factory=dict
     )
-    revision: Optional[str] = _help("model revision (branch, tag or commit)")
+    revision: str | None = _help("model revision (branch, tag or commit)")
     trust_remote_code: bool = _help("run code shipped with the model", False)
-    low_cpu_mem_usage: Optional[bool] = _help("load without a full fp32 copy in RAM")
+    low_cpu_mem_usage: bool | None = _help("load without a full fp32 copy in RAM")
     extra: dict[str, Any] = _help(
         "extra from_pretrained kwargs merged last; only known loading kwargs are accepted",
         default_factory=dict,
@@ -180,11 +180,11 @@ class LoadingConfig:
 @dataclass
 class WorkloadConfig:
     kind: WorkloadKind = _help("default (built-in prompts), synthetic, file", MISSING)
-    path: Optional[str] = _help("JSONL file, one {\"prompt\": ...} per line (kind=file)")
+    path: str | None = _help('JSONL file, one {"prompt": ...} per line (kind=file)')
     num_prompts: int = _help("number of requests per pass over the workload", 8)
     batch_size: int = _help("requests per generate call", 1)
-    input_tokens: Optional[int] = _help("exact prompt length in tokens (kind=synthetic)")
-    max_input_tokens: Optional[int] = _help("truncate longer prompts (recorded per request)")
+    input_tokens: int | None = _help("exact prompt length in tokens (kind=synthetic)")
+    max_input_tokens: int | None = _help("truncate longer prompts (recorded per request)")
     output_length: OutputLength = _help(
         "fixed: every request generates exactly max_new_tokens (EOS cannot end it early); "
         "natural: requests stop at EOS",
@@ -210,10 +210,12 @@ class MeasureConfig:
 @dataclass
 class EnergyConfig:
     backend: EnergyBackend = _help("codecarbon or off", MISSING)
-    country_iso_code: str = _help("ISO 3166 alpha-3 country for the offline carbon intensity", "USA")
+    country_iso_code: str = _help(
+        "ISO 3166 alpha-3 country for the offline carbon intensity", "USA"
+    )
     measure_power_secs: float = _help("CodeCarbon sampling interval (seconds)", 1.0)
     pue: float = _help("power usage effectiveness multiplier (>= 1)", 1.0)
-    gpu_ids: Optional[list[int]] = _help("GPUs to meter (default: those the run uses)")
+    gpu_ids: list[int] | None = _help("GPUs to meter (default: those the run uses)")
     baseline_seconds: float = _help("idle baseline before load (seconds, 0 disables)", 3.0)
     cache_baseline: bool = _help("reuse the idle baseline across runs of one process", False)
 
@@ -228,6 +230,6 @@ class RunConfig:
     workload: WorkloadConfig = MISSING
     measure: MeasureConfig = MISSING
     energy: EnergyConfig = MISSING
-    cache_dir: Optional[str] = _help(
+    cache_dir: str | None = _help(
         "where generated models are cached (default: $RUNNER_CACHE or ~/.cache/llm-sweep-runner)"
     )

@@ -131,7 +131,9 @@ def _validate_compile(cfg: RunConfig) -> None:
     if not c.enabled:
         for name in COMPILE_OPTION_FIELDS:
             value = getattr(c, name)
-            _check(value is None, f"compile.{name}", value, "only applies with compile.enabled=true")
+            _check(
+                value is None, f"compile.{name}", value, "only applies with compile.enabled=true"
+            )
     if c.backend is not None:
         _check(bool(c.backend.strip()), "compile.backend", c.backend, "must be a backend name")
 
@@ -238,8 +240,16 @@ def _validate_loading(cfg: RunConfig, facts: Facts) -> None:
         ld.low_cpu_mem_usage,
         "transformers 5 ignores this kwarg (loading is always low-memory); leave it unset",
     )
-    owned = {"dtype", "torch_dtype", "device_map", "attn_implementation", "max_memory",
-             "revision", "trust_remote_code", "quantization_config"}
+    owned = {
+        "dtype",
+        "torch_dtype",
+        "device_map",
+        "attn_implementation",
+        "max_memory",
+        "revision",
+        "trust_remote_code",
+        "quantization_config",
+    }
     for key in ld.extra:
         _check(key not in owned, f"loading.extra.{key}", ld.extra[key], "set the schema field")
         _check(

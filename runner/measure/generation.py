@@ -21,7 +21,9 @@ def count_new_tokens(new_ids: torch.Tensor, eos_ids: Iterable[int]) -> list[int]
     eos = torch.tensor(sorted(set(eos_ids)), dtype=new_ids.dtype, device=new_ids.device)
     if new_ids.numel() == 0:
         return [0] * new_ids.shape[0]
-    is_eos = torch.isin(new_ids, eos) if eos.numel() else torch.zeros_like(new_ids, dtype=torch.bool)
+    is_eos = (
+        torch.isin(new_ids, eos) if eos.numel() else torch.zeros_like(new_ids, dtype=torch.bool)
+    )
     counts = []
     width = new_ids.shape[1]
     for row in is_eos:

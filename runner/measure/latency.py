@@ -59,7 +59,7 @@ def records_for_call(
 ) -> tuple[list[RequestRecord], BatchRecord]:
     """Split one call's step timestamps into its requests by their own token counts."""
     records = []
-    for req, n in zip(requests, output_tokens):
+    for req, n in zip(requests, output_tokens, strict=True):
         records.append(
             RequestRecord(
                 repeat=repeat,
@@ -91,7 +91,9 @@ def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRec
     out_tokens = sum(r.output_tokens for r in records)
     in_tokens = sum(r.input_tokens for r in records)
     decode_tokens = sum(b.decode_tokens for b in batches if b.decode_seconds)
-    per_batch_tps = [b.output_tokens / b.timing.total_seconds for b in batches if b.timing.total_seconds]
+    per_batch_tps = [
+        b.output_tokens / b.timing.total_seconds for b in batches if b.timing.total_seconds
+    ]
     per_batch_decode = [b.decode_tokens / b.decode_seconds for b in batches if b.decode_seconds]
 
     def rate(num: float, den: float) -> float | None:
@@ -120,8 +122,17 @@ def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRec
 
 
 REQUEST_COLUMNS = (
-    "repeat", "batch", "request", "prompt_id", "input_tokens", "output_tokens",
-    "ttft_seconds", "last_token_seconds", "e2e_seconds", "tpot_seconds", "itl_seconds",
+    "repeat",
+    "batch",
+    "request",
+    "prompt_id",
+    "input_tokens",
+    "output_tokens",
+    "ttft_seconds",
+    "last_token_seconds",
+    "e2e_seconds",
+    "tpot_seconds",
+    "itl_seconds",
 )
 
 

@@ -87,6 +87,8 @@ def track_memory(device: torch.device | None) -> Iterator[_Box]:
 
 def model_footprint_bytes(model: torch.nn.Module) -> int:
     """Bytes of the model's parameters and buffers (quantized storage counted as stored)."""
-    return int(model.get_memory_footprint()) if hasattr(model, "get_memory_footprint") else sum(
-        t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())
+    return (
+        int(model.get_memory_footprint())
+        if hasattr(model, "get_memory_footprint")
+        else sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     )

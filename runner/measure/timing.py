@@ -49,7 +49,7 @@ class CallTiming:
     def intervals_seconds(self, n_tokens: int) -> list[float]:
         """Inter-token intervals of a request that produced ``n_tokens`` tokens."""
         times = self.token_times_seconds[:n_tokens]
-        return [b - a for a, b in zip(times, times[1:])]
+        return [b - a for a, b in zip(times, times[1:], strict=False)]
 
     def last_token_seconds(self, n_tokens: int) -> float | None:
         if n_tokens <= 0 or not self.token_times_seconds:

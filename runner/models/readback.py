@@ -130,9 +130,8 @@ def model_mismatches(
             problems.append(f"loading.device_map: requested {device_map}, parameters on {devices}")
     attn = requested_load.get("attn_implementation")
     if attn is not None and applied["attn_implementation"] != attn:
-        problems.append(
-            f"loading.attn_implementation: requested {attn}, applied {applied['attn_implementation']}"
-        )
+        got = applied["attn_implementation"]
+        problems.append(f"loading.attn_implementation: requested {attn}, applied {got}")
     if compile_spec.enabled != applied["compiled"]:
         problems.append(
             f"compile.enabled: requested {compile_spec.enabled}, compiled={applied['compiled']}"
