@@ -1,0 +1,261 @@
+"""CodeCarbon plumbing: an offline tracker per window, its provenance, its logs.
+
+Joules and seconds; CodeCarbon's kWh are converted on reading. Used by
+:mod:`runner.measure.energy`, which owns the arithmetic of windows and baselines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.config.schema import EnergyConfig
+
+log = logging.getLogger(__name__)
+
+TRACKING_MODE = "machine"
+PROJECT_NAME = "llm-sweep-runner"
+CSV_FILE = "emissions.csv"
+J_PER_KWH = 3.6e6
+
+MEASURED_CPU_METHODS = frozenset(
+    {"rapl", "windows-emi-rapl", "intel-power-gadget", "apple-powermetrics", "raspberry-pmic"}
+)
+_CPU_MODE_METHODS = {
+    "intel_rapl": "rapl",
+    "windows_emi": "windows-emi-rapl",
+    "intel_power_gadget": "intel-power-gadget",
+    "cpu_load": "codecarbon-cpu-load-estimate",
+    "constant": "codecarbon-cpu-tdp-estimate",
+}
+# CodeCarbon 3.x logs this on every tracker construction; it says nothing about the run.
+_CODECARBON_NOISE = ("Multiple instances of codecarbon are allowed",)
+
+
+@dataclass(frozen=True)
+class CodeCarbonReading:
+    """One tracker's totals in joules (PUE applied, as CodeCarbon reports them).
+
+    ``tracked_seconds`` is the runner's clock from ``start()`` returning to ``stop()``.
+    """
+
+    cpu_joules: float
+    ram_joules: float
+    gpu_joules: float
+    total_joules: float
+    emissions_kg: float
+    tracked_seconds: float
+    cpu_method: str
+    ram_method: str
+    cpu_detail: str
+    has_gpu: bool
+
+
+def codecarbon_version() -> str:
+    try:
+        return importlib.metadata.version("codecarbon")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class _Forward(logging.Handler):
+    """Hands CodeCarbon's records to the run's logger (CodeCarbon's does not propagate)."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        super().__init__()
+        self._target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.getMessage().startswith(_CODECARBON_NOISE):
+            self._target.handle(record)
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and not isinstance(
+        handler, logging.FileHandler
+    )
+
+
+@contextlib.contextmanager
+def _codecarbon_logs_to(target: logging.Logger) -> Iterator[Callable[[], None]]:
+    """Route the ``codecarbon`` logger into ``target`` while the block runs.
+
+    Every tracker construction re-creates CodeCarbon's own stderr handler; the
+    yielded function removes it again (call it after constructing a tracker) so
+    records are not printed twice. Handlers and level are restored on exit.
+    """
+    cc = logging.getLogger("codecarbon")
+    saved_handlers, saved_level = list(cc.handlers), cc.level
+    forward = _Forward(target)
+
+    def drop_console() -> None:
+        cc.handlers = [h for h in cc.handlers if h is forward or not _is_console(h)]
+        cc.setLevel(logging.WARNING)
+
+    cc.addHandler(forward)
+    drop_console()
+    try:
+        yield drop_console
+    finally:
+        cc.handlers = saved_handlers
+        cc.setLevel(saved_level)
+
+
+def offline_tracker(**kwargs: Any) -> Any:
+    from codecarbon import OfflineEmissionsTracker
+
+    return OfflineEmissionsTracker(**kwargs)
+
+
+def tracker_kwargs(
+    cfg: EnergyConfig, run_dir: Path, nvml_indices: Sequence[int], *, csv: bool
+) -> dict[str, Any]:
+    from codecarbon.output_methods.base_output import OutputMethod
+
+    return {
+        "project_name": PROJECT_NAME,
+        "country_iso_code": cfg.country_iso_code,
+        "output_dir": str(run_dir),
+        "output_file": CSV_FILE,
+        # Same as save_to_file=True, which CodeCarbon 3.x deprecates with a warning.
+        "output_methods": [OutputMethod.CSV] if csv else [],
+        "measure_power_secs": float(cfg.measure_power_secs),
+        "pue": float(cfg.pue),
+        # An empty list meters no GPU; None would meter every GPU of the machine.
+        "gpu_ids": list(nvml_indices),
+        "log_level": "warning",
+        "tracking_mode": TRACKING_MODE,
+        "allow_multiple_runs": True,  # no lock file in /tmp
+        # Explicit values win over ~/.codecarbon.config and CODECARBON_* variables,
+        # which could otherwise add an HTTP output or an online carbon-intensity API.
+        "emissions_endpoint": None,
+        "electricitymaps_api_token": None,
+    }
+
+
+def _cpu_method(hardware: Sequence[Any]) -> tuple[str, str]:
+    """Provenance of CodeCarbon's CPU figure from its hardware objects: (method, detail)."""
+    for hw in hardware:
+        kind, part = type(hw).__name__, getattr(hw, "chip_part", None)
+        if kind == "CPU":
+            mode = str(getattr(hw, "_mode", "unknown"))
+            detail = (
+                f"CodeCarbon CPU mode {mode!r}, model {getattr(hw, '_model', None)!r}, "
+                f"TDP {getattr(hw, '_tdp', None)} W"
+            )
+            if getattr(hw, "_is_generic_tdp", False):
+                detail += " (generic default)"
+            return _CPU_MODE_METHODS.get(mode, f"codecarbon-cpu-{mode}"), detail
+        if kind == "AppleSiliconChip" and part == "CPU":
+            return "apple-powermetrics", "Apple powermetrics"
+        if kind == "Raspberry" and part == "CPU":
+            return "raspberry-pmic", "Raspberry Pi PMIC"
+    return "codecarbon-cpu-unknown", "CodeCarbon reported no CPU hardware"
+
+
+def _ram_method(hardware: Sequence[Any]) -> str:
+    for hw in hardware:
+        kind = type(hw).__name__
+        if kind == "RAM":
+            forced = getattr(hw, "_force_ram_power", None) is not None
+            return "codecarbon-ram-constant" if forced else "codecarbon-ram-estimate"
+        if kind == "Raspberry" and getattr(hw, "chip_part", None) == "RAM":
+            return "raspberry-pmic"
+    return "codecarbon-ram-unknown"
+
+
+def _read_tracker(tracker: Any, tracked_seconds: float) -> CodeCarbonReading | None:
+    """Per-component totals from ``final_emissions_data`` (kWh, kg) after ``stop()``."""
+    data = getattr(tracker, "final_emissions_data", None)
+    if data is None:
+        return None
+    hardware = list(getattr(tracker, "_hardware", None) or [])
+    cpu_method, cpu_detail = _cpu_method(hardware)
+    return CodeCarbonReading(
+        cpu_joules=float(data.cpu_energy) * J_PER_KWH,
+        ram_joules=float(data.ram_energy) * J_PER_KWH,
+        gpu_joules=float(data.gpu_energy) * J_PER_KWH,
+        total_joules=float(data.energy_consumed) * J_PER_KWH,
+        emissions_kg=float(data.emissions),
+        tracked_seconds=tracked_seconds,
+        cpu_method=cpu_method,
+        ram_method=_ram_method(hardware),
+        cpu_detail=cpu_detail,
+        has_gpu=any(type(hw).__name__ == "GPU" for hw in hardware),
+    )
+
+
+class TrackerBox:
+    """Filled when a :func:`tracker_run` block exits."""
+
+    reading: CodeCarbonReading | None = None
+    error: str | None = None
+
+
+@contextlib.contextmanager
+def tracker_run(
+    factory: Callable[..., Any],
+    make_kwargs: Callable[[], dict[str, Any]],
+    clock: Callable[[], float],
+    target: logging.Logger,
+) -> Iterator[TrackerBox]:
+    """One tracker around the block: always stopped, even on KeyboardInterrupt.
+
+    A tracker that fails to start is recorded in the box, not raised: energy must
+    not cost the run its timing results.
+    """
+    box = TrackerBox()
+    with _codecarbon_logs_to(target) as drop_console:
+        tracker = None
+        started_at = None
+        try:
+            try:
+                tracker = factory(**make_kwargs())
+                drop_console()
+                tracker.start()
+                started_at = clock()  # after start(): its hardware probing is not measured
+            except Exception as exc:
+                box.error = f"CodeCarbon tracker failed to start: {type(exc).__name__}: {exc}"
+                log.warning("%s", box.error)
+            yield box
+        finally:
+            if tracker is not None:
+                stopped_at = clock()
+                try:
+                    tracker.stop()
+                except Exception as exc:
+                    box.error = f"CodeCarbon tracker failed to stop: {type(exc).__name__}: {exc}"
+                    log.warning("%s", box.error)
+                else:
+                    if started_at is not None:
+                        box.reading = _read_tracker(tracker, stopped_at - started_at)
+
+
+def carbon_intensity_g_per_kwh(
+    reading: CodeCarbonReading | None, country: str
+) -> tuple[float | None, list[str]]:
+    """The intensity CodeCarbon applied (its emissions / its energy), else its country table."""
+    try:
+        from codecarbon.input import DataSource
+
+        table = DataSource().get_global_energy_mix_data()
+    except Exception as exc:  # codecarbon missing or its data unreadable
+        table, warnings = {}, [f"CodeCarbon's energy-mix table is unreadable: {exc}"]
+    else:
+        warnings = (
+            []
+            if country in table
+            else [
+                f"country_iso_code {country!r} is not in CodeCarbon's energy-mix table: "
+                "the world-average carbon intensity was used"
+            ]
+        )
+    if reading is not None and reading.total_joules > 0:
+        return reading.emissions_kg / (reading.total_joules / J_PER_KWH) * 1000.0, warnings
+    value = table.get(country, {}).get("carbon_intensity")
+    return (None if value is None else float(value)), warnings
