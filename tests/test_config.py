@@ -142,3 +142,18 @@ def test_machine_rules_are_skipped_when_jobs_run_elsewhere():
 
 def test_sweep_checks_every_point():
     assert check_command(["-m", "quant=none,nf4", "compile=off,on"], Facts(False)) == 4
+
+
+def test_job_dirname_keeps_factors_and_drops_noise():
+    from runner.config.dirname import job_dirname
+
+    assert job_dirname([]) == "default"
+    assert job_dirname(["quant=nf4", "compile=on"]) == "compile=on,quant=nf4"
+    assert job_dirname(["quant=nf4", "decoding.seed=3", "cache_dir=/x"]) == "quant=nf4"
+    # In a sweep only the swept keys name the job; a swept seed is a factor.
+    swept = ["decoding.seed"]
+    assert job_dirname(["model=tiny", "decoding.seed=3"], swept) == "decoding.seed=3"
+    # A swept path stays unique after being made path-safe.
+    a = job_dirname(["model.path=/m/a_b"], ["model.path"])
+    b = job_dirname(["model.path=/m/a/b"], ["model.path"])
+    assert a != b and "/" not in a + b

@@ -8,8 +8,16 @@ from collections.abc import Iterable
 
 from omegaconf import OmegaConf
 
-# Keys that do not describe the measured point; left out of the name.
-NOISE_KEYS = ("cache_dir", "measure.isolation")
+# Keys that do not describe the measured point (unless swept); left out of the name.
+NOISE_KEYS = (
+    "cache_dir",
+    "measure.isolation",
+    "model.path",
+    "workload.path",
+    "decoding.seed",
+    "workload.seed",
+    "model.init_seed",
+)
 MAX_LENGTH = 120
 # Set by the entry for a multirun; exported to launcher jobs with the environment.
 SWEPT_ENV = "RUNNER_SWEPT_KEYS"
@@ -28,9 +36,10 @@ def job_dirname(overrides: Iterable[str], swept: Iterable[str] | None = None) ->
     long name) a short hash of the original overrides keeps the name unique.
     """
     items = sorted(str(o) for o in overrides)
-    kept = [o for o in items if _key(o) not in NOISE_KEYS]
+    swept = {s for s in (swept or ()) if s}
+    kept = [o for o in items if _key(o) not in NOISE_KEYS or _key(o) in swept]
     if swept:
-        kept = [o for o in kept if _key(o) in set(swept)] or kept
+        kept = [o for o in kept if _key(o) in swept] or kept
     safe = [o.replace("/", "_").replace(" ", "") for o in kept]
     name = ",".join(safe) or "default"
     if safe != kept or len(name) > MAX_LENGTH:
