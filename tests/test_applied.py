@@ -105,3 +105,12 @@ def test_random_weights_build_the_architecture_without_the_checkpoint(compose, t
     assert result["metrics"]["output_tokens"] == 4 * 2 * result["metrics"]["repeats"]
     again = measure(compose, tmp_path / "again", "model.weights=random", "model.init_seed=7")
     assert again["applied"]["model_path"] == result["applied"]["model_path"]  # cached
+
+
+def test_nf4_compile_and_beams_together(compose, tmp_path):
+    # The foundation's acceptance point: python -m runner model=tiny quant=nf4 compile=on decoding=beam
+    result = measure(compose, tmp_path, "quant=nf4", "compile=on", "decoding=beam")
+    model, gen = result["applied"]["model"], result["applied"]["generate"]
+    assert model["quantization"]["linear_4bit"] == 14
+    assert model["compiled"] is True and model["compiled_frames"] > 0
+    assert gen["generation_mode"] == "beam_search" and gen["rows_per_step_in_warmup"] == 4
