@@ -34,7 +34,7 @@ from bench.common import (
 BASE = ["loading=cpu", "energy=off", "measure.min_repeats=3"]
 # name: (overrides, pairs). Tiny: the default workload (8 prompts x 32 new tokens) and
 # short windows; this VM's speed drifts by several % over seconds, so more pairs help
-# more than longer windows. SmolLM2 windows are ~15 s each, so two pairs.
+# more than longer windows, and the order alternates within pairs.
 MODELS = {
     "tiny": (["model=tiny", "measure.min_seconds=2"], 3),
     "smollm2-135m": (
@@ -44,7 +44,7 @@ MODELS = {
             "decoding.max_new_tokens=16",
             "measure.min_seconds=0",
         ],
-        2,
+        3,
     ),
 }
 
@@ -82,9 +82,15 @@ def _throughput(name: str, overrides: list[str], pairs: int, root: Path) -> dict
     bare_tps(m, 1)  # warmup
     bare, spawned = [], []
     for i in range(pairs):
-        progress(f"isolation/{name}: pair {i + 1}/{pairs}: bare loop here, then spawned job")
-        bare.append(bare_tps(m, reps, min_s))
-        spawned.append(_execute(overrides, "spawn", root))
+        # Alternate the order so a drift of the machine's speed does not favour one side.
+        first = "bare loop here" if i % 2 == 0 else "spawned job"
+        progress(f"isolation/{name}: pair {i + 1}/{pairs}: {first} first")
+        if i % 2 == 0:
+            bare.append(bare_tps(m, reps, min_s))
+            spawned.append(_execute(overrides, "spawn", root))
+        else:
+            spawned.append(_execute(overrides, "spawn", root))
+            bare.append(bare_tps(m, reps, min_s))
     ratios = [ratio(s["tps"], b["tokens_per_second"]) for s, b in zip(spawned, bare, strict=True)]
     return {
         "overrides": overrides,
