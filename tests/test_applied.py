@@ -108,7 +108,7 @@ def test_random_weights_build_the_architecture_without_the_checkpoint(compose, t
 
 
 def test_nf4_compile_and_beams_together(compose, tmp_path):
-    # The foundation's acceptance point: python -m runner model=tiny quant=nf4 compile=on decoding=beam
+    # The acceptance point: python -m runner model=tiny quant=nf4 compile=on decoding=beam
     result = measure(compose, tmp_path, "quant=nf4", "compile=on", "decoding=beam")
     model, gen = result["applied"]["model"], result["applied"]["generate"]
     assert model["quantization"]["linear_4bit"] == 14

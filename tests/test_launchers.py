@@ -28,16 +28,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import TINY
+
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = [
-    "model=tiny",
-    "loading=cpu",
-    "measure=quick",
-    "energy=off",
-    "workload.num_prompts=2",
-    "decoding.max_new_tokens=4",
-]
 FAKE_JOB_ID = "4242"  # what the fake sbatch answers
 SETUP = ["module load cuda/12.4", "export RUNNER_TEST_SETUP=1"]
 SRUN_ARGS = ["--cpu-bind=none"]
