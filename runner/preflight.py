@@ -136,11 +136,8 @@ def _refuse_unknown_keys(cfg) -> None:
 
 
 def _launcher_is_remote(overrides: list[str]) -> bool:
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.lstrip("+") == "hydra/launcher" and value not in ("basic", "local"):
-            return True
-    return False
+    # "" is a deletion (~hydra/launcher): Hydra falls back to the basic launcher.
+    return _override_value("hydra/launcher", overrides) not in (None, "", "basic", "local")
 
 
 def check_command(argv: list[str], facts: Facts | None) -> int:
@@ -181,13 +178,14 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
 def check_inputs(cfg: RunConfig) -> None:
     """Files the run will read exist and parse (only where the jobs run on this machine)."""
     from runner.config.schema import ModelSource, WorkloadKind
+    from runner.models.load import ModelNotFoundError, local_model_dir
     from runner.workload import WorkloadError, load_prompts
 
     if cfg.model.source is ModelSource.local:
-        path = Path(cfg.model.path).expanduser()
-        if not (path / "config.json").is_file():
-            what = "does not exist" if not path.exists() else "holds no config.json"
-            raise UserError(f"model.path={cfg.model.path}: {what}; give a model directory")
+        try:
+            local_model_dir(cfg.model.path)
+        except ModelNotFoundError as exc:
+            raise UserError(str(exc)) from exc
     if cfg.workload.kind is WorkloadKind.file:
         try:
             load_prompts(cfg.workload)
@@ -198,11 +196,7 @@ def check_inputs(cfg: RunConfig) -> None:
 def check_output_dir(overrides: list[str], multirun: bool) -> None:
     """The output directory can be created and written, before any job starts."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    target = Path("outputs")
-    for item in overrides:
-        k, _, v = item.lstrip("+").partition("=")
-        if k == key:
-            target = Path(v)
+    target = Path(_override_value(key, overrides) or "outputs")
     try:
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=target):

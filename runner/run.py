@@ -26,7 +26,7 @@ from runner import environment
 from runner.config.schema import DecodingMode, RunConfig
 from runner.config.validate import Facts, validate
 from runner.measure.energy import EnergyMeter
-from runner.measure.generation import eos_token_ids, timed_generate
+from runner.measure.generation import CallResult, eos_token_ids, timed_generate
 from runner.measure.latency import (
     BatchRecord,
     RequestRecord,
@@ -233,8 +233,7 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progre
     loaded = load_model(cfg.model, load_kwargs, cfg.cache_dir)
     model, tokenizer = loaded.model, loaded.tokenizer
     device = _used_device(model)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     progress.metrics["load_seconds"] = time.perf_counter() - t0
     progress.metrics["memory"] = {"model_footprint_bytes": model_footprint_bytes(model)}
 
@@ -277,11 +276,10 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progre
         )
 
     progress.phase = Phase.compile if spec.enabled else Phase.warmup
-    _warmup(cfg, workload, call, progress, result, spec.enabled)
-    sample_ids = progress.metrics.pop("warmup_sample_ids", None)
-    if sample_ids is not None:
-        result.applied["generate"]["sample_output"] = tokenizer.decode(sample_ids)
-    _verify_after_warmup(cfg, spec.enabled, result, progress)
+    first = _warmup(cfg, workload, call, progress, result, spec.enabled)
+    if first is not None:
+        result.applied["generate"]["sample_output"] = tokenizer.decode(list(first.first_row_ids))
+    _verify_after_warmup(cfg, spec.enabled, result, first)
 
     progress.phase = Phase.measure
     window = None
@@ -299,24 +297,25 @@ def _visible_gpus() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
-def _warmup(cfg, workload, call, progress: _Progress, result: RunResult, compiled: bool) -> None:
+def _warmup(
+    cfg, workload, call, progress: _Progress, result: RunResult, compiled: bool
+) -> CallResult | None:
     """Full-length generations on the real batches; the first is the compile call.
 
     With compilation every batch of the workload is warmed up once, so no
     (re)compilation for a new input shape lands in the measured window.
+    Returns the first call's result (the evidence ``applied`` quotes), if any.
     """
     t0 = time.perf_counter()
-    first_seconds = None
+    first: CallResult | None = None
     calls = max(cfg.measure.warmup, len(workload.batches)) if compiled else cfg.measure.warmup
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for i in range(calls):
             batch = workload.batches[i % len(workload.batches)]
             res = call(batch)
-            if i == 0:
-                first_seconds = res.timing.total_seconds
-                progress.metrics["warmup_rows_per_step"] = res.timing.rows
-                progress.metrics["warmup_sample_ids"] = list(res.first_row_ids)
+            if first is None:
+                first = res
                 progress.phase = Phase.warmup
     for w in caught:
         msg = f"{w.category.__name__}: {w.message}"
@@ -324,10 +323,13 @@ def _warmup(cfg, workload, call, progress: _Progress, result: RunResult, compile
             result.warnings.append(msg)
     progress.metrics["warmup_seconds"] = time.perf_counter() - t0
     progress.metrics["warmup_calls"] = calls
-    progress.metrics["compile_seconds"] = first_seconds if compiled else None
+    progress.metrics["compile_seconds"] = (
+        first.timing.total_seconds if compiled and first is not None else None
+    )
+    return first
 
 
-def _verify_after_warmup(cfg, compiled: bool, result: RunResult, progress: _Progress) -> None:
+def _verify_after_warmup(cfg, compiled: bool, result: RunResult, first: CallResult | None) -> None:
     """Evidence from real calls: compiled frames ran, beams multiplied the rows."""
     if compiled:
         from torch._dynamo.utils import counters
@@ -336,7 +338,7 @@ def _verify_after_warmup(cfg, compiled: bool, result: RunResult, progress: _Prog
         result.applied["model"]["compiled_frames"] = frames
         if cfg.measure.warmup and frames == 0:
             raise VerificationError("compile.enabled: no frame was compiled during warmup")
-    rows = progress.metrics.pop("warmup_rows_per_step", None)
+    rows = first.timing.rows if first is not None else None
     result.applied["generate"]["rows_per_step_in_warmup"] = rows
 
 

@@ -65,11 +65,11 @@ def test_experiment_composes_to_exact_config(compose):
     assert cfg.workload.num_prompts == 4
 
 
+# At the pre-flight layer; tests/test_bad_input.py runs its catalogue through the CLI entry,
+# and the cases it already covers are not repeated here.
 BAD = [
     # (argv, expected fragment of the one-line message)
     (["quant=nf5"], "quant=nf5: unknown option; allowed: fp4, int8, nf4, nf4-double, none"),
-    (["decoding.temperature=-1"], "decoding.temperature=-1.0: must be > 0"),
-    (["quant.foo=1"], "quant.foo: unknown key"),
     (["+quant.foo=1"], "quant.foo: unknown key"),
     (["foo=1"], "foo: unknown key"),
     (["decoding.max_new_tokens=abc"], "decoding.max_new_tokens=abc"),
@@ -80,7 +80,6 @@ BAD = [
     (["quant.llm_int8_threshold=6"], "only applies with load_in_8bit=true"),
     (["compile.mode=max_autotune"], "compile.mode=max_autotune: only applies with compile.enabled"),
     (["compile.backend=eager"], "compile.backend=eager: only applies"),
-    (["decoding.use_cache=false", "decoding.cache_implementation=static"], "needs use_cache"),
     (
         ["decoding=prompt-lookup", "workload.batch_size=2"],
         "prompt lookup decoding needs batch_size=1",

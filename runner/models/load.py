@@ -25,6 +25,15 @@ class LoadedModel:
     path: str  # where the weights were loaded from (a directory or a hub id)
 
 
+def local_model_dir(path: str) -> Path:
+    """The checkpoint directory at ``model.path``, or :class:`ModelNotFoundError` saying why."""
+    found = Path(path).expanduser()
+    if not (found / "config.json").is_file():
+        what = "does not exist" if not found.exists() else "holds no config.json"
+        raise ModelNotFoundError(f"model.path={path}: {what}; give a model directory")
+    return found
+
+
 def resolve_source(m: ModelConfig, configured_cache: str | None) -> str:
     """A directory or hub id holding config, tokenizer and (for pretrained) weights."""
     if m.source is ModelSource.tiny:
@@ -36,10 +45,7 @@ def resolve_source(m: ModelConfig, configured_cache: str | None) -> str:
 
         return str(ensure_smollm2(cache_root(configured_cache)))
     if m.source is ModelSource.local:
-        path = Path(m.path).expanduser()
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model.path={m.path}: no model directory (config.json) there")
-        return str(path)
+        return str(local_model_dir(m.path))
     return str(m.path)
 
 
