@@ -6,13 +6,27 @@ from typing import Any
 
 
 def _ms(stats: dict[str, Any] | None) -> str:
+    """``mean ± half-CI (n=observations over N units)``: the CI is over the independent units."""
     if not stats or stats.get("mean") is None:
         return "n/a"
     text = f"{stats['mean'] * 1000:.2f} ms"
     if stats.get("ci95_low") is not None:
         half = (stats["ci95_high"] - stats["ci95_low"]) / 2 * 1000
         text += f" ± {half:.2f}"
+    units = stats.get("ci_units")
+    if units is not None and units != stats["count"]:
+        unit = stats.get("ci_unit") or "unit"
+        return text + f" (n={stats['count']} over {units} {unit}{'' if units == 1 else 's'})"
     return text + f" (n={stats['count']})"
+
+
+def _repeat_cv(stats: dict[str, Any] | None) -> str:
+    """Repeat-to-repeat variation of throughput: the reproducibility figure."""
+    if not stats or not stats.get("count"):
+        return "n/a"
+    if stats.get("cv") is None:
+        return f"n/a ({stats['count']} pass)"
+    return f"CV {100 * stats['cv']:.1f}% over {stats['count']} passes"
 
 
 def _mib(value: int | None) -> str:
@@ -44,7 +58,8 @@ def render(result: dict[str, Any], run_dir: str) -> str:
             f"end-to-end {_ms(m.get('e2e_request_seconds'))}",
             f"  throughput {tp.get('output_tokens_per_second') or 0:.1f} output tok/s "
             f"(decode {tp.get('decode_tokens_per_second') or 0:.1f} tok/s), "
-            f"{tp.get('requests_per_second') or 0:.2f} req/s",
+            f"{tp.get('requests_per_second') or 0:.2f} req/s; "
+            f"repeat-to-repeat {_repeat_cv(m.get('throughput_per_repeat'))}",
         ]
         mem = m.get("memory", {})
         lines.append(

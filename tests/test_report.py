@@ -88,6 +88,7 @@ def result(
             "e2e_batch_seconds": stats(0.5, 0.02),
             "output_tokens_per_second": stats(tok_s, tok_half),
             "decode_tokens_per_second": stats(tok_s * 1.1, tok_half),
+            "throughput_per_repeat": {**stats(tok_s, tok_half), "cv": 0.02},
             "throughput": {
                 "output_tokens_per_second": tok_s,
                 "decode_tokens_per_second": tok_s,
@@ -240,6 +241,7 @@ def test_collect_statuses_errors_and_columns(sweep: Path) -> None:
     assert ok["itl_ms_mean"] == pytest.approx(10.0)
     assert ok["e2e_ms_ci95_high"] == pytest.approx(420.0)
     assert ok["output_tok_s_mean"] == 100.0 and ok["output_tok_s_ci95_low"] == 90.0
+    assert ok["repeat_cv"] == pytest.approx(0.02)
     assert ok["peak_mem_mib"] == pytest.approx(1536.0)
     assert ok["peak_mem_source"] == "cuda-max-allocated"
     assert ok["energy_per_token_mj_gross"] == pytest.approx(200.0)

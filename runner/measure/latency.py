@@ -84,8 +84,31 @@ def records_for_call(
     return records, batch
 
 
+def per_repeat_throughput(batches: Sequence[BatchRecord]) -> list[float]:
+    """Output tokens per second of each complete measured pass (its calls' summed windows).
+
+    A pass cut short (``max_seconds``, an interruption) has fewer calls than the longest
+    pass and is left out: its mix of batches differs, so its rate is not comparable.
+    """
+    passes: dict[int, list[BatchRecord]] = {}
+    for b in batches:
+        passes.setdefault(b.repeat, []).append(b)
+    full = max((len(calls) for calls in passes.values()), default=0)
+    rates = []
+    for calls in passes.values():
+        seconds = sum(b.timing.total_seconds for b in calls)
+        if len(calls) == full and seconds > 0:
+            rates.append(sum(b.output_tokens for b in calls) / seconds)
+    return rates
+
+
 def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRecord]) -> dict:
-    """Distributions (see ``stats.summarize``) and window totals. Seconds, tokens/s."""
+    """Distributions (see ``stats.summarize``) and window totals. Seconds, tokens/s.
+
+    The rows of one ``generate`` call share one clock (with a batch of several requests
+    their TTFT, gaps and end-to-end times are the same numbers), so the independent unit
+    of the per-request distributions' confidence intervals is the call.
+    """
     e2e_total = sum(b.timing.total_seconds for b in batches)
     decode_time = sum(b.decode_seconds or 0.0 for b in batches)
     out_tokens = sum(r.output_tokens for r in records)
@@ -99,14 +122,26 @@ def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRec
     def rate(num: float, den: float) -> float | None:
         return num / den if den > 0 else None
 
+    def per_call(pairs: list[tuple[float, tuple[int, int]]]) -> dict:
+        """Summary of ``(value, (repeat, batch))`` pairs, CI over calls."""
+        return summarize([v for v, _ in pairs], [c for _, c in pairs], unit="call")
+
+    def call(r: RequestRecord) -> tuple[int, int]:
+        return (r.repeat, r.batch)
+
     return {
-        "ttft_seconds": summarize([r.ttft_seconds for r in records if r.ttft_seconds is not None]),
-        "itl_seconds": summarize([x for r in records for x in r.itl_seconds]),
-        "tpot_seconds": summarize([r.tpot_seconds for r in records if r.tpot_seconds is not None]),
-        "e2e_request_seconds": summarize([r.e2e_seconds for r in records]),
-        "e2e_batch_seconds": summarize([b.timing.total_seconds for b in batches]),
-        "output_tokens_per_second": summarize(per_batch_tps),
-        "decode_tokens_per_second": summarize(per_batch_decode),
+        "ttft_seconds": per_call(
+            [(r.ttft_seconds, call(r)) for r in records if r.ttft_seconds is not None]
+        ),
+        "itl_seconds": per_call([(x, call(r)) for r in records for x in r.itl_seconds]),
+        "tpot_seconds": per_call(
+            [(r.tpot_seconds, call(r)) for r in records if r.tpot_seconds is not None]
+        ),
+        "e2e_request_seconds": per_call([(r.e2e_seconds, call(r)) for r in records]),
+        "e2e_batch_seconds": summarize([b.timing.total_seconds for b in batches], unit="call"),
+        "output_tokens_per_second": summarize(per_batch_tps, unit="call"),
+        "decode_tokens_per_second": summarize(per_batch_decode, unit="call"),
+        "throughput_per_repeat": summarize(per_repeat_throughput(batches), unit="repeat"),
         "throughput": {
             "output_tokens_per_second": rate(out_tokens, e2e_total),
             "decode_tokens_per_second": rate(decode_tokens, decode_time),

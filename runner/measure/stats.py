@@ -1,48 +1,23 @@
-"""Summary statistics for one metric: every number comes with its spread."""
+"""Summary statistics for one metric: every number comes with its spread.
+
+The descriptive statistics (mean, median, std, percentiles) are over every observation;
+the 95% confidence interval of the mean is over *independent units*. Observations that
+share a unit (the token gaps of one ``generate`` call, the requests of one batch, which
+share one clock) are correlated, and counting each as independent makes the interval far
+too narrow. The interval therefore uses a cluster-robust (CR1) standard error over the
+units, with a Student-t quantile on (units - 1) degrees of freedom.
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
-# Two-sided 95% Student t quantiles for small samples; above 30 the normal
-# quantile is within 2% and is used instead (no scipy dependency for one table).
-_T95 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    11: 2.201,
-    12: 2.179,
-    13: 2.160,
-    14: 2.145,
-    15: 2.131,
-    16: 2.120,
-    17: 2.110,
-    18: 2.101,
-    19: 2.093,
-    20: 2.086,
-    21: 2.080,
-    22: 2.074,
-    23: 2.069,
-    24: 2.064,
-    25: 2.060,
-    26: 2.056,
-    27: 2.052,
-    28: 2.048,
-    29: 2.045,
-    30: 2.042,
-}
+from scipy.special import stdtrit  # what scipy.stats.t.ppf calls, without importing stats
 
 STAT_KEYS = (
-    "count",
+    "count",  # observations
     "mean",
     "median",
     "std",
@@ -53,13 +28,15 @@ STAT_KEYS = (
     "p99",
     "ci95_low",
     "ci95_high",
+    "ci_unit",  # what one independent unit of the interval is: "call", "repeat"...
+    "ci_units",  # how many units the interval is over
     "cv",
 )
 
 
 def t_quantile_95(dof: int) -> float:
-    """Two-sided 95% quantile of Student's t with ``dof`` degrees of freedom."""
-    return _T95.get(dof, 1.960) if dof >= 1 else math.nan
+    """Two-sided 95% quantile of Student's t with ``dof`` degrees of freedom (exact)."""
+    return float(stdtrit(dof, 0.975)) if dof >= 1 else math.nan
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -72,38 +49,72 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
 
 
-def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
-    """count, mean, median, sample std (ddof=1), min, max, p90/p95/p99, 95% CI, CV.
+def cluster_ci95(
+    values: Sequence[float], clusters: Sequence[Hashable] | None = None
+) -> tuple[float, float, int] | None:
+    """``(low, high, units)``: 95% CI of the pooled mean of ``values`` over independent units.
 
-    Units are those of ``values``. With one value, std/CI/CV are ``None``
-    (undefined) rather than a misleading zero; with none, only ``count`` is 0.
+    ``clusters[i]`` names the unit of ``values[i]``; without ``clusters`` every value is
+    its own unit. Mean = sum(x) / n; SE^2 = G/(G-1) * sum_g (S_g - mean * n_g)^2 / n^2
+    (CR1; S_g, n_g the sum and count of unit g, G units); t quantile on G - 1 dof. With
+    equal unit sizes this is the t interval over the unit means; with one value per unit,
+    the textbook s / sqrt(n) interval. ``None`` with fewer than two units.
     """
+    xs = [float(v) for v in values]
+    n = len(xs)
+    if clusters is None:
+        clusters = range(n)
+    elif len(clusters) != n:
+        raise ValueError(f"{len(clusters)} cluster labels for {n} values")
+    sums: dict[Hashable, float] = {}
+    counts: dict[Hashable, int] = {}
+    for x, g in zip(xs, clusters, strict=True):
+        sums[g] = sums.get(g, 0.0) + x
+        counts[g] = counts.get(g, 0) + 1
+    units = len(sums)
+    if units < 2:
+        return None
+    mean = math.fsum(xs) / n
+    scatter = math.fsum((sums[g] - mean * counts[g]) ** 2 for g in sums)
+    se = math.sqrt(units / (units - 1) * scatter) / n
+    half = t_quantile_95(units - 1) * se
+    return mean - half, mean + half, units
+
+
+def summarize(
+    values: Sequence[float],
+    clusters: Sequence[Hashable] | None = None,
+    unit: str = "value",
+) -> dict[str, float | int | str | None]:
+    """The :data:`STAT_KEYS` of ``values``; units of the numbers are those of ``values``.
+
+    Descriptive statistics are over all observations (sample std, ddof=1); the 95% CI of
+    the mean is over the independent units named by ``clusters`` (see :func:`cluster_ci95`),
+    called ``unit`` in ``ci_unit``. With one value std/CV are ``None``, with one unit the
+    CI is ``None`` (undefined, rather than a misleading zero); with no value ``count`` is 0.
+    """
+    if clusters is not None:
+        clusters = list(clusters)
+    ci = cluster_ci95(values, clusters)
     xs = sorted(float(v) for v in values)
     n = len(xs)
+    out: dict[str, float | int | str | None] = dict.fromkeys(STAT_KEYS)
+    out.update(count=n, ci_unit=unit, ci_units=len(set(clusters)) if clusters else n)
     if n == 0:
-        return {k: (0 if k == "count" else None) for k in STAT_KEYS}
+        return out
     mean = statistics.fmean(xs)
-    out: dict[str, float | int | None] = {
-        "count": n,
-        "mean": mean,
-        "median": statistics.median(xs),
-        "std": None,
-        "min": xs[0],
-        "max": xs[-1],
-        "p90": percentile(xs, 90),
-        "p95": percentile(xs, 95),
-        "p99": percentile(xs, 99),
-        "ci95_low": None,
-        "ci95_high": None,
-        "cv": None,
-    }
+    out.update(
+        mean=mean,
+        median=statistics.median(xs),
+        min=xs[0],
+        max=xs[-1],
+        p90=percentile(xs, 90),
+        p95=percentile(xs, 95),
+        p99=percentile(xs, 99),
+    )
     if n >= 2:
         std = statistics.stdev(xs)
-        half = t_quantile_95(n - 1) * std / math.sqrt(n)
-        out.update(
-            std=std,
-            ci95_low=mean - half,
-            ci95_high=mean + half,
-            cv=(std / mean) if mean else None,
-        )
+        out.update(std=std, cv=(std / mean) if mean else None)
+    if ci is not None:
+        out.update(ci95_low=ci[0], ci95_high=ci[1])
     return out

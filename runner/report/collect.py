@@ -2,7 +2,8 @@
 
 Units of the headline columns: milliseconds (``*_ms_*``), output tokens per second
 (``output_tok_s_*``), mebibytes (``*_mib``), millijoules per output token
-(``energy_per_token_mj_*``) and grams CO2-equivalent (``emissions_g``).
+(``energy_per_token_mj_*``) and grams CO2-equivalent (``emissions_g``); ``repeat_cv`` is
+the coefficient of variation (a fraction) of output throughput between measured passes.
 
 Nothing here raises on a weird directory: a run that cannot be used becomes a row with
 status ``partial`` (no ``result.json`` yet) or ``unreadable`` (and the reason in ``error``).
@@ -36,6 +37,7 @@ DISTRIBUTIONS: dict[str, tuple[str, float, tuple[str, ...]]] = {
 }
 NUMERIC_COLUMNS = [f"{p}_{s}" for p, (_, _, stats) in DISTRIBUTIONS.items() for s in stats] + [
     "output_tok_s_total",
+    "repeat_cv",
     "peak_mem_mib",
     "model_footprint_mib",
     "energy_per_token_mj_gross",
@@ -279,6 +281,7 @@ def headline(data: dict[str, Any]) -> dict[str, Any]:
             row[f"{prefix}_{stat}"] = _num(dist.get(stat), scale)
     throughput = _dict(metrics.get("throughput"))
     row["output_tok_s_total"] = _num(throughput.get("output_tokens_per_second"))
+    row["repeat_cv"] = _num(_dict(metrics.get("throughput_per_repeat")).get("cv"))
     memory = _dict(metrics.get("memory"))
     row["peak_mem_mib"] = _num(memory.get("peak_bytes"), 1 / MIB)
     row["model_footprint_mib"] = _num(memory.get("model_footprint_bytes"), 1 / MIB)

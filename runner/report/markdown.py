@@ -211,10 +211,13 @@ METHODOLOGY = """\
   batch). **out tok/s**: output tokens / wall time of each batch, averaged over batches
   (`output_tok_s_total` in the CSV is total tokens / total measured time).
 - **Means and 95% CIs**: `mean [low, high]` is the mean over the samples of one run
-  (requests, token gaps or batches) with a two-sided Student-t 95% interval
-  (`runner/measure/stats.py`). It describes the variability *within* a run only: run-to-run
-  variation (clocks, thermals, other tenants) is not in it, so repeat the sweep to see it.
-  Token gaps of one request are correlated, so the ITL interval is optimistic.
+  (requests, token gaps or batches) with a two-sided Student-t 95% interval over
+  independent units (`runner/measure/stats.py`): the requests and token gaps of one
+  `generate` call share its clock, so TTFT, ITL and E2E intervals use a cluster-robust
+  standard error over calls (`ci_unit`, `ci_units` in `result.json`). It describes the
+  variability *within* a run only: run-to-run variation (clocks, thermals, other tenants)
+  is not in it, so repeat the sweep to see it. `repeat_cv` in the CSV is the
+  coefficient of variation of throughput between the measured passes of a run.
 - **Peak memory** (MiB = 2^20 bytes): `cuda-max-allocated` (PyTorch's peak allocated CUDA
   memory) on GPU runs, `process-peak-rss` (peak resident set of the process) otherwise; the
   source of each run is in `peak_mem_source`.
