@@ -17,9 +17,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner import stop
 from runner.config import register_configs
 from runner.config.schema import Isolation
 from runner.preflight import CONF_DIR
+from runner.stop import StopRequested
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +38,15 @@ def _isolation_for(launcher_target: str, requested: Isolation) -> Isolation:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def task(dcfg: DictConfig) -> None:
-    """One job. Never raises: failures are recorded in the job's ``result.json``."""
+    """One job. Never raises but to stop the sweep: failures are recorded in ``result.json``."""
     from runner import summary
-    from runner.job import RunDirLocked, SweepInterrupted, execute
+    from runner.job import RunDirLocked, execute
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     outcome: dict[str, Any] = {"run_dir": str(run_dir), "overrides": overrides}
+    JOB_OUTCOMES.append(outcome)
     try:
         cfg = OmegaConf.to_object(dcfg)
         isolation = _isolation_for(str(hc.launcher.get("_target_", "")), cfg.measure.isolation)
@@ -57,16 +60,15 @@ def task(dcfg: DictConfig) -> None:
     except RunDirLocked as exc:
         outcome["status"] = "failed"
         log.error("%s", exc)
-    except (SweepInterrupted, KeyboardInterrupt):
-        # Recorded in the job's result.json; stop the sweep, as Ctrl-C asks.
-        outcome["status"] = "interrupted"
-        JOB_OUTCOMES.append(outcome)
-        _print_result(run_dir)
+    except (StopRequested, KeyboardInterrupt):
+        # The job's result is on disk (the job wrote it, or the launcher did for a job
+        # stopped before it could): report what it says, then stop the sweep.
+        outcome["status"] = _recorded_status(run_dir)
+        outcome["stopped"] = True
         raise
     except Exception as exc:  # the task function must not raise (the sweep goes on)
         outcome["status"] = "failed"
         log.exception("job failed outside the run: %s", exc)
-    JOB_OUTCOMES.append(outcome)
 
 
 def _print_result(run_dir: Path) -> None:
@@ -75,6 +77,15 @@ def _print_result(run_dir: Path) -> None:
 
     with contextlib.suppress(OSError, ResultReadError):
         print(summary.render(read_result(run_dir), str(run_dir)), flush=True)
+
+
+def _recorded_status(run_dir: Path) -> str:
+    from runner.results import ResultReadError, read_result
+
+    try:
+        return str(read_result(run_dir)["status"])
+    except (OSError, ResultReadError):
+        return "interrupted"  # no readable result: the stop came before the job began
 
 
 class CollectOutcomes(Callback):
@@ -143,25 +154,57 @@ def main(argv: list[str] | None = None) -> None:
     from runner.config.validate import Facts
     from runner.preflight import UserError, check_command
 
+    guard = stop.install()
+    guard.set_live(True)  # until a run takes over, a stop signal ends the command at once
     argv = sys.argv[1:] if argv is None else argv
-    register_configs()
-    try:
-        import torch
-
-        check_command(argv, Facts(cuda_available=torch.cuda.is_available()))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    _export_swept_keys(argv)
     JOB_OUTCOMES.clear()
-    sys.argv = [sys.argv[0], *_one_job_at_a_time(argv)]
     try:
+        register_configs()
+        try:
+            import torch
+
+            check_command(argv, Facts(cuda_available=torch.cuda.is_available()))
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+        _export_swept_keys(argv)
+        sys.argv = [sys.argv[0], *_one_job_at_a_time(argv)]
         task()
-    except KeyboardInterrupt:
-        print("interrupted: the current job is recorded as interrupted; stopping", file=sys.stderr)
-        _report_interrupted_sweep(JOB_OUTCOMES, multirun="-m" in argv or "--multirun" in argv)
+        guard.check()  # a stop that a library swallowed after the last job
+    except (StopRequested, KeyboardInterrupt):
+        guard.set_live(False)  # report what was recorded; a second signal cannot cut that
+        multirun = "-m" in argv or "--multirun" in argv
+        _report_stop(JOB_OUTCOMES, guard, multirun)
+        _report_interrupted_sweep(JOB_OUTCOMES, multirun)
+        _report_failures(JOB_OUTCOMES)
+        sys.exit(EXIT_INTERRUPTED)
+    guard.set_live(False)
     _report_failures(JOB_OUTCOMES)
     sys.exit(exit_code(JOB_OUTCOMES))
+
+
+def _report_stop(outcomes: list[dict[str, Any]], guard: stop.StopGuard, multirun: bool) -> None:
+    """The final message, read back from the last job's recorded result."""
+    from runner.results import ResultReadError, read_result
+
+    signame = guard.stop.signame if guard.stop else "SIGINT"
+    if not outcomes:
+        print(f"stopped by {signame} before any job started", file=sys.stderr)
+        return
+    run_dir = Path(outcomes[-1]["run_dir"])
+    try:
+        result = read_result(run_dir)
+    except (OSError, ResultReadError):
+        print(f"stopped by {signame}; {run_dir}: no result was recorded", file=sys.stderr)
+        return
+    _print_result(run_dir)
+    status, error = result["status"], result.get("error") or {}
+    if status == "interrupted":
+        what = f"recorded as interrupted during {error.get('phase', '?')}"
+    else:
+        what = f"had already finished ({status}) when the stop arrived"
+    later = "; the sweep's remaining jobs did not run" if multirun else ""
+    print(f"stopped by {signame}: {run_dir.name} {what}{later}", file=sys.stderr)
 
 
 def _export_swept_keys(argv: list[str]) -> None:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from runner import stop
 from runner.config.schema import Isolation, RunConfig
 from runner.results import (
     RESULT_FILE,
@@ -34,6 +36,7 @@ from runner.results import (
     read_result,
     write_result,
 )
+from runner.stop import StopRequested
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,8 @@ class RunDirLocked(RuntimeError):
     """Another process is running a job in this directory."""
 
 
-class SweepInterrupted(KeyboardInterrupt):
-    """This process got Ctrl-C or SIGTERM: the job was recorded, the sweep must stop."""
+class SweepInterrupted(StopRequested):
+    """A stop signal reached this job: its result is recorded; the sweep must stop."""
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -92,7 +95,17 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
         yield
 
 
-def _child(cfg: RunConfig, run_dir: str, overrides: list[str], chash: str, log_file: str) -> None:
+def _child(
+    cfg: RunConfig, run_dir: str, overrides: list[str], chash: str, log_file: str, ready: Any
+) -> None:
+    # Own process group: a terminal's Ctrl-C reaches the launcher only, which forwards it
+    # once, so the job sees each stop exactly once whoever it was sent to.
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    stop.die_with_parent()
+    stop.install()  # for the child's lifetime: a late signal is recorded, never fatal
+    ready.send(True)  # from now on a forwarded signal is handled, not fatal
+    ready.close()
     from runner.logs import setup_child_logging
     from runner.run import run
 
@@ -102,24 +115,30 @@ def _child(cfg: RunConfig, run_dir: str, overrides: list[str], chash: str, log_f
     sys.exit({Status.ok: 0, Status.failed: 1, Status.interrupted: 3}[result.status])
 
 
-def _crash_result(
+def stopped_result(
     cfg_dict: dict,
     run_dir: Path,
     overrides: list[str],
     chash: str,
-    exitcode: int | None,
-    signalled: bool,
+    *,
+    exitcode: int | None = None,
+    stopped_by: str | None = None,
+    phase: Phase = Phase.config,
 ) -> RunResult:
-    if exitcode is not None and exitcode < 0:
+    """The result of a job that wrote none itself: it crashed, was killed, or never started."""
+    if stopped_by is not None:
+        status, etype = Status.interrupted, "StopRequested"
+        message = f"received signal {stopped_by}"
+        if exitcode is not None:
+            message += f"; the job process ended with code {exitcode} before writing a result"
+    elif exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
+        status, etype = Status.failed, f"Killed({name})"
         message = f"child process killed by signal {name} (native crash or out-of-memory kill)"
-        etype = f"Killed({name})"
     else:
+        status, etype = Status.failed, "ChildExit"
         message = f"child process exited with code {exitcode} without writing a result"
-        etype = "ChildExit"
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    stopped = signalled or exitcode in (-signal.SIGTERM, -signal.SIGINT)
-    status = Status.interrupted if stopped else Status.failed
     return RunResult(
         status=status,
         run_id=run_dir.name,
@@ -128,44 +147,83 @@ def _crash_result(
         started_at=now,
         finished_at=now,
         config=cfg_dict,
-        error=RunError(etype, message, None, Phase.measure.value),
+        error=RunError(etype, message, None, phase.value),
     )
 
 
-def run_spawned(cfg: RunConfig, run_dir: Path, overrides: list[str], chash: str, log_file: Path):
-    """Run in a fresh spawned child; a child that dies without a result gets one written."""
+def _result_mtime(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+def run_spawned(
+    cfg: RunConfig, run_dir: Path, overrides: list[str], chash: str, log_file: Path
+) -> dict[str, Any]:
+    """Run in a fresh spawned child; a child that dies without a result gets one written.
+
+    A stop signal to this process is forwarded to the child once, as soon as the child
+    can handle it (it records ``interrupted`` with its phase); a second one kills it.
+    The parent blocks (no polling) until the child is ready, then until it exits.
+    """
     from runner.run import config_dict
 
+    guard = stop.GUARD
     result_path = run_dir / RESULT_FILE
-    before = result_path.stat().st_mtime_ns if result_path.exists() else None
+    before = _result_mtime(result_path)
     ctx = multiprocessing.get_context("spawn")
+    ready_recv, ready_send = ctx.Pipe(duplex=False)
     proc = ctx.Process(
-        target=_child, args=(cfg, str(run_dir), overrides, chash, str(log_file)), daemon=False
+        target=_child,
+        args=(cfg, str(run_dir), overrides, chash, str(log_file), ready_send),
+        daemon=False,
     )
-    proc.start()
-    forwarded = False
+    state = {"signals": 0, "ready": False, "sent": False}
+
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(proc.pid, sig)
 
     def forward(signum: int, frame: Any) -> None:
-        nonlocal forwarded
-        # Ctrl-C reaches the whole process group, so the child already has it; SIGTERM
-        # from a scheduler may reach the parent only. A second signal ends the child.
-        if forwarded or signum == signal.SIGTERM:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL if forwarded else signal.SIGTERM)
-        forwarded = True
+        guard.record(signum)
+        state["signals"] += 1
+        if state["signals"] > 1:
+            send(signal.SIGKILL)  # asked twice: end it now
+        elif state["ready"]:
+            state["sent"] = True
+            send(signum)
+        # else: sent as soon as the child says it handles signals
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Installed before the child exists, so no signal finds this process without a plan.
+    old = {s: signal.signal(s, forward) for s in stop.STOP_SIGNALS}
     try:
-        proc.join()
+        if not guard.requested:  # a stop that arrived just before: the job never starts
+            proc.start()
+            ready_send.close()
+            for conn in multiprocessing.connection.wait([ready_recv, proc.sentinel]):
+                if conn is ready_recv:
+                    with contextlib.suppress(EOFError, OSError):
+                        state["ready"] = bool(ready_recv.recv())
+            if state["ready"] and state["signals"] == 1 and not state["sent"]:
+                state["sent"] = True
+                send(guard.stop.signum if guard.stop else signal.SIGTERM)
+            proc.join()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    after = result_path.stat().st_mtime_ns if result_path.exists() else None
-    if after is None or after == before:
-        crash = _crash_result(config_dict(cfg), run_dir, overrides, chash, proc.exitcode, forwarded)
+        ready_recv.close()
+    if _result_mtime(result_path) in (None, before):
+        # The child wrote nothing: never started, crashed, or killed by a second signal.
+        crash = stopped_result(
+            config_dict(cfg),
+            run_dir,
+            overrides,
+            chash,
+            exitcode=proc.exitcode,
+            stopped_by=guard.stop.signame if guard.requested and guard.stop else None,
+            phase=Phase.config if not state["ready"] else Phase.measure,
+        )
         write_result(run_dir, crash)
-    if forwarded:
-        raise SweepInterrupted(f"{run_dir.name}: interrupted by a signal")
+    if guard.requested:
+        raise SweepInterrupted(guard.stop.signum if guard.stop else signal.SIGINT)
     return read_result(result_path)
 
 
@@ -177,7 +235,11 @@ def execute(
     isolation: Isolation | None = None,
     log_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Run (or skip, when already ``ok`` for this config) one job; return its result dict."""
+    """Run (or skip, when already ``ok`` for this config) one job; return its result dict.
+
+    Raises :class:`SweepInterrupted` when a stop signal reached the job (its result is
+    written first, also when the signal came before the job could start).
+    """
     from runner.run import config_dict, run
 
     cfg_dict = config_dict(cfg)
@@ -189,10 +251,22 @@ def execute(
             log.info("skipping %s: already ok for this config (hash %s)", run_dir.name, chash[:12])
             done["_skipped"] = True
             return done
-        if isolation is Isolation.spawn:
-            return run_spawned(cfg, run_dir, overrides, chash, log_file or run_dir / "run.log")
-        result = run(cfg, run_dir, overrides, chash)
+        before = _result_mtime(run_dir / RESULT_FILE)
+        try:
+            stop.GUARD.check()
+            if isolation is Isolation.spawn:
+                return run_spawned(cfg, run_dir, overrides, chash, log_file or run_dir / "run.log")
+            result = run(cfg, run_dir, overrides, chash)
+        except SweepInterrupted:
+            raise
+        except StopRequested as exc:
+            # Stopped before the run could record anything itself.
+            if _result_mtime(run_dir / RESULT_FILE) in (None, before):
+                write_result(
+                    run_dir,
+                    stopped_result(cfg_dict, run_dir, overrides, chash, stopped_by=exc.signame),
+                )
+            raise SweepInterrupted(exc.signum) from None
         if result.status is Status.interrupted:
-            # Inline, an interruption can only be a signal to this very process.
-            raise SweepInterrupted(f"{run_dir.name}: interrupted by a signal")
+            raise SweepInterrupted(stop.GUARD.stop.signum if stop.GUARD.stop else signal.SIGINT)
         return result.to_dict()

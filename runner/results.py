@@ -44,15 +44,21 @@ class Status(str, Enum):
 
 
 class Phase(str, Enum):
-    """Where a run was when it failed; recorded in ``error.phase``."""
+    """Where a run was when it failed or was stopped; recorded in ``error.phase``.
+
+    In order: ``config`` (validation, translation), ``baseline`` (idle energy baseline),
+    ``load``, ``compile`` (up to and including the first, compiling call), ``verify``
+    (read-back), ``warmup``, ``measure``, ``energy`` (the energy summary), ``write``.
+    """
 
     config = "config"
+    baseline = "baseline"
     load = "load"
     compile = "compile"
+    verify = "verify"
     warmup = "warmup"
     measure = "measure"
     energy = "energy"
-    verify = "verify"
     write = "write"
 
 

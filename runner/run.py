@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import signal
+import os
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from runner import environment
+from runner import environment, stop
 from runner.config.schema import DecodingMode, RunConfig
 from runner.config.validate import Facts, validate
 from runner.measure.energy import EnergyMeter
@@ -45,6 +44,7 @@ from runner.models.readback import (
     read_back_model,
 )
 from runner.results import REQUESTS_FILE, Phase, RunError, RunResult, Status, write_result
+from runner.stop import StopRequested
 from runner.translate import (
     apply_compile,
     compile_spec,
@@ -57,69 +57,12 @@ from runner.workload import build_workload
 log = logging.getLogger(__name__)
 
 
-class RunInterrupted(Exception):
-    """SIGTERM or SIGUSR2 (Slurm preemption or time limit) arrived during the run."""
-
-    def __init__(self, message: str, signum: int | None = None, previous: Any = None) -> None:
-        super().__init__(message)
-        self.signum = signum
-        self.previous = previous  # the handler installed before the run (e.g. submitit's)
-
-    def hand_over(self) -> None:
-        """Call the handler that was installed before the run, now that the result is written.
-
-        Under submitit that is its SIGUSR2 handler: it checkpoints the job, requeues it with
-        ``scontrol requeue`` and exits (``SystemExit``); its SIGTERM handler only logs.
-        """
-        if self.signum is not None and callable(self.previous):
-            self.previous(self.signum, None)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
-
-
-# SIGUSR2: what submitit has Slurm send signal_delay_s before the time limit (and at
-# preemption where the cluster sends user signals); SIGTERM: scancel, preemption.
-_STOP_SIGNALS = tuple(
-    s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGUSR2")) if s is not None
-)
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """Turn the first SIGTERM/SIGUSR2 into :class:`RunInterrupted`, Ctrl-C into
-    KeyboardInterrupt; a second signal ends at once."""
-    handled = (*_STOP_SIGNALS, signal.SIGINT)
-
-    def on_stop(signum: int, frame: Any) -> None:
-        for s in handled:
-            signal.signal(s, signal.SIG_DFL)
-        raise RunInterrupted(
-            f"received signal {signal.Signals(signum).name}", signum, old.get(signum)
-        )
-
-    def on_int(signum: int, frame: Any) -> None:
-        for s in handled:
-            signal.signal(s, signal.SIG_DFL)
-        raise KeyboardInterrupt
-
-    old: dict[int, Any] = {}
-    try:
-        for s in handled:
-            old[s] = signal.signal(s, on_int if s == signal.SIGINT else on_stop)
-    except ValueError:  # not the main thread: leave signal handling to the caller
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @dataclasses.dataclass
@@ -140,7 +83,12 @@ def run(
     overrides: list[str] | None = None,
     config_hash: str = "",
 ) -> RunResult:
-    """Measure one configuration; write ``result.json`` and ``requests.csv`` into ``run_dir``."""
+    """Measure one configuration; write ``result.json`` and ``requests.csv`` into ``run_dir``.
+
+    A stop signal (see :mod:`runner.stop`) in any phase ends as ``interrupted`` with that
+    phase and whatever was measured; under submitit the signal is then handed to its
+    handler (which may requeue the job and exit).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     result = RunResult(
@@ -152,33 +100,81 @@ def run(
         config=config_dict(cfg),
     )
     progress = _Progress()
-    stopped: RunInterrupted | None = None
-    try:
-        with interruptible():
-            result.environment = environment.snapshot()
-            _measure(cfg, run_dir, result, progress)
-        result.status = Status.ok
-    except (KeyboardInterrupt, RunInterrupted) as exc:
-        stopped = exc if isinstance(exc, RunInterrupted) else None
-        result.status = Status.interrupted
-        result.error = RunError(
-            type(exc).__name__, str(exc) or "interrupted", None, progress.phase.value
-        )
-        log.warning("run interrupted during %s", progress.phase.value)
-    except Exception as exc:
-        result.error = RunError(
-            type(exc).__name__, str(exc), traceback.format_exc(), progress.phase.value
-        )
-        log.error("run failed during %s: %s: %s", progress.phase.value, type(exc).__name__, exc)
-    finally:
-        _finish(result, progress, run_dir)
-    if stopped is not None:
-        stopped.hand_over()  # recorded first; then submitit may requeue and exit
+    with stop.guarded() as guard:
+        was_live = guard.set_live(True)
+        try:
+            try:
+                _enter(progress, Phase.config, guard)
+                result.environment = environment.snapshot()
+                _measure(cfg, run_dir, result, progress, guard)
+                result.status = Status.ok
+            finally:
+                # From here a signal is recorded, never raised: nothing may cut the write.
+                guard.set_live(False)
+        except (StopRequested, KeyboardInterrupt):
+            _mark_interrupted(result, progress, guard)
+        except Exception as exc:
+            result.error = RunError(
+                type(exc).__name__, str(exc), traceback.format_exc(), progress.phase.value
+            )
+            log.error("run failed during %s: %s: %s", progress.phase.value, type(exc).__name__, exc)
+        _finish(result, progress, run_dir, guard)
+        guard.set_live(was_live)
+    if result.status is Status.interrupted:
+        guard.hand_over()  # recorded first; then submitit may requeue and exit
     return result
 
 
-def _finish(result: RunResult, progress: _Progress, run_dir: Path) -> None:
-    """Fold in whatever was measured (also after a failure) and write atomically."""
+def _enter(progress: _Progress, phase: Phase, guard: stop.StopGuard) -> None:
+    """Move to ``phase``. A stop that a library swallowed is raised here, before the move,
+    so it is recorded in the phase it arrived in."""
+    guard.check()
+    progress.phase = phase
+    _park_for_tests(phase, guard)
+
+
+# Test hook, for the per-phase signal tests only: RUNNER_TEST_PARK="<phase>:<mode>:<marker>"
+# parks the run on entering <phase> (after writing its pid into <marker>) until a stop
+# signal arrives, swallowing what a library might: mode "exception" catches Exception,
+# mode "all" everything. Those tests drive the real CLI in a subprocess, which no
+# argument can reach.
+PARK_ENV = "RUNNER_TEST_PARK"
+
+
+def _park_for_tests(phase: Phase, guard: stop.StopGuard) -> None:
+    spec = os.environ.get(PARK_ENV)
+    if not spec:
+        return
+    want, mode, marker = spec.split(":", 2)
+    if want != phase.value:
+        return
+    Path(marker).write_text(str(os.getpid()))
+    swallowed = BaseException if mode == "all" else Exception
+    deadline = time.monotonic() + 300
+    while not guard.requested and time.monotonic() < deadline:
+        with contextlib.suppress(swallowed):  # what a library's broad handler does
+            time.sleep(0.02)
+
+
+def _mark_interrupted(result: RunResult, progress: _Progress, guard: stop.StopGuard) -> None:
+    result.status = Status.interrupted
+    signame = guard.stop.signame if guard.stop is not None else "SIGINT"
+    message = f"received signal {signame}"
+    result.error = RunError("StopRequested", message, None, progress.phase.value)
+    log.warning("run interrupted by %s during %s", signame, progress.phase.value)
+
+
+def _note_late_stop(result: RunResult, progress: _Progress, guard: stop.StopGuard) -> None:
+    """A stop recorded after the run settled still makes an ``ok`` run ``interrupted``."""
+    if guard.requested and result.status is Status.ok:
+        _mark_interrupted(result, progress, guard)
+
+
+def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.StopGuard) -> None:
+    """Fold in whatever was measured (also after a failure) and write atomically.
+
+    Not live: signals are only recorded here, and checked before and after each step.
+    """
     if progress.records:
         result.metrics.update(latency_metrics(progress.records, progress.batches))
         with contextlib.suppress(OSError):
@@ -186,7 +182,9 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path) -> None:
     result.metrics.update(progress.metrics)
     if progress.stopped_by:
         result.metrics["stopped_by"] = progress.stopped_by
+    _note_late_stop(result, progress, guard)
     if progress.meter is not None:
+        _enter(progress, Phase.energy, guard)
         try:
             result.energy = progress.meter.summary(
                 output_tokens=result.metrics.get("output_tokens", 0),
@@ -199,16 +197,24 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path) -> None:
                 result.error = RunError(
                     type(exc).__name__, str(exc), traceback.format_exc(), Phase.energy.value
                 )
-    result.finished_at = _now()
-    write_result(run_dir, result)
+        _note_late_stop(result, progress, guard)
+    _enter(progress, Phase.write, guard)
+    while True:
+        seen = guard.count
+        _note_late_stop(result, progress, guard)
+        result.finished_at = _now()
+        write_result(run_dir, result)
+        if guard.count == seen:  # no signal arrived while writing: the file is final
+            return
 
 
 def _used_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progress) -> None:
-    progress.phase = Phase.config
+def _measure(
+    cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progress, guard: stop.StopGuard
+) -> None:
     validate(cfg, Facts(cuda_available=torch.cuda.is_available()))
     load_kwargs = from_pretrained_kwargs(cfg)
     spec = compile_spec(cfg.compile)
@@ -223,12 +229,12 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progre
         "compile": spec.to_dict(),
     }
 
-    progress.phase = Phase.energy
+    _enter(progress, Phase.baseline, guard)
     meter = EnergyMeter(cfg.energy, run_dir, _visible_gpus(), logger=log)
     progress.meter = meter
     meter.measure_baseline()
 
-    progress.phase = Phase.load
+    _enter(progress, Phase.load, guard)
     t0 = time.perf_counter()
     loaded = load_model(cfg.model, load_kwargs, cfg.cache_dir)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -248,10 +254,10 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progre
                 attention_mask=first.attention_mask[:1].to(device),
             )
 
-    progress.phase = Phase.compile
+    _enter(progress, Phase.compile, guard)
     apply_compile(model, spec, prime)
 
-    progress.phase = Phase.verify
+    _enter(progress, Phase.verify, guard)
     applied_model = read_back_model(model)
     applied_gen = read_back_generation(model, gen_kwargs)
     result.applied = {"model": applied_model, "generate": applied_gen, "model_path": loaded.path}
@@ -275,17 +281,17 @@ def _measure(cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progre
             seed=cfg.decoding.seed,
         )
 
-    progress.phase = Phase.compile if spec.enabled else Phase.warmup
-    first = _warmup(cfg, workload, call, progress, result, spec.enabled)
+    _enter(progress, Phase.compile if spec.enabled else Phase.warmup, guard)
+    first = _warmup(cfg, workload, call, progress, result, spec.enabled, guard)
     if first is not None:
         result.applied["generate"]["sample_output"] = tokenizer.decode(list(first.first_row_ids))
     _verify_after_warmup(cfg, spec.enabled, result, first)
 
-    progress.phase = Phase.measure
+    _enter(progress, Phase.measure, guard)
     window = None
     try:
         with track_memory(device) as window, meter.tracking():
-            _measured_loop(cfg, workload, call, meter, progress, device)
+            _measured_loop(cfg, workload, call, meter, progress, device, guard)
     finally:
         # Also after an interruption: the peak so far belongs with what was measured.
         if window is not None and window.value is not None:
@@ -298,7 +304,7 @@ def _visible_gpus() -> list[int]:
 
 
 def _warmup(
-    cfg, workload, call, progress: _Progress, result: RunResult, compiled: bool
+    cfg, workload, call, progress: _Progress, result: RunResult, compiled: bool, guard
 ) -> CallResult | None:
     """Full-length generations on the real batches; the first is the compile call.
 
@@ -316,7 +322,8 @@ def _warmup(
             res = call(batch)
             if first is None:
                 first = res
-                progress.phase = Phase.warmup
+                _enter(progress, Phase.warmup, guard)
+            guard.check()
     for w in caught:
         msg = f"{w.category.__name__}: {w.message}"
         if msg not in result.warnings:
@@ -342,7 +349,9 @@ def _verify_after_warmup(cfg, compiled: bool, result: RunResult, first: CallResu
     result.applied["generate"]["rows_per_step_in_warmup"] = rows
 
 
-def _measured_loop(cfg, workload, call, meter: EnergyMeter, progress: _Progress, device) -> None:
+def _measured_loop(
+    cfg, workload, call, meter: EnergyMeter, progress: _Progress, device, guard
+) -> None:
     """Repeat passes until min_repeats and min_seconds are met, or max_seconds passes.
 
     Energy windows span one pass each, their edges synchronised with the device.
@@ -362,6 +371,7 @@ def _measured_loop(cfg, workload, call, meter: EnergyMeter, progress: _Progress,
                 progress.records.extend(reqs)
                 progress.batches.append(brec)
                 measured += res.timing.total_seconds
+                guard.check()
                 if measured >= m.max_seconds:
                     progress.stopped_by = "max_seconds"
                     break
