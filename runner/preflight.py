@@ -165,6 +165,7 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
             raise UserError(one_line(exc, task)) from exc
         try:
             validate(cfg, facts)
+            check_country(cfg)
         except ConfigError as exc:
             raise UserError(str(exc)) from exc
         if facts is not None:
@@ -175,9 +176,33 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
     return len(jobs)
 
 
+def check_country(cfg: RunConfig) -> None:
+    """CodeCarbon knows the country (else it silently uses the world average).
+
+    The table comes with the installed CodeCarbon, the same wherever the job runs; without
+    CodeCarbon here the rule is skipped.
+    """
+    from runner.config.schema import EnergyBackend
+    from runner.measure.codecarbon import codecarbon_version, known_country_codes
+
+    if cfg.energy.backend is not EnergyBackend.codecarbon:
+        return
+    code = cfg.energy.country_iso_code
+    known = known_country_codes()
+    if known is not None and code not in known:
+        raise ConfigError(
+            "energy.country_iso_code",
+            code,
+            f"CodeCarbon {codecarbon_version()} has no energy mix for it (it would use the "
+            "world average); use an ISO 3166 alpha-3 code it knows, such as USA, FRA, DEU",
+        )
+
+
 def check_inputs(cfg: RunConfig) -> None:
-    """Files the run will read exist and parse (only where the jobs run on this machine)."""
+    """Files the run will read exist and parse (only where the jobs run on this machine),
+    and synthetic prompts plus new tokens fit the model's context length."""
     from runner.config.schema import ModelSource, WorkloadKind
+    from runner.models.context import check_configured_lengths
     from runner.models.load import ModelNotFoundError, local_model_dir
     from runner.workload import WorkloadError, load_prompts
 
@@ -191,6 +216,10 @@ def check_inputs(cfg: RunConfig) -> None:
             load_prompts(cfg.workload)
         except WorkloadError as exc:
             raise UserError(str(exc)) from exc
+    try:
+        check_configured_lengths(cfg)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def check_output_dir(overrides: list[str], multirun: bool) -> None:

@@ -23,10 +23,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -117,24 +119,39 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:
-    """Write JSON to a temp file in the same directory, fsync, then rename over ``path``."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path in ``path``'s directory; on success fsync it and rename it over ``path``.
+
+    Whatever the block writes there (``Path.write_text``, pandas, pyarrow) appears at
+    ``path`` whole or not at all; on an exception the temp file is removed.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
-        # mkstemp creates 0600; results are shared files, readable like any other.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text + "\n")
-            fh.flush()
+        try:
+            # mkstemp creates 0600; results are shared files, readable like any other.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
+        finally:
+            os.close(fd)
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:
+    """Write JSON to a temp file in the same directory, fsync, then rename over ``path``."""
+    text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
     return path
 
 

@@ -35,9 +35,11 @@ from runner.measure.latency import (
 )
 from runner.measure.memory import model_footprint_bytes, track_memory
 from runner.measure.timing import synchronize
+from runner.models.context import check_workload_fits
 from runner.models.load import load_model
 from runner.models.readback import (
     VerificationError,
+    compiled_frames,
     generation_mismatches,
     model_mismatches,
     read_back_generation,
@@ -245,6 +247,7 @@ def _measure(
 
     workload = build_workload(cfg.workload, tokenizer)
     result.workload = workload.summary()
+    check_workload_fits(cfg, result.workload["input_tokens_max"], model.config)
 
     def prime() -> None:
         first = workload.batches[0]
@@ -282,10 +285,11 @@ def _measure(
         )
 
     _enter(progress, Phase.compile if spec.enabled else Phase.warmup, guard)
-    first = _warmup(cfg, workload, call, progress, result, spec.enabled, guard)
+    with compiled_frames(spec.enabled) as frames:
+        first = _warmup(cfg, workload, call, progress, result, spec.enabled, guard)
     if first is not None:
         result.applied["generate"]["sample_output"] = tokenizer.decode(list(first.first_row_ids))
-    _verify_after_warmup(cfg, spec.enabled, result, first)
+    _verify_after_warmup(cfg, spec.enabled, result, first, frames.frames)
 
     _enter(progress, Phase.measure, guard)
     window = None
@@ -336,12 +340,11 @@ def _warmup(
     return first
 
 
-def _verify_after_warmup(cfg, compiled: bool, result: RunResult, first: CallResult | None) -> None:
-    """Evidence from real calls: compiled frames ran, beams multiplied the rows."""
+def _verify_after_warmup(
+    cfg, compiled: bool, result: RunResult, first: CallResult | None, frames: int | None
+) -> None:
+    """Evidence from real calls: this run's warmup compiled frames, beams multiplied the rows."""
     if compiled:
-        from torch._dynamo.utils import counters
-
-        frames = int(counters["frames"]["ok"])
         result.applied["model"]["compiled_frames"] = frames
         if cfg.measure.warmup and frames == 0:
             raise VerificationError("compile.enabled: no frame was compiled during warmup")

@@ -65,7 +65,8 @@ def loading_kwargs(ld: LoadingConfig) -> dict[str, Any]:
     """``from_pretrained`` kwargs of the loading group, JSON-able, extras merged last."""
     kw: dict[str, Any] = {}
     if ld.device_map is not None:
-        kw["device_map"] = ld.device_map
+        # A bare GPU index must reach transformers as an int: the string "0" is no device.
+        kw["device_map"] = int(ld.device_map) if ld.device_map.isdigit() else ld.device_map
     if ld.dtype is not None:
         kw["dtype"] = ld.dtype.value
     if ld.attn_implementation is not None:

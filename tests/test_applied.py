@@ -114,3 +114,25 @@ def test_nf4_compile_and_beams_together(compose, tmp_path):
     assert model["quantization"]["linear_4bit"] == 14
     assert model["compiled"] is True and model["compiled_frames"] > 0
     assert gen["generation_mode"] == "beam_search" and gen["rows_per_step_in_warmup"] == 4
+
+
+def test_top_k_zero_turns_top_k_off_and_passes_verification(compose, tmp_path):
+    gen = measure(compose, tmp_path, "decoding=sample", "decoding.top_k=0")["applied"]["generate"]
+    assert gen["top_k"] == 0 and gen["generation_mode"] == "sample"
+    assert "TopKLogitsWarper" not in gen["logits_processors"]
+    assert "TopPLogitsWarper" in gen["logits_processors"]  # decoding=sample sets top_p 0.9
+
+
+def test_prompt_beyond_the_context_length_fails_before_generating(compose, tmp_path):
+    # Not knowable before loading (built-in prompts, this tokenizer): the run's own guard.
+    cfg = compose([*TINY, "decoding.max_new_tokens=1020"])
+    result = run(cfg, tmp_path / "run", []).to_dict()
+    assert result["status"] == "failed"
+    assert result["error"]["type"] == "ConfigError"
+    longest = result["workload"]["input_tokens_max"]
+    assert result["error"]["message"] == (
+        f"workload.max_input_tokens is unset: {longest} prompt tokens + "
+        f"decoding.max_new_tokens=1020 = {longest + 1020} positions, beyond the model's "
+        "maximum of 1024 (max_position_embeddings); shorten the prompts or generate fewer tokens"
+    )
+    assert "warmup_seconds" not in result["metrics"]  # nothing was generated

@@ -45,7 +45,8 @@ CATALOGUE = [
     # out of range
     (["decoding.temperature=-1"], "decoding.temperature=-1.0: must be > 0"),
     (["decoding=sample", "decoding.top_p=0"], "decoding.top_p=0.0: must be > 0"),
-    (["decoding=sample", "decoding.top_k=0"], "decoding.top_k=0: must be >= 1"),
+    (["decoding=sample", "decoding.top_k=-1"], "decoding.top_k=-1: must be >= 0"),
+    (["decoding=sample", "decoding.temperature=0"], "use decoding=greedy"),
     (["decoding.repetition_penalty=0"], "decoding.repetition_penalty=0.0: must be > 0"),
     (["workload.num_prompts=0"], "workload.num_prompts=0: must be >= 1"),
     (["measure.warmup=-1"], "measure.warmup=-1: must be >= 0"),
@@ -64,8 +65,33 @@ CATALOGUE = [
     (["decoding.top_k=40"], "only applies with decoding=sample"),
     (["decoding.cache_implementation=offloaded_static"], "offloaded caches need a CUDA GPU"),
     (["loading.attn_implementation=flash_attention_2"], "flash attention needs a CUDA GPU"),
+    # values a library would accept and then ignore, or turn into something else
+    (
+        ["decoding.cache_implementation=hybrid"],
+        "decoding.cache_implementation=hybrid: transformers 5.24 unsets hybrid in generate()",
+    ),
+    (
+        ["decoding.cache_implementation=sliding_window"],
+        "builds the same StaticCache for sliding_window as for static",
+    ),
+    (
+        ["loading=cpu", "++loading.max_memory={cpu:1GiB}"],
+        "loading.max_memory={'cpu': '1GiB'}: transformers ignores it with loading.device_map=cpu",
+    ),
+    (["++loading.max_memory={gpu:1GiB}"], "loading.max_memory.gpu=1GiB: keys are GPU indices"),
+    (["++loading.max_memory={cpu:1gb}"], "loading.max_memory.cpu=1gb: a size with a unit"),
+    (["loading.device_map=gpu"], "loading.device_map=gpu: allowed: auto, balanced"),
+    (["loading.device_map=meta"], "loading.device_map=meta: allowed: auto, balanced"),
+    (
+        ["workload=synthetic", "workload.input_tokens=100000"],
+        "workload.input_tokens=100000: 100000 prompt tokens + decoding.max_new_tokens=32 = "
+        "100032 positions, beyond the model's maximum of 1024",
+    ),
+    (["energy.country_iso_code=XXX"], "energy.country_iso_code=XXX: CodeCarbon"),
     # the machine and the inputs
     (["loading=cuda"], "no CUDA GPU is visible"),
+    (["loading.device_map=1"], "loading.device_map=1: no CUDA GPU is visible"),
+    (["++loading.max_memory={0:20GiB}"], "loading.max_memory.0=20GiB: no CUDA GPU is visible"),
     (
         ["model=local", "model.path=/nonexistent/model"],
         "model.path=/nonexistent/model: does not exist",

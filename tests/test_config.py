@@ -156,3 +156,68 @@ def test_job_dirname_keeps_factors_and_drops_noise():
     a = job_dirname(["model.path=/m/a_b"], ["model.path"])
     b = job_dirname(["model.path=/m/a/b"], ["model.path"])
     assert a != b and "/" not in a + b
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["decoding=sample", "decoding.top_k=0"],  # top-k off: transformers accepts 0
+        ["loading.device_map=balanced_low_0", "++loading.max_memory={0:20GiB,cpu:30GiB}"],
+        ["loading.device_map=sequential", "++loading.max_memory={1:10.5GiB,disk:100GB}"],
+        ["loading.device_map=balanced"],
+        ["loading.device_map=cuda:1"],
+        ["loading.device_map=2"],
+    ],
+)
+def test_forms_transformers_accepts_pass_validation(compose, overrides):
+    validate(compose(overrides), Facts(cuda_available=True))
+
+
+@pytest.mark.parametrize("cache", ["hybrid", "sliding_window"])
+def test_caches_transformers_cannot_build_are_refused_on_any_machine(compose, cache):
+    cfg = compose([f"decoding.cache_implementation={cache}"])
+    for facts in (Facts(cuda_available=True), None):
+        with pytest.raises(ConfigError, match="transformers 5.24 .*; use static"):
+            validate(cfg, facts)
+
+
+def test_max_memory_without_a_planned_device_map_names_both_fields(compose):
+    cfg = compose(["loading.device_map=cuda", "++loading.max_memory={0:20GiB}"])
+    with pytest.raises(ConfigError) as info:
+        validate(cfg, Facts(cuda_available=True))
+    assert str(info.value).startswith("loading.max_memory={0: '20GiB'}: transformers ignores it")
+    assert "loading.device_map=cuda" in str(info.value)
+
+
+def test_local_model_context_length_is_read_from_its_config(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"text_config": {"max_position_embeddings": 64}}')
+    argv = ["model=local", f"model.path={model}", "workload=synthetic", "energy=off"]
+    assert check_command([*argv, "workload.input_tokens=32", "decoding.max_new_tokens=32"], Facts())
+    with pytest.raises(UserError, match="= 65 positions, beyond the model's maximum of 64"):
+        check_command([*argv, "workload.input_tokens=33", "decoding.max_new_tokens=32"], Facts())
+
+
+def test_country_codes_come_from_codecarbon_and_only_matter_with_it():
+    from codecarbon.input import DataSource
+
+    known = sorted(DataSource().get_global_energy_mix_data())
+    assert "FRA" in known and "XXX" not in known
+    assert check_command([f"energy.country_iso_code={known[0]}"], Facts()) == 1
+    assert check_command(["energy=off", "energy.country_iso_code=XXX"], Facts()) == 1
+
+
+@pytest.mark.parametrize(
+    ("config", "limit"),
+    [
+        ({"max_position_embeddings": 2048, "n_positions": 1}, 2048),
+        ({"n_positions": 1024}, 1024),
+        ({"text_config": {"max_position_embeddings": 4096}}, 4096),
+        ({"rope_theta": 10000.0}, None),
+    ],
+)
+def test_context_length_is_found_where_configs_keep_it(config, limit):
+    from runner.models.context import max_positions
+
+    assert max_positions(config) == limit

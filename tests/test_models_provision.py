@@ -193,6 +193,10 @@ def test_smollm2_converts_reloads_and_generates(tmp_path, caplog):
 
     n_params = sum(p.numel() for p in model.parameters())
     assert 130e6 < n_params < 140e6
+    # The context length pre-flight checks workloads against before the first build.
+    from runner.models.smollm2 import MAX_POSITIONS
+
+    assert model.config.max_position_embeddings == MAX_POSITIONS
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     assert tok.pad_token is not None and tok.padding_side == "left"
     assert tok.chat_template

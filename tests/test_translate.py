@@ -189,3 +189,9 @@ def test_real_kwargs_carry_library_objects(compose):
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
     assert kw["dtype"] is torch.float16
     assert kw["max_memory"] == {0: "1GiB"}
+
+
+@pytest.mark.parametrize(("given", "passed"), [("2", 2), ("cuda:1", "cuda:1"), ("auto", "auto")])
+def test_gpu_index_device_map_reaches_transformers_as_an_int(compose, given, passed):
+    # transformers takes an int as a GPU index; the string "2" is no torch device.
+    assert from_pretrained_kwargs(compose([f"loading.device_map={given}"]))["device_map"] == passed

@@ -63,9 +63,12 @@ class DecodingMode(str, Enum):
 class CacheImplementation(str, Enum):
     dynamic = "dynamic"
     static = "static"
-    hybrid = "hybrid"
     offloaded = "offloaded"
     offloaded_static = "offloaded_static"
+    # Named so that validation can refuse them with the reason (see REFUSED_CACHES there)
+    # instead of OmegaConf's bare "invalid value": transformers 5.24 cannot build either.
+    hybrid = "hybrid"
+    sliding_window = "sliding_window"
 
 
 class AttnImplementation(str, Enum):
@@ -141,7 +144,7 @@ class DecodingConfig:
     max_new_tokens: int = _help("new tokens per request (upper bound)", 32)
     min_new_tokens: int | None = _help("lower bound on new tokens")
     temperature: float | None = _help("sampling temperature (mode=sample)")
-    top_k: int | None = _help("top-k sampling (mode=sample)")
+    top_k: int | None = _help("top-k sampling (mode=sample); 0 turns top-k off")
     top_p: float | None = _help("nucleus sampling mass (mode=sample)")
     min_p: float | None = _help("min-p sampling (mode=sample)")
     num_beams: int | None = _help("beams (mode=beam, at least 2)")
@@ -162,11 +165,16 @@ class DecodingConfig:
 @dataclass
 class LoadingConfig:
     name: str = _help("label of this loading option", MISSING)
-    device_map: str | None = _help("from_pretrained device_map: auto, cpu, cuda, cuda:N")
+    device_map: str | None = _help(
+        "from_pretrained device_map: auto, balanced, balanced_low_0, sequential, cpu, cuda, "
+        "cuda:N or a GPU index N"
+    )
     dtype: DType | None = _help("parameter dtype: auto, float32, float16, bfloat16")
     attn_implementation: AttnImplementation | None = _help("attention kernel")
     max_memory: dict[Any, str] = _help(
-        "per-device memory caps, e.g. {0:20GiB,cpu:30GiB} (empty: unset)", default_factory=dict
+        "per-device memory caps for device_map auto/balanced/balanced_low_0/sequential, "
+        "e.g. {0:20GiB,cpu:30GiB} (empty: unset)",
+        default_factory=dict,
     )
     revision: str | None = _help("model revision (branch, tag or commit)")
     trust_remote_code: bool = _help("run code shipped with the model", False)

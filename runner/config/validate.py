@@ -6,6 +6,7 @@ as :class:`Facts`, so the same rules are testable anywhere.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -71,6 +72,22 @@ BEAM_FIELDS = ("early_stopping", "length_penalty")
 FOUR_BIT_FIELDS = ("bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant")
 COMPILE_OPTION_FIELDS = ("mode", "backend", "fullgraph", "dynamic")
 CUDA_ONLY_CACHES = (CacheImplementation.offloaded, CacheImplementation.offloaded_static)
+# What transformers 5.24's generate() does with these (generation/utils.py): no cache of
+# the kind asked for is ever built, so a run measuring one would be mislabelled.
+REFUSED_CACHES = {
+    CacheImplementation.hybrid: "transformers 5.24 unsets hybrid in generate() and builds a "
+    "DynamicCache instead; use static or dynamic",
+    CacheImplementation.sliding_window: "transformers 5.24 builds the same StaticCache for "
+    "sliding_window as for static (a deprecated alias: sliding layers follow the model "
+    "config's sliding_window either way); use static",
+}
+# device_map strings transformers 5.24 accepts (check_and_set_device_map): accelerate's
+# planners, or a torch device. Of the devices, the runner measures CPU and CUDA.
+PLANNED_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+DEVICE_MAPS = "auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N or a GPU index N"
+CUDA_DEVICE_MAP = re.compile(r"cuda(:\d+)?|\d+")
+# accelerate's convert_file_size_to_int; a lower-case "b" would mean bits there.
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?(GiB|MiB|KiB|GB|MB|KB)")
 FLASH_ATTENTION = (AttnImplementation.flash_attention_2, AttnImplementation.flash_attention_3)
 
 
@@ -149,8 +166,14 @@ def _validate_decoding(cfg: RunConfig) -> None:
             d.min_new_tokens,
             f"must be <= decoding.max_new_tokens ({d.max_new_tokens})",
         )
+    _check(
+        d.temperature != 0,
+        "decoding.temperature",
+        d.temperature,
+        "temperature 0 means always the most likely token: leave it unset, use decoding=greedy",
+    )
     _at_least(d, "decoding", "temperature", 0, strict=True)
-    _at_least(d, "decoding", "top_k", 1)
+    _at_least(d, "decoding", "top_k", 0)  # 0: top-k off (transformers builds no TopK warper)
     _at_least(d, "decoding", "top_p", 0, strict=True)
     _check(d.top_p is None or d.top_p <= 1, "decoding.top_p", d.top_p, "must be in (0, 1]")
     _at_least(d, "decoding", "min_p", 0)
@@ -188,6 +211,12 @@ def _validate_decoding(cfg: RunConfig) -> None:
             d.prompt_lookup_num_tokens,
             "only applies with decoding=prompt-lookup",
         )
+    if d.cache_implementation in REFUSED_CACHES:
+        raise ConfigError(
+            "decoding.cache_implementation",
+            d.cache_implementation,
+            REFUSED_CACHES[d.cache_implementation],
+        )
     if d.use_cache is False:
         _check(
             d.cache_implementation is None,
@@ -212,8 +241,17 @@ def _validate_loading(cfg: RunConfig, facts: Facts) -> None:
     ld = cfg.loading
     device_map = ld.device_map
     no_cuda = facts.cuda_available is False
-    if device_map is not None and device_map.startswith("cuda") and no_cuda:
-        raise ConfigError("loading.device_map", device_map, "no CUDA GPU is visible; use cpu")
+    if device_map is not None:
+        _check(
+            device_map in (*PLANNED_DEVICE_MAPS, "cpu")
+            or bool(CUDA_DEVICE_MAP.fullmatch(device_map)),
+            "loading.device_map",
+            device_map,
+            f"allowed: {DEVICE_MAPS}",
+        )
+        if CUDA_DEVICE_MAP.fullmatch(device_map) and no_cuda:
+            raise ConfigError("loading.device_map", device_map, "no CUDA GPU is visible; use cpu")
+    _validate_max_memory(ld.max_memory, device_map, no_cuda)
     if ld.attn_implementation in FLASH_ATTENTION:
         _check(
             not no_cuda,
@@ -258,6 +296,30 @@ def _validate_loading(cfg: RunConfig, facts: Facts) -> None:
             ld.extra[key],
             "would silently become a model-config attribute; allowed: "
             + ", ".join(sorted(FROM_PRETRAINED_EXTRA_KEYS)),
+        )
+
+
+def _validate_max_memory(caps: dict[Any, str], device_map: str | None, no_cuda: bool) -> None:
+    if not caps:
+        return
+    _check(
+        device_map in PLANNED_DEVICE_MAPS,
+        "loading.max_memory",
+        dict(caps),
+        f"transformers ignores it with loading.device_map={device_map}; use loading.device_map "
+        + ", ".join(PLANNED_DEVICE_MAPS),
+    )
+    for key, size in caps.items():
+        name = f"loading.max_memory.{key}"
+        if str(key).isdigit():
+            _check(not no_cuda, name, size, "no CUDA GPU is visible; cap cpu (and disk) only")
+        else:
+            _check(key in ("cpu", "disk"), name, size, "keys are GPU indices, cpu or disk")
+        _check(
+            isinstance(size, str) and bool(MEMORY_SIZE.fullmatch(size)),
+            name,
+            size,
+            "a size with a unit, e.g. 20GiB, 512MiB, 30GB (GiB, MiB, KiB, GB, MB, KB)",
         )
 
 

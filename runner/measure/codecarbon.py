@@ -63,6 +63,21 @@ def codecarbon_version() -> str:
         return "unknown"
 
 
+def energy_mix_table() -> dict[str, Any]:
+    """CodeCarbon's packaged per-country energy-mix table (no network), keyed by ISO alpha-3."""
+    from codecarbon.input import DataSource
+
+    return DataSource().get_global_energy_mix_data()
+
+
+def known_country_codes() -> frozenset[str] | None:
+    """Country codes CodeCarbon has data for; None when CodeCarbon or its data is missing."""
+    try:
+        return frozenset(energy_mix_table())
+    except (ImportError, OSError, ValueError):
+        return None
+
+
 class _Forward(logging.Handler):
     """Hands CodeCarbon's records to the run's logger (CodeCarbon's does not propagate)."""
 
@@ -241,9 +256,7 @@ def carbon_intensity_g_per_kwh(
 ) -> tuple[float | None, list[str]]:
     """The intensity CodeCarbon applied (its emissions / its energy), else its country table."""
     try:
-        from codecarbon.input import DataSource
-
-        table = DataSource().get_global_energy_mix_data()
+        table = energy_mix_table()
     except Exception as exc:  # codecarbon missing or its data unreadable
         table, warnings = {}, [f"CodeCarbon's energy-mix table is unreadable: {exc}"]
     else:

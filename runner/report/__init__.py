@@ -28,6 +28,7 @@ from runner.report.compare import add_relative_columns, resolve_baseline
 from runner.report.markdown import display_table, render_report
 from runner.report.plots import make_plots
 from runner.report.samples import LatencySamples, read_latency_samples
+from runner.results import atomic_path
 
 __all__ = [
     "ReportError",
@@ -73,7 +74,8 @@ def _samples(records: list[RunRecord], labels: list[str]) -> dict[str, LatencySa
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> Path | None:
     try:
-        df.to_parquet(path, index=False)
+        with atomic_path(path) as tmp:
+            df.to_parquet(tmp, index=False)
     except Exception as exc:  # the CSV and the report are still useful without it
         log.warning("summary.parquet not written: %s: %s", type(exc).__name__, exc)
         return None
@@ -102,8 +104,10 @@ def build_report(
         df = add_relative_columns(df, base)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Atomic like result.json: a report rebuilt while someone reads it is never half there.
     csv_path = out_dir / SUMMARY_CSV
-    df.to_csv(csv_path, index=False)
+    with atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False)
     parquet_path = _write_parquet(df, out_dir / SUMMARY_PARQUET)
 
     labels = list(df["label"])
@@ -118,7 +122,8 @@ def build_report(
         sources=[str(p) for p in paths],
     )
     report_path = out_dir / REPORT_MD
-    report_path.write_text(text + "\n")
+    with atomic_path(report_path) as tmp:
+        tmp.write_text(text + "\n")
     return ReportOutputs(csv_path, parquet_path, report_path, plots, df, skipped)
 
 
