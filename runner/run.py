@@ -36,7 +36,7 @@ from runner.measure.latency import (
 from runner.measure.memory import model_footprint_bytes, track_memory
 from runner.measure.timing import synchronize
 from runner.models.context import check_workload_fits
-from runner.models.load import load_model
+from runner.models.load import input_device, load_model
 from runner.models.readback import (
     VerificationError,
     compiled_frames,
@@ -210,10 +210,6 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
             return
 
 
-def _used_device(model: Any) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _measure(
     cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progress, guard: stop.StopGuard
 ) -> None:
@@ -240,7 +236,7 @@ def _measure(
     t0 = time.perf_counter()
     loaded = load_model(cfg.model, load_kwargs, cfg.cache_dir)
     model, tokenizer = loaded.model, loaded.tokenizer
-    device = _used_device(model)
+    device = input_device(model)
     synchronize(device)
     progress.metrics["load_seconds"] = time.perf_counter() - t0
     progress.metrics["memory"] = {"model_footprint_bytes": model_footprint_bytes(model)}

@@ -7,6 +7,7 @@ import torch
 
 from runner.models.readback import compiled_frames, generation_mismatches, model_mismatches
 from runner.translate import CompileSpec
+from tests.conftest import TINY
 
 
 class Small(torch.nn.Module):
@@ -121,3 +122,23 @@ def test_memory_cap_reaches_the_placement_under_auto(compose, tmp_path):
     # A cap below the model's size leaves accelerate only the disk.
     assert applied["hf_device_map"] == {"": "disk"}
     assert model_mismatches(requested_from_pretrained(cfg), CompileSpec(False), applied) == []
+
+
+@pytest.mark.slow
+def test_a_model_offloaded_to_disk_runs_end_to_end(compose, tmp_path):
+    """Inputs go to accelerate's execution device, not to the offloaded weights' meta."""
+    from runner.run import run
+
+    cfg = compose(
+        [
+            *TINY,
+            "loading=auto",
+            "++loading.max_memory={cpu:1KB}",
+            f"+loading.extra.offload_folder={tmp_path / 'offload'}",
+            "measure.isolation=inline",
+        ]
+    )
+    result = run(cfg, tmp_path / "run")
+    assert result.status.value == "ok", result.error
+    assert result.applied["model"]["hf_device_map"] == {"": "disk"}
+    assert result.metrics["output_tokens"] > 0

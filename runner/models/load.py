@@ -25,6 +25,23 @@ class LoadedModel:
     path: str  # where the weights were loaded from (a directory or a hub id)
 
 
+def input_device(model: Any) -> Any:
+    """The device the model's inputs go to.
+
+    That is where its input embedding computes: accelerate's execution device when the
+    embedding is offloaded (its weights then sit on ``meta`` until each forward), else the
+    device of the embedding's weights.
+    """
+    import torch
+
+    embedding = model.get_input_embeddings()
+    hook = getattr(embedding, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None:
+        return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    return embedding.weight.device
+
+
 def local_model_dir(path: str) -> Path:
     """The checkpoint directory at ``model.path``, or :class:`ModelNotFoundError` saying why."""
     found = Path(path).expanduser()
