@@ -151,12 +151,21 @@ def _report_failures(outcomes: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m runner``: validate every job first, then hand over to Hydra."""
+    guard = stop.install()
+    guard.clear()
+    guard.set_live(True)  # until a run takes over, a stop signal ends the command at once
+    try:
+        _main(sys.argv[1:] if argv is None else argv, guard)
+    finally:
+        # Handlers restored: an in-process caller (tests) gets its process back as it was.
+        guard.set_live(False)
+        guard.uninstall()
+
+
+def _main(argv: list[str], guard: stop.StopGuard) -> None:
     from runner.config.validate import Facts
     from runner.preflight import UserError, check_command
 
-    guard = stop.install()
-    guard.set_live(True)  # until a run takes over, a stop signal ends the command at once
-    argv = sys.argv[1:] if argv is None else argv
     JOB_OUTCOMES.clear()
     try:
         register_configs()
