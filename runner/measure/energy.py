@@ -307,85 +307,30 @@ class _CodeCarbonMeter:
 
     def summary(self, output_tokens: int, requests: int) -> Energy:
         cfg, windows = self._cfg, self._windows
-        pue = float(cfg.pue)
         window_s = float(sum(w.seconds for w in windows))
         reading = self._run.reading if self._run is not None else None
         scale = None
         if reading is not None and reading.tracked_seconds > 0:
             scale = window_s / reading.tracked_seconds
         warnings = list(self._setup_warnings)
-
-        def scaled(joules: float | None) -> float | None:
-            return None if joules is None or scale is None else joules * scale
-
-        components = {
-            "cpu": EnergyComponent(
-                scaled(reading.cpu_joules if reading else None),
-                reading.cpu_method if reading else "unavailable",
-            ),
-            "ram": EnergyComponent(
-                scaled(reading.ram_joules if reading else None),
-                reading.ram_method if reading else "unavailable",
-            ),
-        }
-        cc_gpu = None
-        if reading is not None and reading.has_gpu and scale is not None and self._cuda:
-            cc_gpu = reading.gpu_joules * scale / pue
-        gpu_nvml, relative = None, None
-        if self._gpu.method is not None and self._gpu_error is None:
-            per_gpu = [sum(w.gpu_joules[k] for w in windows) for k in range(len(self._labels))]
-            nvml_j = sum(per_gpu)
-            gpu_nvml = GpuNvml(
-                joules=nvml_j,
-                method=self._gpu.method,
-                per_gpu_joules=dict(zip(self._labels, per_gpu, strict=True)),
-                per_repeat_joules=tuple(sum(w.gpu_joules) for w in windows),
-            )
-            components["gpu"] = EnergyComponent(nvml_j * pue, self._gpu.method)
-            if cc_gpu is not None and nvml_j > 0:
-                relative = (nvml_j - cc_gpu) / nvml_j
-        elif self._cuda:
-            components["gpu"] = EnergyComponent(
-                None if cc_gpu is None else cc_gpu * pue, "codecarbon-gpu"
-            )
-            if self._gpu_error is not None:
-                warnings.append(self._gpu_error)
+        components, gpu_nvml, cc_gpu = self._components(reading, scale, warnings)
         parts = [c.joules for c in components.values()]
         gross = None if any(p is None for p in parts) else float(sum(parts))
-
-        baseline, net = None, None
-        if self._baseline is not None:
-            b = self._baseline
-            ref = self._tracking_started_at
-            baseline = EnergyBaseline(
-                watts=b.watts,
-                joules=b.watts * window_s,
-                measured_seconds=b.measured_seconds,
-                age_seconds=(ref if ref is not None else self._clock()) - b.measured_at_s,
-                cached=self._baseline_cached,
-                method=b.method,
-            )
-            warnings += b.warnings
-            net = None if gross is None else gross - b.watts * window_s
-        else:
-            reason = (
-                "baseline_seconds=0"
-                if cfg.baseline_seconds <= 0
-                else self._baseline_error or "measure_baseline() was not called"
-            )
-            warnings.append(f"idle baseline missing ({reason}): net energy is not reported")
-
+        relative = None
+        if gpu_nvml is not None and cc_gpu is not None and (gpu_nvml.joules or 0) > 0:
+            relative = (gpu_nvml.joules - cc_gpu) / gpu_nvml.joules
+        baseline = self._baseline_section(window_s, warnings)
+        net = None if gross is None or baseline is None else gross - baseline.joules
         per_request = GrossNet(_per(gross, requests), _per(net, requests))
         intensity, intensity_warnings = carbon_intensity_g_per_kwh(reading, cfg.country_iso_code)
         warnings += intensity_warnings
-        is_estimate = reading is None or reading.cpu_method not in MEASURED_CPU_METHODS
         warnings += self._quality_warnings(reading, window_s, relative, net)
         return Energy(
             backend=EnergyBackend.codecarbon.value,
             codecarbon_version=codecarbon_version(),
             tracking_mode=TRACKING_MODE,
             country_iso_code=cfg.country_iso_code,
-            pue=pue,
+            pue=float(cfg.pue),
             window_seconds=window_s,
             repeats=len(windows),
             components=components,
@@ -405,8 +350,73 @@ class _CodeCarbonMeter:
             gpu_nvml=gpu_nvml,
             codecarbon_gpu_joules=cc_gpu,
             gpu_relative_difference=relative,
-            is_estimate=is_estimate,
+            is_estimate=reading is None or reading.cpu_method not in MEASURED_CPU_METHODS,
             warnings=tuple(dict.fromkeys(warnings)),
+        )
+
+    def _components(
+        self, reading: CodeCarbonReading | None, scale: float | None, warnings: list[str]
+    ) -> tuple[dict[str, EnergyComponent], GpuNvml | None, float | None]:
+        """Per-component joules over the windows (PUE applied), NVML's GPU figure and
+        CodeCarbon's (both without PUE); a GPU error goes to ``warnings``."""
+        pue, windows = float(self._cfg.pue), self._windows
+
+        def scaled(joules: float | None) -> float | None:
+            return None if joules is None or scale is None else joules * scale
+
+        components = {
+            "cpu": EnergyComponent(
+                scaled(reading.cpu_joules if reading else None),
+                reading.cpu_method if reading else "unavailable",
+            ),
+            "ram": EnergyComponent(
+                scaled(reading.ram_joules if reading else None),
+                reading.ram_method if reading else "unavailable",
+            ),
+        }
+        cc_gpu = None
+        if reading is not None and reading.has_gpu and scale is not None and self._cuda:
+            cc_gpu = reading.gpu_joules * scale / pue
+        gpu_nvml = None
+        if self._gpu.method is not None and self._gpu_error is None:
+            per_gpu = [sum(w.gpu_joules[k] for w in windows) for k in range(len(self._labels))]
+            nvml_j = sum(per_gpu)
+            gpu_nvml = GpuNvml(
+                joules=nvml_j,
+                method=self._gpu.method,
+                per_gpu_joules=dict(zip(self._labels, per_gpu, strict=True)),
+                per_repeat_joules=tuple(sum(w.gpu_joules) for w in windows),
+            )
+            components["gpu"] = EnergyComponent(nvml_j * pue, self._gpu.method)
+        elif self._cuda:
+            components["gpu"] = EnergyComponent(
+                None if cc_gpu is None else cc_gpu * pue, "codecarbon-gpu"
+            )
+            if self._gpu_error is not None:
+                warnings.append(self._gpu_error)
+        return components, gpu_nvml, cc_gpu
+
+    def _baseline_section(self, window_s: float, warnings: list[str]) -> EnergyBaseline | None:
+        """The idle baseline over ``window_s``; its warnings, or why it is missing, go to
+        ``warnings``."""
+        b = self._baseline
+        if b is None:
+            reason = (
+                "baseline_seconds=0"
+                if self._cfg.baseline_seconds <= 0
+                else self._baseline_error or "measure_baseline() was not called"
+            )
+            warnings.append(f"idle baseline missing ({reason}): net energy is not reported")
+            return None
+        warnings += b.warnings
+        ref = self._tracking_started_at
+        return EnergyBaseline(
+            watts=b.watts,
+            joules=b.watts * window_s,
+            measured_seconds=b.measured_seconds,
+            age_seconds=(ref if ref is not None else self._clock()) - b.measured_at_s,
+            cached=self._baseline_cached,
+            method=b.method,
         )
 
     def _quality_warnings(
