@@ -106,8 +106,8 @@ def run(quick: bool) -> dict[str, Any]:
         progress(f"accuracy: batch {batch}, {CALLS} calls {GAP_S * 1e3:.0f} ms apart")
         got = _measure(sleepy, compute_only, tok, batch)
         slept, bare = got["sleepy"], got["compute"]
-        ttft = _errors(slept["ttft_seconds"]["median"], PREFILL_S, bare["ttft_seconds"]["median"])
-        itl = _errors(slept["itl_seconds"]["median"], STEP_S, bare["itl_seconds"]["median"])
+        ttft = _errors(slept.ttft_seconds.median, PREFILL_S, bare.ttft_seconds.median)
+        itl = _errors(slept.itl_seconds.median, STEP_S, bare.itl_seconds.median)
         call_max_ms = [round(x * 1e3, 2) for x in got["call_max_itl"]]
         data[f"batch{batch}"] = {"ttft": ttft, "itl": itl, "call_max_itl_ms": call_max_ms}
         for label, e in (("TTFT", ttft), ("ITL", itl)):

@@ -150,10 +150,10 @@ def runner_figures(records: list, batches: list) -> dict[str, Any]:
 
     metrics = latency_metrics(records, batches)
     return {
-        "tokens_per_second": metrics["throughput"]["output_tokens_per_second"],
-        "decode_tokens_per_second": metrics["throughput"]["decode_tokens_per_second"],
-        "tokens": metrics["output_tokens"],
-        "seconds": metrics["measured_seconds"],
+        "tokens_per_second": metrics.throughput.output_tokens_per_second,
+        "decode_tokens_per_second": metrics.throughput.decode_tokens_per_second,
+        "tokens": metrics.output_tokens,
+        "seconds": metrics.measured_seconds,
     }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import TARGET_RATIO, check, compose, median, progress, ratio, rounded, section
+from runner.sections.energy import Energy
 
 BASE = ["loading=cpu", "measure.min_repeats=3"]
 MODELS = {
@@ -36,9 +37,10 @@ def _run(overrides: list[str], root: Path) -> dict[str, Any]:
     if result.status.value != "ok":
         err = result.error
         raise RuntimeError(f"run failed: {err.type if err else '?'}: {err.message if err else ''}")
+    latency = result.metrics.latency
     return {
-        "tps": result.metrics["throughput"]["output_tokens_per_second"],
-        "measured_seconds": result.metrics["measured_seconds"],
+        "tps": latency.throughput.output_tokens_per_second,
+        "measured_seconds": latency.measured_seconds,
         "energy": result.energy,
     }
 
@@ -58,9 +60,9 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     ratios = [ratio(a["tps"], b["tps"]) for a, b in zip(runs["on"], runs["off"], strict=True)]
-    energy = runs["on"][-1]["energy"] or {}
-    per_token = (energy.get("per_output_token_joules") or {}).get("gross")
-    cpu_method = ((energy.get("components") or {}).get("cpu") or {}).get("method")
+    energy = runs["on"][-1]["energy"] or Energy()
+    per_token = energy.per_output_token_joules.gross
+    cpu_method = energy.components["cpu"].method if "cpu" in energy.components else None
     data = {
         "model": name,
         "overrides": overrides,

@@ -14,11 +14,15 @@
   ``generate`` actually used, read back after loading.
 - ``warnings``: list of strings (library overrides, quality warnings).
 - ``workload``: a summary of the requests.
-- ``metrics``: timing, throughput and memory (see README "Result fields");
-  distributions are dicts of :data:`runner.measure.stats.STAT_KEYS`.
-- ``energy``: the energy section, or ``null`` when energy is off.
+- ``metrics``: timing, throughput and memory, :class:`runner.sections.metrics.Metrics`
+  (see README "Result fields"); distributions are :class:`~runner.sections.metrics.Stats`.
+- ``energy``: :class:`runner.sections.energy.Energy`, or ``null`` when energy is off.
 - ``environment``: versions, hardware, git commit, Slurm ids.
 - ``error``: ``null`` or ``{type, message, traceback, phase}``.
+
+``metrics`` and ``energy`` are typed sections: written and read only through their
+``to_dict``/``from_dict`` (see :mod:`runner.sections.base` for how unknown, missing or
+mistyped keys are read). The per-request table is :mod:`runner.sections.requests`.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from runner.sections.energy import Energy
+from runner.sections.metrics import Metrics
+
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
-REQUESTS_FILE = "requests.csv"
 
 
 class Status(str, Enum):
@@ -85,17 +91,59 @@ class RunResult:
     applied: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     workload: dict[str, Any] | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    energy: dict[str, Any] | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    energy: Energy | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     error: RunError | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(self)  # deep copies of the plain dicts; sections replaced below
         data["status"] = self.status.value
+        data["metrics"] = self.metrics.to_dict()
+        data["energy"] = None if self.energy is None else self.energy.to_dict()
         # schema_version first: a reader can dispatch on it before anything else.
         return {"schema_version": data.pop("schema_version"), **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        """A result from its dict (e.g. :func:`read_result`'s); needs a known ``status``.
+
+        Values of the wrong type read as empty, like the sections' (see
+        :mod:`runner.sections.base`), so a hand-edited file still renders.
+        """
+
+        def typed(key: str, kind: type, default: Any) -> Any:
+            value = data.get(key)
+            return value if isinstance(value, kind) else default
+
+        err = typed("error", dict, None)
+        energy = data.get("energy")
+        return cls(
+            status=Status(data["status"]),
+            run_id=typed("run_id", str, ""),
+            config_hash=typed("config_hash", str, ""),
+            overrides=[str(o) for o in typed("overrides", list, [])],
+            started_at=typed("started_at", str, ""),
+            finished_at=typed("finished_at", str, None),
+            config=typed("config", dict, {}),
+            requested=typed("requested", dict, {}),
+            applied=typed("applied", dict, {}),
+            warnings=[str(w) for w in typed("warnings", list, [])],
+            workload=typed("workload", dict, None),
+            metrics=Metrics.from_dict(data.get("metrics")),
+            energy=Energy.from_dict(energy) if isinstance(energy, dict) else None,
+            environment=typed("environment", dict, {}),
+            error=None
+            if err is None
+            else RunError(
+                str(err.get("type") or ""),
+                str(err.get("message") or ""),
+                err.get("traceback"),
+                str(err.get("phase") or ""),
+            ),
+            schema_version=typed("schema_version", int, SCHEMA_VERSION),
+        )
 
 
 def _json_default(obj: Any) -> Any:

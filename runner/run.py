@@ -26,13 +26,7 @@ from runner.config.schema import DecodingMode, RunConfig
 from runner.config.validate import Facts, validate
 from runner.measure.energy import EnergyMeter
 from runner.measure.generation import CallResult, eos_token_ids, timed_generate
-from runner.measure.latency import (
-    BatchRecord,
-    RequestRecord,
-    latency_metrics,
-    records_for_call,
-    write_requests_csv,
-)
+from runner.measure.latency import BatchRecord, latency_metrics, records_for_call
 from runner.measure.memory import model_footprint_bytes, track_memory
 from runner.measure.timing import synchronize
 from runner.models.context import check_workload_fits
@@ -45,7 +39,9 @@ from runner.models.readback import (
     read_back_generation,
     read_back_model,
 )
-from runner.results import REQUESTS_FILE, Phase, RunError, RunResult, Status, write_result
+from runner.results import Phase, RunError, RunResult, Status, write_result
+from runner.sections.metrics import Latency, Memory, Metrics
+from runner.sections.requests import REQUESTS_FILE, RequestRecord, write_requests
 from runner.stop import StopRequested
 from runner.translate import (
     apply_compile,
@@ -74,7 +70,7 @@ class _Progress:
     phase: Phase = Phase.config
     records: list[RequestRecord] = dataclasses.field(default_factory=list)
     batches: list[BatchRecord] = dataclasses.field(default_factory=list)
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)  # all but the latency part
     meter: EnergyMeter | None = None
     stopped_by: str | None = None
 
@@ -85,7 +81,7 @@ def run(
     overrides: list[str] | None = None,
     config_hash: str = "",
 ) -> RunResult:
-    """Measure one configuration; write ``result.json`` and ``requests.csv`` into ``run_dir``.
+    """Measure one configuration; write ``result.json`` and ``requests.parquet`` into ``run_dir``.
 
     A stop signal (see :mod:`runner.stop`) in any phase ends as ``interrupted`` with that
     phase and whatever was measured; under submitit the signal is then handed to its
@@ -177,20 +173,23 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
 
     Not live: signals are only recorded here, and checked before and after each step.
     """
+    latency = None
     if progress.records:
-        result.metrics.update(latency_metrics(progress.records, progress.batches))
-        with contextlib.suppress(OSError):
-            write_requests_csv(run_dir / REQUESTS_FILE, progress.records)
-    result.metrics.update(progress.metrics)
-    if progress.stopped_by:
-        result.metrics["stopped_by"] = progress.stopped_by
+        latency = latency_metrics(progress.records, progress.batches)
+        try:
+            write_requests(run_dir / REQUESTS_FILE, progress.records)
+        except Exception as exc:  # the table must not cost the result
+            result.warnings.append(f"{REQUESTS_FILE} not written: {type(exc).__name__}: {exc}")
+    result.metrics = dataclasses.replace(
+        progress.metrics, latency=latency, stopped_by=progress.stopped_by
+    )
     _note_late_stop(result, progress, guard)
     if progress.meter is not None:
         _enter(progress, Phase.energy, guard)
         try:
+            measured = latency or Latency()
             result.energy = progress.meter.summary(
-                output_tokens=result.metrics.get("output_tokens", 0),
-                requests=result.metrics.get("requests", 0),
+                output_tokens=measured.output_tokens or 0, requests=measured.requests or 0
             )
         except Exception as exc:  # energy must not cost the timing results
             result.warnings.append(f"energy summary failed: {type(exc).__name__}: {exc}")
@@ -238,8 +237,12 @@ def _measure(
     model, tokenizer = loaded.model, loaded.tokenizer
     device = input_device(model)
     synchronize(device)
-    progress.metrics["load_seconds"] = time.perf_counter() - t0
-    progress.metrics["memory"] = {"model_footprint_bytes": model_footprint_bytes(model)}
+    progress.metrics = dataclasses.replace(
+        progress.metrics,
+        provision_seconds=loaded.provision_seconds,
+        load_seconds=time.perf_counter() - t0 - (loaded.provision_seconds or 0.0),
+        memory=Memory(model_footprint_bytes=model_footprint_bytes(model)),
+    )
 
     workload = build_workload(cfg.workload, tokenizer)
     result.workload = workload.summary()
@@ -295,7 +298,9 @@ def _measure(
     finally:
         # Also after an interruption: the peak so far belongs with what was measured.
         if window is not None and window.value is not None:
-            progress.metrics["memory"].update(dataclasses.asdict(window.value))
+            footprint = progress.metrics.memory.model_footprint_bytes
+            memory = dataclasses.replace(window.value, model_footprint_bytes=footprint)
+            progress.metrics = dataclasses.replace(progress.metrics, memory=memory)
     progress.phase = Phase.write
 
 
@@ -328,10 +333,11 @@ def _warmup(
         msg = f"{w.category.__name__}: {w.message}"
         if msg not in result.warnings:
             result.warnings.append(msg)
-    progress.metrics["warmup_seconds"] = time.perf_counter() - t0
-    progress.metrics["warmup_calls"] = calls
-    progress.metrics["compile_seconds"] = (
-        first.timing.total_seconds if compiled and first is not None else None
+    progress.metrics = dataclasses.replace(
+        progress.metrics,
+        warmup_seconds=time.perf_counter() - t0,
+        warmup_calls=calls,
+        compile_seconds=first.timing.total_seconds if compiled and first is not None else None,
     )
     return first
 
@@ -378,7 +384,7 @@ def _measured_loop(
             synchronize(device)
             meter.end_window()
         repeat += 1
-        progress.metrics["repeats"] = repeat
+        progress.metrics = dataclasses.replace(progress.metrics, repeats=repeat)
         if progress.stopped_by or (repeat >= m.min_repeats and measured >= m.min_seconds):
             progress.stopped_by = progress.stopped_by or "criteria_met"
             log.info("measured %d repeat(s), %.2f s", repeat, measured)

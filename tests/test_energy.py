@@ -5,6 +5,7 @@ One test runs the real CodeCarbon tracker on this CPU (marked slow).
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import socket
@@ -27,6 +28,7 @@ from runner.measure.nvml import (
     open_nvml,
     trapezoid_joules,
 )
+from runner.sections.energy import EnergyComponent, GrossNet
 
 SECTION_KEYS = {
     "backend",
@@ -210,35 +212,34 @@ def test_window_arithmetic_per_repeat_and_derived_figures(tmp_path: Path, clock:
         nv.advance(2.5)
     s = meter.summary(output_tokens=407, requests=4)
 
-    assert set(s) == SECTION_KEYS
-    json.dumps(s, allow_nan=False)
-    assert s["repeats"] == 2
-    assert s["window_seconds"] == pytest.approx(5.0)
-    assert s["gpu_nvml"]["method"] == "nvml-counter"
-    assert s["gpu_nvml"]["per_repeat_joules"] == pytest.approx([200.0, 600.0])
-    assert s["gpu_nvml"]["joules"] == pytest.approx(800.0)
+    assert set(s.to_dict()) == SECTION_KEYS
+    json.dumps(s.to_dict(), allow_nan=False)
+    assert s.repeats == 2
+    assert s.window_seconds == pytest.approx(5.0)
+    assert s.gpu_nvml.method == "nvml-counter"
+    assert s.gpu_nvml.per_repeat_joules == pytest.approx([200.0, 600.0])
+    assert s.gpu_nvml.joules == pytest.approx(800.0)
     # CodeCarbon tracked 10 s, the windows are 5 s of it: its totals are halved.
-    assert s["components"]["cpu"] == {
-        "joules": pytest.approx(10.0),
-        "method": "codecarbon-cpu-load-estimate",
-    }
-    assert s["components"]["ram"]["joules"] == pytest.approx(4.0)
-    assert s["components"]["ram"]["method"] == "codecarbon-ram-estimate"
-    assert s["components"]["gpu"] == {"joules": pytest.approx(800.0), "method": "nvml-counter"}
-    assert s["codecarbon_gpu_joules"] == pytest.approx(850.0)
-    assert s["gpu_relative_difference"] == pytest.approx((800 - 850) / 800)
-    assert s["gross_joules"] == pytest.approx(814.0)
-    assert s["per_output_token_joules"] == {"gross": pytest.approx(2.0), "net": None}
-    assert s["per_request_joules"] == {"gross": pytest.approx(203.5), "net": None}
-    assert s["per_1000_requests_joules"]["gross"] == pytest.approx(203_500.0)
-    assert s["average_power_watts"]["gross"] == pytest.approx(814.0 / 5.0)
-    assert s["carbon_intensity_g_per_kwh"] == pytest.approx(400.0)
-    assert s["emissions_kg"] == pytest.approx(814.0 / J_PER_KWH * 0.4)
-    assert s["tracking_mode"] == "machine"
-    assert s["is_estimate"] is True
-    assert any("CPU energy is an estimate" in w for w in s["warnings"])
-    assert any("cover 50%" in w for w in s["warnings"])
-    assert not any("shorter than 1" in w for w in s["warnings"])
+    assert s.components["cpu"] == EnergyComponent(
+        pytest.approx(10.0), "codecarbon-cpu-load-estimate"
+    )
+    assert s.components["ram"].joules == pytest.approx(4.0)
+    assert s.components["ram"].method == "codecarbon-ram-estimate"
+    assert s.components["gpu"] == EnergyComponent(pytest.approx(800.0), "nvml-counter")
+    assert s.codecarbon_gpu_joules == pytest.approx(850.0)
+    assert s.gpu_relative_difference == pytest.approx((800 - 850) / 800)
+    assert s.gross_joules == pytest.approx(814.0)
+    assert s.per_output_token_joules == GrossNet(pytest.approx(2.0), None)
+    assert s.per_request_joules == GrossNet(pytest.approx(203.5), None)
+    assert s.per_1000_requests_joules.gross == pytest.approx(203_500.0)
+    assert s.average_power_watts.gross == pytest.approx(814.0 / 5.0)
+    assert s.carbon_intensity_g_per_kwh == pytest.approx(400.0)
+    assert s.emissions_kg == pytest.approx(814.0 / J_PER_KWH * 0.4)
+    assert s.tracking_mode == "machine"
+    assert s.is_estimate is True
+    assert any("CPU energy is an estimate" in w for w in s.warnings)
+    assert any("cover 50%" in w for w in s.warnings)
+    assert not any("shorter than 1" in w for w in s.warnings)
 
     kw = factory.trackers[0].kwargs
     assert kw["output_dir"] == str(tmp_path)
@@ -256,9 +257,9 @@ def test_multi_gpu_sums_and_keys_by_cuda_index(tmp_path: Path, clock: FakeClock)
     with meter.tracking():
         run_windows(meter, nv, [(0.0, 2.0)])
     s = meter.summary(output_tokens=10, requests=1)
-    assert s["gpu_nvml"]["per_gpu_joules"] == {"0": pytest.approx(300.0), "1": pytest.approx(100.0)}
-    assert s["gpu_nvml"]["joules"] == pytest.approx(400.0)
-    assert s["gpu_relative_difference"] == pytest.approx(0.0)
+    assert s.gpu_nvml.per_gpu_joules == {"0": pytest.approx(300.0), "1": pytest.approx(100.0)}
+    assert s.gpu_nvml.joules == pytest.approx(400.0)
+    assert s.gpu_relative_difference == pytest.approx(0.0)
     assert factory.trackers[0].kwargs["gpu_ids"] == [0, 1]
 
 
@@ -271,7 +272,7 @@ def test_cuda_visible_devices_maps_to_nvml_indices(tmp_path: Path, clock: FakeCl
     with meter.tracking():
         run_windows(meter, nv, [(0.0, 2.0)])
     s = meter.summary(output_tokens=1, requests=1)
-    assert s["gpu_nvml"]["per_gpu_joules"] == {"0": pytest.approx(140.0)}
+    assert s.gpu_nvml.per_gpu_joules == {"0": pytest.approx(140.0)}
     assert factory.trackers[0].kwargs["gpu_ids"] == [3]
     # A cgroup that already hides the other GPUs: NVML numbers from 0 as CUDA does.
     assert cuda_to_nvml_indices([0, 1], device_count=2, visible="2,3") == ([0, 1], [])
@@ -286,10 +287,10 @@ def test_counter_unsupported_falls_back_to_power_samples(tmp_path: Path, clock: 
     with meter.tracking():
         run_windows(meter, nv, [(0.0, 2.0)])
     s = meter.summary(output_tokens=1, requests=1)
-    assert s["gpu_nvml"]["method"] == "nvml-power-samples"
-    assert s["components"]["gpu"]["method"] == "nvml-power-samples"
-    assert s["gpu_nvml"]["per_gpu_joules"] == {"0": pytest.approx(200.0), "1": pytest.approx(80.0)}
-    assert any("fewer than 10 GPU power samples" in w for w in s["warnings"])
+    assert s.gpu_nvml.method == "nvml-power-samples"
+    assert s.components["gpu"].method == "nvml-power-samples"
+    assert s.gpu_nvml.per_gpu_joules == {"0": pytest.approx(200.0), "1": pytest.approx(80.0)}
+    assert any("fewer than 10 GPU power samples" in w for w in s.warnings)
 
 
 def test_power_sampler_thread_integrates_real_samples():
@@ -336,8 +337,8 @@ def test_counter_going_backwards_is_warned(tmp_path: Path, clock: FakeClock):
         nv.energy_mj[0] -= 1000
         meter.end_window()
     s = meter.summary(output_tokens=1, requests=1)
-    assert s["gpu_nvml"]["joules"] == 0.0
-    assert any("went backwards" in w for w in s["warnings"])
+    assert s.gpu_nvml.joules == 0.0
+    assert any("went backwards" in w for w in s.warnings)
 
 
 def test_short_window_warning(tmp_path: Path, clock: FakeClock):
@@ -347,8 +348,8 @@ def test_short_window_warning(tmp_path: Path, clock: FakeClock):
     with meter.tracking():
         run_windows(meter, nv, [(0.0, 0.4), (0.0, 2.0)])
     s = meter.summary(output_tokens=1, requests=1)
-    assert any("1 of 2 measured windows are shorter than 1 s" in w for w in s["warnings"])
-    assert not any("shorter than CodeCarbon's sampling interval" in w for w in s["warnings"])
+    assert any("1 of 2 measured windows are shorter than 1 s" in w for w in s.warnings)
+    assert not any("shorter than CodeCarbon's sampling interval" in w for w in s.warnings)
 
 
 # --- baseline ----------------------------------------------------------------------------
@@ -374,22 +375,22 @@ def test_baseline_subtraction(tmp_path: Path, clock: FakeClock, monkeypatch: pyt
     with meter.tracking():
         run_windows(meter, nv, [(0.0, 4.0)])
     s = meter.summary(output_tokens=100, requests=2)
-    base = s["baseline"]
-    assert base["watts"] == pytest.approx(65.0)
-    assert base["joules"] == pytest.approx(65.0 * 4.0)
-    assert base["measured_seconds"] == pytest.approx(2.0)
-    assert base["age_seconds"] == pytest.approx(30.0)
-    assert base["cached"] is False
-    assert base["method"] == (
+    base = s.baseline
+    assert base.watts == pytest.approx(65.0)
+    assert base.joules == pytest.approx(65.0 * 4.0)
+    assert base.measured_seconds == pytest.approx(2.0)
+    assert base.age_seconds == pytest.approx(30.0)
+    assert base.cached is False
+    assert base.method == (
         "cpu=codecarbon-cpu-load-estimate;ram=codecarbon-ram-estimate;gpu=nvml-counter"
     )
     gross = 60.0 + 20.0 + 1000.0
-    assert s["gross_joules"] == pytest.approx(gross)
-    assert s["net_joules"] == pytest.approx(gross - 260.0)
-    assert s["per_output_token_joules"]["net"] == pytest.approx((gross - 260.0) / 100)
-    assert s["per_request_joules"]["net"] == pytest.approx((gross - 260.0) / 2)
-    assert s["average_power_watts"]["net"] == pytest.approx((gross - 260.0) / 4.0)
-    assert not any("baseline missing" in w for w in s["warnings"])
+    assert s.gross_joules == pytest.approx(gross)
+    assert s.net_joules == pytest.approx(gross - 260.0)
+    assert s.per_output_token_joules.net == pytest.approx((gross - 260.0) / 100)
+    assert s.per_request_joules.net == pytest.approx((gross - 260.0) / 2)
+    assert s.average_power_watts.net == pytest.approx((gross - 260.0) / 4.0)
+    assert not any("baseline missing" in w for w in s.warnings)
 
 
 def test_baseline_missing_warning(tmp_path: Path, clock: FakeClock):
@@ -403,10 +404,10 @@ def test_baseline_missing_warning(tmp_path: Path, clock: FakeClock):
         clock.now += 2.0
         meter.end_window()
     s = meter.summary(output_tokens=5, requests=1)
-    assert s["baseline"] is None and s["net_joules"] is None
-    assert s["per_output_token_joules"] == {"gross": pytest.approx(1.0), "net": None}
-    assert "gpu" not in s["components"] and s["gpu_nvml"] is None
-    assert any("baseline missing (baseline_seconds=0)" in w for w in s["warnings"])
+    assert s.baseline is None and s.net_joules is None
+    assert s.per_output_token_joules == GrossNet(pytest.approx(1.0), None)
+    assert "gpu" not in s.components and s.gpu_nvml is None
+    assert any("baseline missing (baseline_seconds=0)" in w for w in s.warnings)
     assert len(factory.trackers) == 1
 
 
@@ -427,11 +428,11 @@ def test_cache_baseline_reuses_with_age(tmp_path: Path, clock: FakeClock):
         clock.now += 1.0
         second.end_window()
     s = second.summary(output_tokens=1, requests=1)
-    assert s["baseline"]["cached"] is True
-    assert s["baseline"]["watts"] == pytest.approx(10.0)
+    assert s.baseline.cached is True
+    assert s.baseline.watts == pytest.approx(10.0)
     # measured 1000..1001, second run's tracking starts at 1101
-    assert s["baseline"]["age_seconds"] == pytest.approx(100.0)
-    assert s["baseline"]["joules"] == pytest.approx(10.0)
+    assert s.baseline.age_seconds == pytest.approx(100.0)
+    assert s.baseline.joules == pytest.approx(10.0)
 
 
 def test_no_baseline_reuse_without_cache_baseline(tmp_path: Path, clock: FakeClock):
@@ -443,7 +444,7 @@ def test_no_baseline_reuse_without_cache_baseline(tmp_path: Path, clock: FakeClo
     b = second.measure_baseline()
     assert len(factory.trackers) == 2
     assert b.watts == pytest.approx(30.0)
-    assert second.summary(1, 1)["baseline"]["cached"] is False
+    assert second.summary(1, 1).baseline.cached is False
 
 
 # --- lifecycle ---------------------------------------------------------------------------
@@ -482,11 +483,11 @@ def test_tracker_stopped_when_body_raises(tmp_path: Path, clock: FakeClock, exc:
     assert factory.events == ["start", "stop"]
     assert meter._impl._gpu._thread is None  # the sampler thread is stopped too
     s = meter.summary(output_tokens=4, requests=2)
-    assert s["repeats"] == 1
-    assert s["gpu_nvml"]["joules"] == pytest.approx(200.0)
+    assert s.repeats == 1
+    assert s.gpu_nvml.joules == pytest.approx(200.0)
     # tracked 5 s (gaps 1+1, window 2, open window 1): 2/5 of the tracker totals
-    assert s["components"]["cpu"]["joules"] == pytest.approx(3.0 * 2.0 / 5.0)
-    assert any("still open" in w for w in s["warnings"])
+    assert s.components["cpu"].joules == pytest.approx(3.0 * 2.0 / 5.0)
+    assert any("still open" in w for w in s.warnings)
 
 
 def test_codecarbon_logs_reach_the_run_logger(tmp_path: Path, clock: FakeClock):
@@ -516,9 +517,9 @@ def test_rapl_is_a_measurement_and_missing_tracker_data_is_reported(tmp_path, cl
         clock.now += 2.0
         meter.end_window()
     s = meter.summary(1, 1)
-    assert s["components"]["cpu"]["method"] == "rapl"
-    assert s["is_estimate"] is False
-    assert not any("estimate" in w for w in s["warnings"])
+    assert s.components["cpu"].method == "rapl"
+    assert s.is_estimate is False
+    assert not any("estimate" in w for w in s.warnings)
 
     def broken(**kw: Any) -> Any:
         raise OSError("no hardware")
@@ -529,8 +530,8 @@ def test_rapl_is_a_measurement_and_missing_tracker_data_is_reported(tmp_path, cl
         clock.now += 2.0
         meter.end_window()
     s = meter.summary(1, 1)
-    assert s["gross_joules"] is None and s["components"]["cpu"]["joules"] is None
-    assert any("failed to start" in w for w in s["warnings"])
+    assert s.gross_joules is None and s.components["cpu"].joules is None
+    assert any("failed to start" in w for w in s.warnings)
 
 
 def test_unknown_country_is_warned(tmp_path: Path, clock: FakeClock):
@@ -543,8 +544,8 @@ def test_unknown_country_is_warned(tmp_path: Path, clock: FakeClock):
         clock.now += 2.0
         meter.end_window()
     s = meter.summary(1, 1)
-    assert s["country_iso_code"] == "XYZ"
-    assert any("'XYZ' is not in CodeCarbon's energy-mix table" in w for w in s["warnings"])
+    assert s.country_iso_code == "XYZ"
+    assert any("'XYZ' is not in CodeCarbon's energy-mix table" in w for w in s.warnings)
 
 
 def test_missing_nvml_is_a_stand_in(tmp_path: Path, clock: FakeClock):
@@ -560,11 +561,11 @@ def test_missing_nvml_is_a_stand_in(tmp_path: Path, clock: FakeClock):
         clock.now += 2.0
         meter.end_window()
     s = meter.summary(1, 1)
-    assert s["gpu_nvml"] is None
+    assert s.gpu_nvml is None
     # A GPU run without a GPU figure has no honest total.
-    assert s["components"]["gpu"] == {"joules": None, "method": "codecarbon-gpu"}
-    assert s["gross_joules"] is None and s["emissions_kg"] is None
-    assert any("NVML unavailable" in w for w in s["warnings"])
+    assert s.components["gpu"] == EnergyComponent(None, "codecarbon-gpu")
+    assert s.gross_joules is None and s.emissions_kg is None
+    assert any("NVML unavailable" in w for w in s.warnings)
 
 
 def test_cpu_run_never_touches_nvml_and_window_misuse(tmp_path: Path, clock: FakeClock):
@@ -618,22 +619,24 @@ def test_real_codecarbon_offline_on_cpu(tmp_path: Path, monkeypatch: pytest.Monk
     elapsed = time.perf_counter() - t0
 
     assert attempts == []
-    assert (run_dir / "emissions.csv").is_file()
     assert sorted(p.name for p in run_dir.iterdir()) == ["emissions.csv"]
+    # Its one row names the run, so emissions.csv files of a sweep join back to result.json.
+    rows = list(csv.DictReader((run_dir / "emissions.csv").open()))
+    assert [(r["project_name"], r["experiment_id"]) for r in rows] == [("llm-sweep-runner", "run")]
     assert list(cwd.iterdir()) == []
     assert not Path("emissions.csv").exists()
-    json.dumps(s, allow_nan=False)
-    assert s["components"]["cpu"]["joules"] > 0
-    assert s["components"]["ram"]["joules"] > 0
-    assert s["components"]["cpu"]["method"] in {
+    json.dumps(s.to_dict(), allow_nan=False)
+    assert s.components["cpu"].joules > 0
+    assert s.components["ram"].joules > 0
+    assert s.components["cpu"].method in {
         "rapl",
         "codecarbon-cpu-load-estimate",
         "codecarbon-cpu-tdp-estimate",
     }
-    assert "estimate" in s["components"]["ram"]["method"]
-    assert s["baseline"]["watts"] > 0 and s["net_joules"] is not None
-    assert s["codecarbon_version"] == energy_mod.codecarbon_version() != "unknown"
-    assert s["carbon_intensity_g_per_kwh"] > 0 and s["emissions_kg"] > 0
+    assert "estimate" in s.components["ram"].method
+    assert s.baseline.watts > 0 and s.net_joules is not None
+    assert s.codecarbon_version == energy_mod.codecarbon_version() != "unknown"
+    assert s.carbon_intensity_g_per_kwh > 0 and s.emissions_kg > 0
     assert elapsed < 30
 
 
@@ -649,9 +652,9 @@ def test_real_nvml_window_on_gpu(tmp_path: Path):
         time.sleep(1.5)
         meter.end_window()
     s = meter.summary(output_tokens=1, requests=1)
-    json.dumps(s, allow_nan=False)
-    assert s["gpu_nvml"]["method"] in {"nvml-counter", "nvml-power-samples"}
-    assert s["gpu_nvml"]["joules"] > 0
-    assert s["components"]["gpu"]["joules"] > 0
-    assert s["codecarbon_gpu_joules"] is not None
-    assert "gpu=nvml-" in s["baseline"]["method"]
+    json.dumps(s.to_dict(), allow_nan=False)
+    assert s.gpu_nvml.method in {"nvml-counter", "nvml-power-samples"}
+    assert s.gpu_nvml.joules > 0
+    assert s.components["gpu"].joules > 0
+    assert s.codecarbon_gpu_joules is not None
+    assert "gpu=nvml-" in s.baseline.method

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing as mp
+import threading
 import time
 from pathlib import Path
 
@@ -156,6 +157,32 @@ def test_tiny_is_deterministic(tiny_dir, tmp_path):
     other = ensure_tiny(tmp_path)
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         assert (other / name).read_bytes() == (tiny_dir / name).read_bytes(), name
+
+
+def test_a_cold_cache_build_is_timed_apart_from_loading(tmp_path):
+    from runner.config.schema import ModelConfig, ModelSource
+    from runner.models.load import load_model
+
+    model = ModelConfig(source=ModelSource.tiny, name="tiny")
+    cold = load_model(model, {}, str(tmp_path))
+    assert cold.provision_seconds is not None and cold.provision_seconds > 0
+    assert load_model(model, {}, str(tmp_path)).provision_seconds is None  # warm cache
+
+
+def test_waiting_for_another_builder_counts_as_provisioning(tmp_path):
+    target = tmp_path / "m"
+    spent = cache.ProvisionTime()
+    with open(tmp_path / "m.lock", "a") as lock:  # another process is building...
+        cache.fcntl.flock(lock, cache.fcntl.LOCK_EX)
+        racer = threading.Thread(
+            target=build_atomically, args=(target, _slow_counting_build, spent)
+        )
+        racer.start()
+        time.sleep(0.5)
+        cache.fcntl.flock(lock, cache.fcntl.LOCK_UN)  # ...and is done (here: nothing built)
+        racer.join(timeout=60)
+    # 0.5 s waiting plus the 1 s build this thread then did itself.
+    assert spent.seconds is not None and spent.seconds >= 1.4
 
 
 # --- smollm2 ---------------------------------------------------------------------------

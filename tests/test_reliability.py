@@ -130,7 +130,7 @@ def test_sigterm_to_the_runner_records_interrupted_and_exits_nonzero(tiny_dir, t
     assert result["status"] == "interrupted"
     assert result["error"]["phase"] == "measure"
     assert result["metrics"]["requests"] > 0  # what was measured is kept
-    assert (run_dir / "requests.csv").is_file()
+    assert (run_dir / "requests.parquet").is_file()
     assert result["energy"] is not None and result["energy"]["window_seconds"] > 0
     assert list(run_dir.glob("emissions*.csv"))  # the tracker was stopped and flushed
 

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from runner.measure.stats import STAT_KEYS, summarize
+from runner.measure.stats import summarize
 from runner.report import build_report
 from runner.report.__main__ import main
 from runner.report.collect import (
@@ -30,20 +30,35 @@ from runner.report.compare import (
 )
 from runner.report.markdown import environment_section
 from runner.report.samples import parse_float_list, read_latency_samples
+from runner.results import RunError, RunResult, Status
+from runner.sections.energy import Energy, EnergyComponent, GrossNet
+from runner.sections.metrics import Latency, Memory, Metrics, Stats, Throughput
+from runner.sections.requests import (
+    LEGACY_REQUESTS_FILE,
+    REQUESTS_FILE,
+    RequestRecord,
+    read_requests,
+    write_requests,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parent.parent
 ENV_A = {"python": "3.11.9", "torch": "2.5.1", "gpu_name": "NVIDIA H100", "hostname": "node1"}
 
 
-def stats(mean: float | None, half: float | None = None) -> dict[str, Any]:
-    """A STAT_KEYS dict with ``mean`` and a symmetric 95% CI of half-width ``half``."""
-    out: dict[str, Any] = dict.fromkeys(STAT_KEYS)
-    if mean is not None:
-        out.update(count=10, mean=mean, median=mean, min=mean * 0.8, max=mean * 1.2)
-        if half is not None:
-            out.update(ci95_low=mean - half, ci95_high=mean + half, std=half)
-    return out
+def stats(mean: float, half: float, **extra: Any) -> Stats:
+    """A distribution with ``mean`` and a symmetric 95% CI of half-width ``half``."""
+    return Stats(
+        count=10,
+        mean=mean,
+        median=mean,
+        min=mean * 0.8,
+        max=mean * 1.2,
+        std=half,
+        ci95_low=mean - half,
+        ci95_high=mean + half,
+        **extra,
+    )
 
 
 def result(
@@ -54,81 +69,81 @@ def result(
     tok_half: float = 10.0,
     ttft_s: float = 0.05,
     energy_j_per_tok: float | None = 0.2,
-    error: dict[str, Any] | None = None,
+    error: RunError | None = None,
     environment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A result.json dict following runner/results.py's schema."""
+    """A result.json dict, built from the result's own types."""
     energy = None
     if energy_j_per_tok is not None:
-        energy = {
-            "gross_joules": energy_j_per_tok * 1000,
-            "net_joules": energy_j_per_tok * 800,
-            "per_output_token_joules": {"gross": energy_j_per_tok, "net": energy_j_per_tok * 0.8},
-            "per_request_joules": {"gross": energy_j_per_tok * 32, "net": None},
-            "emissions_kg": 1e-5,
-            "carbon_intensity_g_per_kwh": 50.0,
-            "is_estimate": True,
-            "components": {"cpu": {"joules": 10.0, "method": "tdp"}},
-            "warnings": ["cpu energy estimated from TDP"],
-        }
-    return {
-        "schema_version": 1,
-        "status": status,
-        "run_id": ",".join(overrides) or "run",
-        "config_hash": "abc123",
-        "overrides": overrides,
-        "started_at": "2025-01-01T00:00:00Z",
-        "finished_at": "2025-01-01T00:01:00Z",
-        "config": {"measure": {"warmup": 1, "min_repeats": 3}, "energy": {"backend": "codecarbon"}},
-        "metrics": {
-            "ttft_seconds": stats(ttft_s, ttft_s / 10),
-            "itl_seconds": stats(0.01, 0.001),
-            "tpot_seconds": stats(0.01, 0.001),
-            "e2e_request_seconds": stats(0.4, 0.02),
-            "e2e_batch_seconds": stats(0.5, 0.02),
-            "output_tokens_per_second": stats(tok_s, tok_half),
-            "decode_tokens_per_second": stats(tok_s * 1.1, tok_half),
-            "throughput_per_repeat": {**stats(tok_s, tok_half), "cv": 0.02},
-            "throughput": {
-                "output_tokens_per_second": tok_s,
-                "decode_tokens_per_second": tok_s,
-                "requests_per_second": 2.0,
-                "input_tokens_per_second": 400.0,
-            },
-            "memory": {
-                "model_footprint_bytes": 2**28,
-                "peak_bytes": 3 * 2**29,
-                "peak_source": "cuda-max-allocated",
-                "peak_allocated_bytes": 3 * 2**29,
-                "peak_reserved_bytes": 2**31,
-                "peak_rss_bytes": None,
-            },
-            "load_seconds": 3.0,
-            "compile_seconds": None,
-            "warmup_seconds": 1.0,
-            "measured_seconds": 10.0,
-            "repeats": 3,
-            "requests": 24,
-            "output_tokens": 768,
-            "input_tokens": 2000,
-        },
-        "energy": energy,
-        "environment": environment if environment is not None else dict(ENV_A),
-        "error": error,
-    }
+        energy = Energy(
+            gross_joules=energy_j_per_tok * 1000,
+            net_joules=energy_j_per_tok * 800,
+            per_output_token_joules=GrossNet(energy_j_per_tok, energy_j_per_tok * 0.8),
+            per_request_joules=GrossNet(energy_j_per_tok * 32, None),
+            emissions_kg=1e-5,
+            carbon_intensity_g_per_kwh=50.0,
+            is_estimate=True,
+            components={"cpu": EnergyComponent(10.0, "tdp")},
+            warnings=("cpu energy estimated from TDP",),
+        )
+    latency = Latency(
+        ttft_seconds=stats(ttft_s, ttft_s / 10),
+        itl_seconds=stats(0.01, 0.001),
+        tpot_seconds=stats(0.01, 0.001),
+        e2e_request_seconds=stats(0.4, 0.02),
+        e2e_batch_seconds=stats(0.5, 0.02),
+        output_tokens_per_second=stats(tok_s, tok_half),
+        decode_tokens_per_second=stats(tok_s * 1.1, tok_half),
+        throughput_per_repeat=stats(tok_s, tok_half, cv=0.02),
+        throughput=Throughput(tok_s, tok_s, 2.0, 400.0),
+        measured_seconds=10.0,
+        requests=24,
+        output_tokens=768,
+        input_tokens=2000,
+    )
+    metrics = Metrics(
+        latency=latency,
+        load_seconds=3.0,
+        memory=Memory(
+            model_footprint_bytes=2**28,
+            peak_bytes=3 * 2**29,
+            peak_source="cuda-max-allocated",
+            peak_allocated_bytes=3 * 2**29,
+            peak_reserved_bytes=2**31,
+        ),
+        warmup_seconds=1.0,
+        repeats=3,
+    )
+    return RunResult(
+        status=Status(status),
+        run_id=",".join(overrides) or "run",
+        config_hash="abc123",
+        overrides=overrides,
+        started_at="2025-01-01T00:00:00Z",
+        finished_at="2025-01-01T00:01:00Z",
+        config={"measure": {"warmup": 1, "min_repeats": 3}, "energy": {"backend": "codecarbon"}},
+        metrics=metrics,
+        energy=energy,
+        environment=environment if environment is not None else dict(ENV_A),
+        error=error,
+    ).to_dict()
 
 
-REQUESTS_CSV = (
-    "repeat,batch,request,prompt_id,input_tokens,output_tokens,ttft_seconds,"
-    "last_token_seconds,e2e_seconds,tpot_seconds,itl_seconds\n"
-    '0,0,0,p0,10,4,0.05,0.08,0.09,0.01,"[0.01, 0.011, 0.012]"\n'
-    "0,0,1,p1,10,4,0.06,0.09,0.09,0.01,0.009 0.01 0.02\n"
-    "0,1,0,p2,10,1,,,0.07,,[]\n"
-)
+def _request(batch: int, request: int, ttft: float | None, itl: tuple[float, ...]) -> RequestRecord:
+    last = None if ttft is None else ttft + sum(itl)
+    tokens = 0 if ttft is None else len(itl) + 1
+    return RequestRecord(0, batch, request, f"p{request}", 10, tokens, ttft, last, 0.09, itl)
+
+
+REQUESTS = [
+    _request(0, 0, 0.05, (0.01, 0.011, 0.012)),
+    _request(0, 1, 0.06, (0.009, 0.01, 0.02)),
+    _request(1, 2, None, ()),
+]
 
 
 def write_run(root: Path, name: str, data: dict[str, Any] | None, *, requests: bool = True) -> Path:
-    """A run directory like Hydra's: .hydra/overrides.yaml, run.log, result.json, requests.csv."""
+    """A run directory like Hydra's: .hydra/overrides.yaml, run.log, result.json, requests table."""
     run_dir = root / name
     (run_dir / ".hydra").mkdir(parents=True)
     overrides = data["overrides"] if data else []
@@ -139,7 +154,7 @@ def write_run(root: Path, name: str, data: dict[str, Any] | None, *, requests: b
     if data is not None:
         (run_dir / "result.json").write_text(json.dumps(data))
         if requests:
-            (run_dir / "requests.csv").write_text(REQUESTS_CSV)
+            write_requests(run_dir / REQUESTS_FILE, REQUESTS)
     return run_dir
 
 
@@ -171,12 +186,7 @@ def sweep(tmp_path: Path) -> Path:
             ["compile=on", "quant=nf4"],
             status="failed",
             energy_j_per_tok=None,
-            error={
-                "type": "OutOfMemoryError",
-                "message": "CUDA out of memory.\nTried 2 GiB",
-                "traceback": "Traceback...",
-                "phase": "load",
-            },
+            error=RunError("OutOfMemoryError", "CUDA out of memory.\nTried 2 GiB", "...", "load"),
         ),
     )
     write_run(
@@ -186,12 +196,7 @@ def sweep(tmp_path: Path) -> Path:
             ["compile=on", "quant=int8"],
             status="interrupted",
             energy_j_per_tok=None,
-            error={
-                "type": "KeyboardInterrupt",
-                "message": "",
-                "traceback": None,
-                "phase": "measure",
-            },
+            error=RunError("KeyboardInterrupt", "", None, "measure"),
         ),
     )
     partial = write_run(root, "compile=off,quant=int8", None)
@@ -301,8 +306,36 @@ def test_parse_float_list_and_samples(tmp_path: Path) -> None:
     samples = read_latency_samples(run)
     assert samples.ttft_ms == pytest.approx([50.0, 60.0])
     assert samples.itl_ms == pytest.approx([10.0, 11.0, 12.0, 9.0, 10.0, 20.0])
-    with pytest.raises(ValueError, match="no requests.csv"):
+    with pytest.raises(ValueError, match="no requests.parquet"):
         read_latency_samples(tmp_path)
+    (tmp_path / REQUESTS_FILE).write_text("not parquet")
+    with pytest.raises(ValueError, match="unreadable requests.parquet"):
+        read_latency_samples(tmp_path)
+
+
+def test_requests_table_has_a_list_column_and_round_trips(tmp_path: Path) -> None:
+    path = write_requests(tmp_path / REQUESTS_FILE, REQUESTS)
+    frame = pd.read_parquet(path)
+    assert list(frame["itl_seconds"].iloc[0]) == pytest.approx([0.01, 0.011, 0.012])
+    assert len(frame["itl_seconds"].iloc[2]) == 0
+    assert frame["tpot_seconds"].iloc[0] == pytest.approx(REQUESTS[0].tpot_seconds)
+    assert frame["ttft_seconds"].isna().tolist() == [False, False, True]
+    assert str(frame["output_tokens"].dtype) == "int64"
+    assert read_requests(path) == REQUESTS
+
+
+def test_samples_from_a_legacy_requests_csv(tmp_path: Path) -> None:
+    """Runs written before requests.parquet have a CSV with JSON-list cells."""
+    (tmp_path / LEGACY_REQUESTS_FILE).write_text(
+        "repeat,batch,request,prompt_id,input_tokens,output_tokens,ttft_seconds,"
+        "last_token_seconds,e2e_seconds,tpot_seconds,itl_seconds\n"
+        '0,0,0,p0,10,4,0.05,0.08,0.09,0.01,"[0.01, 0.011, 0.012]"\n'
+        "0,0,1,p1,10,4,0.06,0.09,0.09,0.01,0.009 0.01 0.02\n"
+        "0,1,0,p2,10,1,,,0.07,,[]\n"
+    )
+    samples = read_latency_samples(tmp_path)
+    assert samples.ttft_ms == pytest.approx([50.0, 60.0])
+    assert samples.itl_ms == pytest.approx([10.0, 11.0, 12.0, 9.0, 10.0, 20.0])
 
 
 def test_ratio_ci_hand_computed() -> None:
@@ -434,7 +467,7 @@ def test_replicates_and_single_run(tmp_path: Path) -> None:
     assert {"factor_quant.png", "factor_seed.png"} <= {p.name for p in outputs.plots}
     single = build_report([root / "a"], tmp_path / "single")
     assert len(single.table) == 1 and single.table.loc[0, "label"] == "quant=none,seed=1"
-    assert summarize([90.0, 110.0])["mean"] == 100.0
+    assert summarize([90.0, 110.0]).mean == 100.0
 
 
 def test_cli(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

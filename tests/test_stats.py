@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from runner.measure.latency import latency_metrics, records_for_call
-from runner.measure.stats import STAT_KEYS, cluster_ci95, summarize, t_quantile_95
+from runner.measure.stats import cluster_ci95, summarize, t_quantile_95
 from runner.measure.timing import CallTiming
 
 # Two-sided 95% Student-t quantiles from a published table (NIST/SEMATECH e-Handbook,
@@ -47,10 +47,10 @@ def test_t_quantile_undefined_without_degrees_of_freedom():
 def test_without_clusters_every_value_is_its_own_unit():
     stats = summarize([90.0, 110.0], unit="run")
     # s = 10 * sqrt(2), s / sqrt(2) = 10, t(1) = 12.706
-    assert stats["mean"] == 100.0 and stats["std"] == pytest.approx(10 * math.sqrt(2))
-    assert stats["ci95_low"] == pytest.approx(100 - 127.062, abs=1e-3)
-    assert stats["ci95_high"] == pytest.approx(100 + 127.062, abs=1e-3)
-    assert (stats["ci_unit"], stats["ci_units"], stats["count"]) == ("run", 2, 2)
+    assert stats.mean == 100.0 and stats.std == pytest.approx(10 * math.sqrt(2))
+    assert stats.ci95_low == pytest.approx(100 - 127.062, abs=1e-3)
+    assert stats.ci95_high == pytest.approx(100 + 127.062, abs=1e-3)
+    assert (stats.ci_unit, stats.ci_units, stats.count) == ("run", 2, 2)
 
 
 def test_equal_clusters_give_the_t_interval_over_cluster_means():
@@ -59,13 +59,13 @@ def test_equal_clusters_give_the_t_interval_over_cluster_means():
     stats = summarize(values, calls, unit="call")
     # Call means 2, 5, 11: mean 6, s = sqrt(21), SE = sqrt(21 / 3) = sqrt(7), t(2) = 4.3027.
     half = 4.302653 * math.sqrt(7)
-    assert stats["mean"] == pytest.approx(6.0)
-    assert stats["ci95_low"] == pytest.approx(6.0 - half, rel=1e-6)
-    assert stats["ci95_high"] == pytest.approx(6.0 + half, rel=1e-6)
-    assert (stats["count"], stats["ci_units"], stats["ci_unit"]) == (9, 3, "call")
+    assert stats.mean == pytest.approx(6.0)
+    assert stats.ci95_low == pytest.approx(6.0 - half, rel=1e-6)
+    assert stats.ci95_high == pytest.approx(6.0 + half, rel=1e-6)
+    assert (stats.count, stats.ci_units, stats.ci_unit) == (9, 3, "call")
     # Descriptive statistics stay over the pooled observations.
-    assert stats["median"] == 5.0 and stats["max"] == 12.0
-    assert stats["std"] == pytest.approx(np.std(values, ddof=1))
+    assert stats.median == 5.0 and stats.max == 12.0
+    assert stats.std == pytest.approx(np.std(values, ddof=1))
 
 
 def test_unequal_clusters_use_the_cr1_standard_error():
@@ -79,14 +79,15 @@ def test_unequal_clusters_use_the_cr1_standard_error():
 
 def test_one_unit_has_no_interval_but_keeps_its_spread():
     stats = summarize([1.0, 2.0, 4.0], [7, 7, 7], unit="call")
-    assert stats["ci95_low"] is None and stats["ci95_high"] is None
-    assert stats["std"] is not None and stats["ci_units"] == 1
+    assert stats.ci95_low is None and stats.ci95_high is None
+    assert stats.std is not None and stats.ci_units == 1
 
 
-def test_no_value_gives_count_zero_and_keeps_every_key():
+def test_no_value_gives_count_zero_and_no_invented_number():
     stats = summarize([], [], unit="call")
-    assert set(stats) == set(STAT_KEYS)
-    assert (stats["count"], stats["ci_units"], stats["mean"]) == (0, 0, None)
+    assert (stats.count, stats.ci_units, stats.ci_unit) == (0, 0, "call")
+    numbers = {k: v for k, v in stats.to_dict().items() if k not in ("count", "ci_units")}
+    assert numbers == {k: None for k in numbers} | {"ci_unit": "call"}
 
 
 def test_cluster_labels_must_match_the_values():
@@ -161,16 +162,16 @@ def test_latency_intervals_are_over_calls_and_passes():
         records += reqs
         batches.append(brec)
     m = latency_metrics(records, batches)
-    ttft, itl = m["ttft_seconds"], m["itl_seconds"]
-    assert (ttft["count"], ttft["ci_units"], ttft["ci_unit"]) == (10, 5, "call")
-    assert (itl["count"], itl["ci_units"], itl["ci_unit"]) == (30, 5, "call")
+    ttft, itl = m.ttft_seconds, m.itl_seconds
+    assert (ttft.count, ttft.ci_units, ttft.ci_unit) == (10, 5, "call")
+    assert (itl.count, itl.ci_units, itl.ci_unit) == (30, 5, "call")
     # Equal calls: the interval is the t interval over the five call means.
     call_means = [0.1, 0.2, 0.1, 0.3, 0.1]
     half = t_quantile_95(4) * np.std(call_means, ddof=1) / math.sqrt(5)
-    assert itl["ci95_high"] - itl["mean"] == pytest.approx(half)
-    assert m["output_tokens_per_second"]["ci_units"] == 5
+    assert itl.ci95_high - itl.mean == pytest.approx(half)
+    assert m.output_tokens_per_second.ci_units == 5
     # Per pass: 16 tokens over (0.5 + 1.0) s and over (0.5 + 1.5) s; the cut pass is left out.
-    per_repeat = m["throughput_per_repeat"]
-    assert (per_repeat["count"], per_repeat["ci_unit"]) == (2, "repeat")
-    assert per_repeat["mean"] == pytest.approx((16 / 1.5 + 16 / 2.0) / 2)
-    assert per_repeat["cv"] == pytest.approx(np.std([16 / 1.5, 8.0], ddof=1) / per_repeat["mean"])
+    per_repeat = m.throughput_per_repeat
+    assert (per_repeat.count, per_repeat.ci_unit) == (2, "repeat")
+    assert per_repeat.mean == pytest.approx((16 / 1.5 + 16 / 2.0) / 2)
+    assert per_repeat.cv == pytest.approx(np.std([16 / 1.5, 8.0], ddof=1) / per_repeat.mean)

@@ -77,23 +77,23 @@ def test_ttft_and_inter_token_latency_match_known_times(sleepy, compute_only, te
         batches.append(b)
     metrics = latency_metrics(records, batches)
 
-    ttft = metrics["ttft_seconds"]
-    assert ttft["count"] == 3 * len(texts)
+    ttft = metrics.ttft_seconds
+    assert ttft.count == 3 * len(texts)
     # TTFT is the prefill pass: at least its sleep, and not a decode step more.
-    assert ttft["min"] >= PREFILL_S
-    assert ttft["median"] < PREFILL_S + prefill_compute + 0.5 * STEP_S
+    assert ttft.min >= PREFILL_S
+    assert ttft.median < PREFILL_S + prefill_compute + 0.5 * STEP_S
 
-    itl = metrics["itl_seconds"]
-    assert itl["count"] == 3 * len(texts) * (NEW_TOKENS - 1)
-    assert itl["min"] >= STEP_S
-    assert abs(itl["median"] - (STEP_S + step_compute)) < 0.3 * STEP_S
+    itl = metrics.itl_seconds
+    assert itl.count == 3 * len(texts) * (NEW_TOKENS - 1)
+    assert itl.min >= STEP_S
+    assert abs(itl.median - (STEP_S + step_compute)) < 0.3 * STEP_S
     # The 250 ms gaps between calls would show up as a huge maximum if they leaked.
-    assert itl["max"] < 3 * STEP_S
+    assert itl.max < 3 * STEP_S
 
-    e2e = metrics["e2e_batch_seconds"]
+    e2e = metrics.e2e_batch_seconds
     expected = PREFILL_S + (NEW_TOKENS - 1) * STEP_S
-    assert expected <= e2e["min"] and e2e["max"] < expected * 1.5 + 0.020
-    assert metrics["output_tokens"] == 3 * len(texts) * NEW_TOKENS
+    assert expected <= e2e.min and e2e.max < expected * 1.5 + 0.020
+    assert metrics.output_tokens == 3 * len(texts) * NEW_TOKENS
 
 
 def test_tokens_after_eos_are_not_counted():

@@ -134,6 +134,9 @@ def tracker_kwargs(
 
     return {
         "project_name": PROJECT_NAME,
+        # The CSV's experiment_id column: rows of many runs' emissions.csv join back to
+        # result.json's run_id (the run directory's name).
+        "experiment_id": run_dir.name,
         "country_iso_code": cfg.country_iso_code,
         "output_dir": str(run_dir),
         "output_file": CSV_FILE,

@@ -69,6 +69,7 @@ from runner.measure.nvml import (
     make_gpu_source,
     open_nvml,
 )
+from runner.sections.energy import Energy, EnergyBaseline, EnergyComponent, GpuNvml, GrossNet
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class _OffMeter:
     def end_window(self) -> WindowEnergy | None:
         return None
 
-    def summary(self, output_tokens: int, requests: int) -> dict[str, Any] | None:
+    def summary(self, output_tokens: int, requests: int) -> Energy | None:
         return None
 
 
@@ -304,113 +305,119 @@ class _CodeCarbonMeter:
 
     # the section
 
-    def summary(self, output_tokens: int, requests: int) -> dict[str, Any]:
+    def summary(self, output_tokens: int, requests: int) -> Energy:
         cfg, windows = self._cfg, self._windows
-        pue = float(cfg.pue)
         window_s = float(sum(w.seconds for w in windows))
         reading = self._run.reading if self._run is not None else None
         scale = None
         if reading is not None and reading.tracked_seconds > 0:
             scale = window_s / reading.tracked_seconds
         warnings = list(self._setup_warnings)
+        components, gpu_nvml, cc_gpu = self._components(reading, scale, warnings)
+        parts = [c.joules for c in components.values()]
+        gross = None if any(p is None for p in parts) else float(sum(parts))
+        relative = None
+        if gpu_nvml is not None and cc_gpu is not None and (gpu_nvml.joules or 0) > 0:
+            relative = (gpu_nvml.joules - cc_gpu) / gpu_nvml.joules
+        baseline = self._baseline_section(window_s, warnings)
+        net = None if gross is None or baseline is None else gross - baseline.joules
+        per_request = GrossNet(_per(gross, requests), _per(net, requests))
+        intensity, intensity_warnings = carbon_intensity_g_per_kwh(reading, cfg.country_iso_code)
+        warnings += intensity_warnings
+        warnings += self._quality_warnings(reading, window_s, relative, net)
+        return Energy(
+            backend=EnergyBackend.codecarbon.value,
+            codecarbon_version=codecarbon_version(),
+            tracking_mode=TRACKING_MODE,
+            country_iso_code=cfg.country_iso_code,
+            pue=float(cfg.pue),
+            window_seconds=window_s,
+            repeats=len(windows),
+            components=components,
+            gross_joules=gross,
+            baseline=baseline,
+            net_joules=net,
+            per_output_token_joules=GrossNet(_per(gross, output_tokens), _per(net, output_tokens)),
+            per_request_joules=per_request,
+            per_1000_requests_joules=GrossNet(
+                *(None if v is None else v * 1000.0 for v in (per_request.gross, per_request.net))
+            ),
+            average_power_watts=GrossNet(_per(gross, window_s), _per(net, window_s)),
+            emissions_kg=(
+                None if gross is None or intensity is None else gross / J_PER_KWH * intensity / 1e3
+            ),
+            carbon_intensity_g_per_kwh=intensity,
+            gpu_nvml=gpu_nvml,
+            codecarbon_gpu_joules=cc_gpu,
+            gpu_relative_difference=relative,
+            is_estimate=reading is None or reading.cpu_method not in MEASURED_CPU_METHODS,
+            warnings=tuple(dict.fromkeys(warnings)),
+        )
+
+    def _components(
+        self, reading: CodeCarbonReading | None, scale: float | None, warnings: list[str]
+    ) -> tuple[dict[str, EnergyComponent], GpuNvml | None, float | None]:
+        """Per-component joules over the windows (PUE applied), NVML's GPU figure and
+        CodeCarbon's (both without PUE); a GPU error goes to ``warnings``."""
+        pue, windows = float(self._cfg.pue), self._windows
 
         def scaled(joules: float | None) -> float | None:
             return None if joules is None or scale is None else joules * scale
 
-        components: dict[str, dict[str, Any]] = {
-            "cpu": {
-                "joules": scaled(reading.cpu_joules if reading else None),
-                "method": reading.cpu_method if reading else "unavailable",
-            },
-            "ram": {
-                "joules": scaled(reading.ram_joules if reading else None),
-                "method": reading.ram_method if reading else "unavailable",
-            },
+        components = {
+            "cpu": EnergyComponent(
+                scaled(reading.cpu_joules if reading else None),
+                reading.cpu_method if reading else "unavailable",
+            ),
+            "ram": EnergyComponent(
+                scaled(reading.ram_joules if reading else None),
+                reading.ram_method if reading else "unavailable",
+            ),
         }
         cc_gpu = None
         if reading is not None and reading.has_gpu and scale is not None and self._cuda:
             cc_gpu = reading.gpu_joules * scale / pue
-        gpu_nvml, relative = None, None
+        gpu_nvml = None
         if self._gpu.method is not None and self._gpu_error is None:
             per_gpu = [sum(w.gpu_joules[k] for w in windows) for k in range(len(self._labels))]
             nvml_j = sum(per_gpu)
-            gpu_nvml = {
-                "joules": nvml_j,
-                "method": self._gpu.method,
-                "per_gpu_joules": dict(zip(self._labels, per_gpu, strict=True)),
-                "per_repeat_joules": [sum(w.gpu_joules) for w in windows],
-            }
-            components["gpu"] = {"joules": nvml_j * pue, "method": self._gpu.method}
-            if cc_gpu is not None and nvml_j > 0:
-                relative = (nvml_j - cc_gpu) / nvml_j
+            gpu_nvml = GpuNvml(
+                joules=nvml_j,
+                method=self._gpu.method,
+                per_gpu_joules=dict(zip(self._labels, per_gpu, strict=True)),
+                per_repeat_joules=tuple(sum(w.gpu_joules) for w in windows),
+            )
+            components["gpu"] = EnergyComponent(nvml_j * pue, self._gpu.method)
         elif self._cuda:
-            components["gpu"] = {
-                "joules": None if cc_gpu is None else cc_gpu * pue,
-                "method": "codecarbon-gpu",
-            }
+            components["gpu"] = EnergyComponent(
+                None if cc_gpu is None else cc_gpu * pue, "codecarbon-gpu"
+            )
             if self._gpu_error is not None:
                 warnings.append(self._gpu_error)
-        parts = [c["joules"] for c in components.values()]
-        gross = None if any(p is None for p in parts) else float(sum(parts))
+        return components, gpu_nvml, cc_gpu
 
-        baseline, net = None, None
-        if self._baseline is not None:
-            b = self._baseline
-            ref = self._tracking_started_at
-            baseline = {
-                "watts": b.watts,
-                "joules": b.watts * window_s,
-                "measured_seconds": b.measured_seconds,
-                "age_seconds": (ref if ref is not None else self._clock()) - b.measured_at_s,
-                "cached": self._baseline_cached,
-                "method": b.method,
-            }
-            warnings += b.warnings
-            net = None if gross is None else gross - baseline["joules"]
-        else:
+    def _baseline_section(self, window_s: float, warnings: list[str]) -> EnergyBaseline | None:
+        """The idle baseline over ``window_s``; its warnings, or why it is missing, go to
+        ``warnings``."""
+        b = self._baseline
+        if b is None:
             reason = (
                 "baseline_seconds=0"
-                if cfg.baseline_seconds <= 0
+                if self._cfg.baseline_seconds <= 0
                 else self._baseline_error or "measure_baseline() was not called"
             )
             warnings.append(f"idle baseline missing ({reason}): net energy is not reported")
-
-        per_request = {"gross": _per(gross, requests), "net": _per(net, requests)}
-        intensity, intensity_warnings = carbon_intensity_g_per_kwh(reading, cfg.country_iso_code)
-        warnings += intensity_warnings
-        is_estimate = reading is None or reading.cpu_method not in MEASURED_CPU_METHODS
-        warnings += self._quality_warnings(reading, window_s, relative, net)
-        return {
-            "backend": EnergyBackend.codecarbon.value,
-            "codecarbon_version": codecarbon_version(),
-            "tracking_mode": TRACKING_MODE,
-            "country_iso_code": cfg.country_iso_code,
-            "pue": pue,
-            "window_seconds": window_s,
-            "repeats": len(windows),
-            "components": components,
-            "gross_joules": gross,
-            "baseline": baseline,
-            "net_joules": net,
-            "per_output_token_joules": {
-                "gross": _per(gross, output_tokens),
-                "net": _per(net, output_tokens),
-            },
-            "per_request_joules": per_request,
-            "per_1000_requests_joules": {
-                k: None if v is None else v * 1000.0 for k, v in per_request.items()
-            },
-            "average_power_watts": {"gross": _per(gross, window_s), "net": _per(net, window_s)},
-            "emissions_kg": (
-                None if gross is None or intensity is None else gross / J_PER_KWH * intensity / 1e3
-            ),
-            "carbon_intensity_g_per_kwh": intensity,
-            "gpu_nvml": gpu_nvml,
-            "codecarbon_gpu_joules": cc_gpu,
-            "gpu_relative_difference": relative,
-            "is_estimate": is_estimate,
-            "warnings": list(dict.fromkeys(warnings)),
-        }
+            return None
+        warnings += b.warnings
+        ref = self._tracking_started_at
+        return EnergyBaseline(
+            watts=b.watts,
+            joules=b.watts * window_s,
+            measured_seconds=b.measured_seconds,
+            age_seconds=(ref if ref is not None else self._clock()) - b.measured_at_s,
+            cached=self._baseline_cached,
+            method=b.method,
+        )
 
     def _quality_warnings(
         self,
@@ -531,6 +538,6 @@ class EnergyMeter:
         """Close the window and accumulate its energy; None when nothing is open or off."""
         return self._impl.end_window()
 
-    def summary(self, output_tokens: int, requests: int) -> dict[str, Any] | None:
-        """The JSON-serialisable ``energy`` section (joules, watts, seconds); None when off."""
+    def summary(self, output_tokens: int, requests: int) -> Energy | None:
+        """The ``energy`` section (joules, watts, seconds); None when off."""
         return self._impl.summary(output_tokens, requests)

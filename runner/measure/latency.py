@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from runner.measure.stats import summarize
 from runner.measure.timing import CallTiming
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request of one measured call. Times in seconds from the call's start edge."""
-
-    repeat: int
-    batch: int
-    request: int
-    prompt_id: str
-    input_tokens: int
-    output_tokens: int
-    ttft_seconds: float | None
-    last_token_seconds: float | None
-    e2e_seconds: float  # until generate returned the batch: what a caller waits
-    itl_seconds: tuple[float, ...]
-
-    @property
-    def tpot_seconds(self) -> float | None:
-        """Mean decode time per token after the first (None for a single token)."""
-        if self.output_tokens < 2 or self.ttft_seconds is None or self.last_token_seconds is None:
-            return None
-        return (self.last_token_seconds - self.ttft_seconds) / (self.output_tokens - 1)
+from runner.sections.metrics import Latency, Stats, Throughput
+from runner.sections.requests import RequestRecord
 
 
 @dataclass(frozen=True)
@@ -102,7 +78,7 @@ def per_repeat_throughput(batches: Sequence[BatchRecord]) -> list[float]:
     return rates
 
 
-def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRecord]) -> dict:
+def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRecord]) -> Latency:
     """Distributions (see ``stats.summarize``) and window totals. Seconds, tokens/s.
 
     The rows of one ``generate`` call share one clock (with a batch of several requests
@@ -122,65 +98,35 @@ def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRec
     def rate(num: float, den: float) -> float | None:
         return num / den if den > 0 else None
 
-    def per_call(pairs: list[tuple[float, tuple[int, int]]]) -> dict:
+    def per_call(pairs: list[tuple[float, tuple[int, int]]]) -> Stats:
         """Summary of ``(value, (repeat, batch))`` pairs, CI over calls."""
         return summarize([v for v, _ in pairs], [c for _, c in pairs], unit="call")
 
     def call(r: RequestRecord) -> tuple[int, int]:
         return (r.repeat, r.batch)
 
-    return {
-        "ttft_seconds": per_call(
+    return Latency(
+        ttft_seconds=per_call(
             [(r.ttft_seconds, call(r)) for r in records if r.ttft_seconds is not None]
         ),
-        "itl_seconds": per_call([(x, call(r)) for r in records for x in r.itl_seconds]),
-        "tpot_seconds": per_call(
+        itl_seconds=per_call([(x, call(r)) for r in records for x in r.itl_seconds]),
+        tpot_seconds=per_call(
             [(r.tpot_seconds, call(r)) for r in records if r.tpot_seconds is not None]
         ),
-        "e2e_request_seconds": per_call([(r.e2e_seconds, call(r)) for r in records]),
-        "e2e_batch_seconds": summarize([b.timing.total_seconds for b in batches], unit="call"),
-        "output_tokens_per_second": summarize(per_batch_tps, unit="call"),
-        "decode_tokens_per_second": summarize(per_batch_decode, unit="call"),
-        "throughput_per_repeat": summarize(per_repeat_throughput(batches), unit="repeat"),
-        "throughput": {
-            "output_tokens_per_second": rate(out_tokens, e2e_total),
-            "decode_tokens_per_second": rate(decode_tokens, decode_time),
-            "requests_per_second": rate(len(records), e2e_total),
-            "input_tokens_per_second": rate(in_tokens, e2e_total),
-        },
-        "measured_seconds": e2e_total,
-        "requests": len(records),
-        "output_tokens": out_tokens,
-        "input_tokens": in_tokens,
-        "calls": len(batches),
-    }
-
-
-REQUEST_COLUMNS = (
-    "repeat",
-    "batch",
-    "request",
-    "prompt_id",
-    "input_tokens",
-    "output_tokens",
-    "ttft_seconds",
-    "last_token_seconds",
-    "e2e_seconds",
-    "tpot_seconds",
-    "itl_seconds",
-)
-
-
-def write_requests_csv(path: Path, records: Sequence[RequestRecord]) -> Path:
-    """Raw per-request table; ``itl_seconds`` is a JSON list per row."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(REQUEST_COLUMNS)
-        for r in records:
-            row = asdict(r)
-            row["tpot_seconds"] = r.tpot_seconds
-            row["itl_seconds"] = json.dumps([round(x, 9) for x in r.itl_seconds])
-            writer.writerow([row[c] for c in REQUEST_COLUMNS])
-    tmp.replace(path)
-    return path
+        e2e_request_seconds=per_call([(r.e2e_seconds, call(r)) for r in records]),
+        e2e_batch_seconds=summarize([b.timing.total_seconds for b in batches], unit="call"),
+        output_tokens_per_second=summarize(per_batch_tps, unit="call"),
+        decode_tokens_per_second=summarize(per_batch_decode, unit="call"),
+        throughput_per_repeat=summarize(per_repeat_throughput(batches), unit="repeat"),
+        throughput=Throughput(
+            output_tokens_per_second=rate(out_tokens, e2e_total),
+            decode_tokens_per_second=rate(decode_tokens, decode_time),
+            requests_per_second=rate(len(records), e2e_total),
+            input_tokens_per_second=rate(in_tokens, e2e_total),
+        ),
+        measured_seconds=e2e_total,
+        requests=len(records),
+        output_tokens=out_tokens,
+        input_tokens=in_tokens,
+        calls=len(batches),
+    )

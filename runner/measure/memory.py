@@ -11,21 +11,11 @@ from __future__ import annotations
 import contextlib
 import resource
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-
-@dataclass(frozen=True)
-class MemoryWindow:
-    """Peak memory in bytes during a window; ``peak_source`` says how it was obtained."""
-
-    peak_bytes: int | None
-    peak_source: str
-    peak_allocated_bytes: int | None = None
-    peak_reserved_bytes: int | None = None
-    peak_rss_bytes: int | None = None
+from runner.sections.metrics import Memory
 
 
 def _read_hwm_bytes() -> int | None:
@@ -47,12 +37,15 @@ def _reset_hwm() -> bool:
 
 
 class _Box:
-    value: MemoryWindow | None = None
+    value: Memory | None = None
 
 
 @contextlib.contextmanager
 def track_memory(device: torch.device | None) -> Iterator[_Box]:
-    """Yield a box whose ``value`` holds the :class:`MemoryWindow` after the block exits."""
+    """Yield a box whose ``value`` holds the window's peaks after the block exits.
+
+    The :class:`Memory` in the box has no ``model_footprint_bytes``: the caller knows it.
+    """
     box = _Box()
     cuda = device is not None and device.type == "cuda"
     reset_ok = False
@@ -67,7 +60,7 @@ def track_memory(device: torch.device | None) -> Iterator[_Box]:
         if cuda:
             torch.cuda.synchronize(device)
             allocated = torch.cuda.max_memory_allocated(device)
-            box.value = MemoryWindow(
+            box.value = Memory(
                 peak_bytes=allocated,
                 peak_source="cuda-max-allocated",
                 peak_allocated_bytes=allocated,
@@ -82,7 +75,7 @@ def track_memory(device: torch.device | None) -> Iterator[_Box]:
                 source = "process-lifetime-peak-rss"
             else:
                 source = "process-peak-rss"
-            box.value = MemoryWindow(peak_bytes=hwm, peak_source=source, peak_rss_bytes=hwm)
+            box.value = Memory(peak_bytes=hwm, peak_source=source, peak_rss_bytes=hwm)
 
 
 def model_footprint_bytes(model: torch.nn.Module) -> int:

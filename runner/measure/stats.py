@@ -13,25 +13,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Hashable, Sequence
+from dataclasses import fields
 
 from scipy.special import stdtrit  # what scipy.stats.t.ppf calls, without importing stats
 
-STAT_KEYS = (
-    "count",  # observations
-    "mean",
-    "median",
-    "std",
-    "min",
-    "max",
-    "p90",
-    "p95",
-    "p99",
-    "ci95_low",
-    "ci95_high",
-    "ci_unit",  # what one independent unit of the interval is: "call", "repeat"...
-    "ci_units",  # how many units the interval is over
-    "cv",
-)
+from runner.sections.metrics import Stats
+
+# The keys of one distribution in result.json; what each means is on Stats.
+STAT_KEYS = tuple(f.name for f in fields(Stats))
 
 
 def t_quantile_95(dof: int) -> float:
@@ -85,8 +74,8 @@ def summarize(
     values: Sequence[float],
     clusters: Sequence[Hashable] | None = None,
     unit: str = "value",
-) -> dict[str, float | int | str | None]:
-    """The :data:`STAT_KEYS` of ``values``; units of the numbers are those of ``values``.
+) -> Stats:
+    """The :class:`Stats` of ``values``; units of the numbers are those of ``values``.
 
     Descriptive statistics are over all observations (sample std, ddof=1); the 95% CI of
     the mean is over the independent units named by ``clusters`` (see :func:`cluster_ci95`),
@@ -98,12 +87,11 @@ def summarize(
     ci = cluster_ci95(values, clusters)
     xs = sorted(float(v) for v in values)
     n = len(xs)
-    out: dict[str, float | int | str | None] = dict.fromkeys(STAT_KEYS)
-    out.update(count=n, ci_unit=unit, ci_units=len(set(clusters)) if clusters else n)
+    units = len(set(clusters)) if clusters else n
     if n == 0:
-        return out
+        return Stats(count=0, ci_unit=unit, ci_units=units)
     mean = statistics.fmean(xs)
-    out.update(
+    out: dict[str, float | None] = dict(
         mean=mean,
         median=statistics.median(xs),
         min=xs[0],
@@ -117,4 +105,4 @@ def summarize(
         out.update(std=std, cv=(std / mean) if mean else None)
     if ci is not None:
         out.update(ci95_low=ci[0], ci95_high=ci[1])
-    return out
+    return Stats(count=n, ci_unit=unit, ci_units=units, **out)

@@ -11,7 +11,9 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -41,17 +43,40 @@ def _make_readable(tree: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
+@dataclass
+class ProvisionTime:
+    """Seconds spent making cached checkpoints complete (building one, or waiting for
+    another process building it); None while every checkpoint was already there."""
+
+    seconds: float | None = None
+
+    def add(self, seconds: float) -> None:
+        self.seconds = (self.seconds or 0.0) + seconds
+
+
+def build_atomically(
+    target: Path, build: Callable[[Path], None], spent: ProvisionTime | None = None
+) -> Path:
     """Return ``target``, calling ``build(tmpdir)`` once if it is not complete yet.
 
     ``build`` writes into a private sibling directory that is renamed onto ``target`` only
     after it succeeded, so readers never see a half-written checkpoint. The sibling lock
     file serialises concurrent builders across processes; the loser of the race finds the
-    winner's result on re-check and returns without building.
+    winner's result on re-check and returns without building. The time from finding
+    ``target`` incomplete to its completion is added to ``spent``.
     """
     target = Path(target)
     if is_complete(target):
         return target
+    started = time.perf_counter()
+    try:
+        return _build_locked(target, build)
+    finally:
+        if spent is not None:
+            spent.add(time.perf_counter() - started)
+
+
+def _build_locked(target: Path, build: Callable[[Path], None]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     # name + ".lock" (not with_suffix) so a dotted name like "m.v1" cannot share a lock.
     lock_path = target.with_name(target.name + ".lock")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.config.schema import ModelConfig, ModelSource, Weights
-from runner.models.cache import build_atomically, cache_root
+from runner.models.cache import ProvisionTime, build_atomically, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     path: str  # where the weights were loaded from (a directory or a hub id)
+    # One-time build of a cached checkpoint during this load; None when the cache was warm.
+    provision_seconds: float | None = None
 
 
 def input_device(model: Any) -> Any:
@@ -51,22 +53,27 @@ def local_model_dir(path: str) -> Path:
     return found
 
 
-def resolve_source(m: ModelConfig, configured_cache: str | None) -> str:
-    """A directory or hub id holding config, tokenizer and (for pretrained) weights."""
+def resolve_source(
+    m: ModelConfig, configured_cache: str | None, spent: ProvisionTime | None = None
+) -> str:
+    """A directory or hub id holding config, tokenizer and (for pretrained) weights;
+    the time of building a cached one is added to ``spent``."""
     if m.source is ModelSource.tiny:
         from runner.models.tiny import ensure_tiny
 
-        return str(ensure_tiny(cache_root(configured_cache)))
+        return str(ensure_tiny(cache_root(configured_cache), spent))
     if m.source is ModelSource.smollm2:
         from runner.models.smollm2 import ensure_smollm2
 
-        return str(ensure_smollm2(cache_root(configured_cache)))
+        return str(ensure_smollm2(cache_root(configured_cache), spent))
     if m.source is ModelSource.local:
         return str(local_model_dir(m.path))
     return str(m.path)
 
 
-def _random_checkpoint(source: str, m: ModelConfig, configured_cache: str | None, kw: dict) -> str:
+def _random_checkpoint(
+    source: str, m: ModelConfig, configured_cache: str | None, kw: dict, spent: ProvisionTime
+) -> str:
     """Build the architecture with seeded random weights and save it once.
 
     Saving to a cached checkpoint lets every loading kwarg (quantization,
@@ -88,16 +95,21 @@ def _random_checkpoint(source: str, m: ModelConfig, configured_cache: str | None
         tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust)
         tok.save_pretrained(tmp)
 
-    return str(build_atomically(target, build))
+    return str(build_atomically(target, build, spent))
 
 
 def load_model(m: ModelConfig, kwargs: dict[str, Any], configured_cache: str | None) -> LoadedModel:
-    """Load model and tokenizer; ``kwargs`` are the real ``from_pretrained`` kwargs."""
+    """Load model and tokenizer; ``kwargs`` are the real ``from_pretrained`` kwargs.
+
+    A checkpoint built into the cache on the way (conversion, generation, random
+    weights) is timed apart, in ``provision_seconds``.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = resolve_source(m, configured_cache)
+    spent = ProvisionTime()
+    source = resolve_source(m, configured_cache, spent)
     if m.weights is Weights.random:
-        source = _random_checkpoint(source, m, configured_cache, kwargs)
+        source = _random_checkpoint(source, m, configured_cache, kwargs, spent)
     log.info("loading %s from %s", m.name, source)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     model.eval()
@@ -106,4 +118,4 @@ def load_model(m: ModelConfig, kwargs: dict[str, Any], configured_cache: str | N
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    return LoadedModel(model=model, tokenizer=tokenizer, path=source)
+    return LoadedModel(model, tokenizer, source, spent.seconds)

@@ -12,7 +12,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from runner.models.cache import build_atomically
+from runner.models.cache import ProvisionTime, build_atomically
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,8 @@ def _build(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def ensure_smollm2(root: Path) -> Path:
-    """Return ``root/smollm2-135m-instruct-v1``, converting the packaged GGUF on first use."""
+def ensure_smollm2(root: Path, spent: ProvisionTime | None = None) -> Path:
+    """Return ``root/smollm2-135m-instruct-v1``, converting the packaged GGUF on first use
+    (the conversion's time added to ``spent``)."""
     target = Path(root) / SMOLLM2_NAME
-    return build_atomically(target, _build)
+    return build_atomically(target, _build, spent)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from runner.models.cache import build_atomically
+from runner.models.cache import ProvisionTime, build_atomically
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,8 @@ def _build(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def ensure_tiny(root: Path) -> Path:
-    """Return ``root/tiny-llama-v1``, building it (about a second) on first use."""
+def ensure_tiny(root: Path, spent: ProvisionTime | None = None) -> Path:
+    """Return ``root/tiny-llama-v1``, building it (about a second) on first use
+    (the build's time added to ``spent``)."""
     target = Path(root) / TINY_NAME
-    return build_atomically(target, _build)
+    return build_atomically(target, _build, spent)

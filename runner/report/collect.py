@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from typing import Any
 import pandas as pd
 
 from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
+from runner.sections.energy import Energy
+from runner.sections.metrics import Latency, Metrics, Stats, Throughput
 
 HYDRA_DIR = ".hydra"
 RESULT_STATUSES = ("ok", "failed", "interrupted")
@@ -28,12 +30,13 @@ STATUSES = (*RESULT_STATUSES, "partial", "unreadable")
 
 BASE_COLUMNS = ["run_dir", "run_id", "label", "status", "error"]
 
-# column prefix -> (metrics key holding a STAT_KEYS dict, scale to the column's unit, stats)
-DISTRIBUTIONS: dict[str, tuple[str, float, tuple[str, ...]]] = {
-    "ttft_ms": ("ttft_seconds", 1e3, ("mean", "ci95_low", "ci95_high", "p95")),
-    "itl_ms": ("itl_seconds", 1e3, ("mean", "ci95_low", "ci95_high", "p95")),
-    "e2e_ms": ("e2e_request_seconds", 1e3, ("mean", "ci95_low", "ci95_high", "p95")),
-    "output_tok_s": ("output_tokens_per_second", 1.0, ("mean", "ci95_low", "ci95_high")),
+MEAN_CI = ("mean", "ci95_low", "ci95_high")  # fields of Stats
+# column prefix -> (the distribution, scale to the column's unit, Stats fields as columns)
+DISTRIBUTIONS: dict[str, tuple[Callable[[Latency], Stats | None], float, tuple[str, ...]]] = {
+    "ttft_ms": (lambda lat: lat.ttft_seconds, 1e3, (*MEAN_CI, "p95")),
+    "itl_ms": (lambda lat: lat.itl_seconds, 1e3, (*MEAN_CI, "p95")),
+    "e2e_ms": (lambda lat: lat.e2e_request_seconds, 1e3, (*MEAN_CI, "p95")),
+    "output_tok_s": (lambda lat: lat.output_tokens_per_second, 1.0, MEAN_CI),
 }
 NUMERIC_COLUMNS = [f"{p}_{s}" for p, (_, _, stats) in DISTRIBUTIONS.items() for s in stats] + [
     "output_tok_s_total",
@@ -80,6 +83,15 @@ class RunRecord:
     def config(self) -> dict[str, Any]:
         cfg = (self.data or {}).get("config")
         return cfg if isinstance(cfg, dict) else {}
+
+    @property
+    def metrics(self) -> Metrics:
+        return Metrics.from_dict((self.data or {}).get("metrics"))
+
+    @property
+    def energy(self) -> Energy | None:
+        energy = (self.data or {}).get("energy")
+        return Energy.from_dict(energy) if isinstance(energy, dict) else None
 
 
 # --------------------------------------------------------------------------- discovery
@@ -256,49 +268,39 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _num(value: Any, scale: float = 1.0) -> float:
-    """A finite number times ``scale``, else NaN (None, bools and junk included)."""
-    if isinstance(value, bool) or value is None:
+    """A finite number times ``scale``, else NaN (None included)."""
+    if value is None:
         return math.nan
-    try:
-        number = float(value) * scale
-    except (TypeError, ValueError):
-        return math.nan
+    number = float(value) * scale
     return number if math.isfinite(number) else math.nan
 
 
-def headline(data: dict[str, Any]) -> dict[str, Any]:
-    """The headline columns of one parsed result (NaN/None where absent)."""
-    metrics = _dict(data.get("metrics"))
+def headline(rec: RunRecord) -> dict[str, Any]:
+    """The headline columns of one run (NaN/None where absent)."""
+    metrics = rec.metrics
+    lat = metrics.latency or Latency()
     row: dict[str, Any] = {}
-    for prefix, (key, scale, stats) in DISTRIBUTIONS.items():
-        dist = _dict(metrics.get(key))
+    for prefix, (dist_of, scale, stats) in DISTRIBUTIONS.items():
+        dist = dist_of(lat) or Stats()
         for stat in stats:
-            row[f"{prefix}_{stat}"] = _num(dist.get(stat), scale)
-    throughput = _dict(metrics.get("throughput"))
-    row["output_tok_s_total"] = _num(throughput.get("output_tokens_per_second"))
-    row["repeat_cv"] = _num(_dict(metrics.get("throughput_per_repeat")).get("cv"))
-    memory = _dict(metrics.get("memory"))
-    row["peak_mem_mib"] = _num(memory.get("peak_bytes"), 1 / MIB)
-    row["model_footprint_mib"] = _num(memory.get("model_footprint_bytes"), 1 / MIB)
-    energy = _dict(data.get("energy"))
-    per_token = _dict(energy.get("per_output_token_joules"))
-    row["energy_per_token_mj_gross"] = _num(per_token.get("gross"), 1e3)
-    row["energy_per_token_mj_net"] = _num(per_token.get("net"), 1e3)
-    row["emissions_g"] = _num(energy.get("emissions_kg"), 1e3)
-    for key in ("repeats", "requests", "output_tokens"):
-        row[key] = _num(metrics.get(key))
-    source = memory.get("peak_source")
-    row["peak_mem_source"] = source if isinstance(source, str) else None
-    estimate = energy.get("is_estimate")
-    row["energy_is_estimate"] = estimate if isinstance(estimate, bool) else None
-    warnings = energy.get("warnings")
-    row["energy_warnings"] = "; ".join(map(str, warnings)) if warnings else None
-    config_hash = data.get("config_hash")
+            row[f"{prefix}_{stat}"] = _num(getattr(dist, stat), scale)
+    row["output_tok_s_total"] = _num((lat.throughput or Throughput()).output_tokens_per_second)
+    row["repeat_cv"] = _num((lat.throughput_per_repeat or Stats()).cv)
+    memory = metrics.memory
+    row["peak_mem_mib"] = _num(memory.peak_bytes, 1 / MIB)
+    row["model_footprint_mib"] = _num(memory.model_footprint_bytes, 1 / MIB)
+    energy = rec.energy or Energy()
+    row["energy_per_token_mj_gross"] = _num(energy.per_output_token_joules.gross, 1e3)
+    row["energy_per_token_mj_net"] = _num(energy.per_output_token_joules.net, 1e3)
+    row["emissions_g"] = _num(energy.emissions_kg, 1e3)
+    row["repeats"] = _num(metrics.repeats)
+    row["requests"] = _num(lat.requests)
+    row["output_tokens"] = _num(lat.output_tokens)
+    row["peak_mem_source"] = memory.peak_source
+    row["energy_is_estimate"] = energy.is_estimate
+    row["energy_warnings"] = "; ".join(energy.warnings) or None
+    config_hash = (rec.data or {}).get("config_hash")
     row["config_hash"] = config_hash if isinstance(config_hash, str) else None
     return row
 
@@ -341,7 +343,7 @@ def table(records: list[RunRecord], full: bool = False) -> pd.DataFrame:
             if col not in factors:
                 factors.append(col)
             row[col] = value
-        row.update(headline(data))
+        row.update(headline(rec))
         if full:
             for key, value in flatten(data).items():
                 if key not in row and key not in reserved:

@@ -122,7 +122,7 @@ def _bar_value(rows: pd.DataFrame, column: str, prefix: str | None) -> tuple[flo
         return math.nan, math.nan, math.nan
     if len(values) > 1:
         stats = summarize(values)
-        return stats["mean"], stats["ci95_low"], stats["ci95_high"]
+        return stats.mean, stats.ci95_low, stats.ci95_high
     if prefix is None:
         return values[0], math.nan, math.nan
     row = rows[rows[column].notna()].iloc[0]
@@ -196,7 +196,7 @@ def plot_latency_distributions(samples: Mapping[str, LatencySamples], path: Path
     ]
     panels = [(title, data) for title, data in panels if data]
     if not panels:
-        raise NoData("no run has requests.csv latency samples")
+        raise NoData("no run has per-request latency samples (requests.parquet)")
     rows = max(len(data) for _, data in panels)
     fig = Figure(figsize=(6 * len(panels), max(3.0, 0.35 * rows + 1.5)), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]

@@ -1,4 +1,8 @@
-"""Per-request latency samples from a run's ``requests.csv`` (for the distribution plots)."""
+"""Per-request latency samples of a run (for the distribution plots).
+
+Read from ``requests.parquet``; runs written before it existed have ``requests.csv``,
+whose ``itl_seconds`` cells are JSON lists, and are still read.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from runner.results import REQUESTS_FILE
+from runner.sections.requests import LEGACY_REQUESTS_FILE, REQUESTS_FILE, read_requests
 
 
 @dataclass
@@ -54,26 +56,46 @@ def parse_float_list(cell: Any) -> list[float]:
     return [x for x in map(_finite, re.split(r"[\s,;]+", text)) if x is not None]
 
 
-def read_latency_samples(run_dir: Path) -> LatencySamples:
-    """TTFT and inter-token latency samples (ms) of one run.
+def _from_parquet(path: Path) -> tuple[list[float], list[float]]:
+    records = read_requests(path)
+    ttft = [r.ttft_seconds for r in records if r.ttft_seconds is not None]
+    itl = [x for r in records for x in r.itl_seconds]
+    return ttft, itl
 
-    Raises ``ValueError`` with a one-line reason when ``requests.csv`` is missing or unusable.
-    """
-    path = Path(run_dir) / REQUESTS_FILE
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise ValueError(f"no {REQUESTS_FILE}") from None
-    except Exception as exc:
-        raise ValueError(f"unreadable {REQUESTS_FILE} ({type(exc).__name__}: {exc})") from None
+
+def _from_legacy_csv(path: Path) -> tuple[list[float], list[float]]:
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     ttft: list[float] = []
     if "ttft_seconds" in frame.columns:
-        values = pd.to_numeric(frame["ttft_seconds"], errors="coerce")
-        ttft = [v * 1e3 for v in values if math.isfinite(v)]
+        ttft = list(pd.to_numeric(frame["ttft_seconds"], errors="coerce"))
     itl: list[float] = []
     if "itl_seconds" in frame.columns:
         for cell in frame["itl_seconds"]:
-            itl.extend(v * 1e3 for v in parse_float_list(cell))
+            itl.extend(parse_float_list(cell))
+    return ttft, itl
+
+
+def read_latency_samples(run_dir: Path) -> LatencySamples:
+    """TTFT and inter-token latency samples (ms) of one run.
+
+    Raises ``ValueError`` with a one-line reason when the per-request table is missing
+    or unusable.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / REQUESTS_FILE
+    read = _from_parquet
+    if not path.exists() and (run_dir / LEGACY_REQUESTS_FILE).exists():
+        path, read = run_dir / LEGACY_REQUESTS_FILE, _from_legacy_csv
+    try:
+        ttft_s, itl_s = read(path)
+    except FileNotFoundError:
+        raise ValueError(f"no {REQUESTS_FILE}") from None
+    except Exception as exc:
+        raise ValueError(f"unreadable {path.name} ({type(exc).__name__}: {exc})") from None
+    ttft = [v * 1e3 for v in ttft_s if v is not None and math.isfinite(v)]
+    itl = [v * 1e3 for v in itl_s if v is not None and math.isfinite(v)]
     if not ttft and not itl:
-        raise ValueError(f"{REQUESTS_FILE} has no ttft_seconds/itl_seconds values")
+        raise ValueError(f"{path.name} has no ttft_seconds/itl_seconds values")
     return LatencySamples(ttft, itl)

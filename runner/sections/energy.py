@@ -1,0 +1,81 @@
+"""The ``energy`` section of ``result.json``: joules, watts, seconds, kg CO2-eq.
+
+How each figure is obtained is described in :mod:`runner.measure.energy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runner.sections.base import Section
+
+
+@dataclass(frozen=True)
+class EnergyComponent(Section):
+    """One component's energy over the measured windows (PUE applied) and its provenance."""
+
+    joules: float | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class GrossNet(Section):
+    """A figure from the gross energy and from the net (baseline-subtracted) one."""
+
+    gross: float | None = None
+    net: float | None = None
+
+
+@dataclass(frozen=True)
+class EnergyBaseline(Section):
+    """The idle baseline: its power, its energy over the measured windows' duration."""
+
+    watts: float | None = None
+    joules: float | None = None
+    measured_seconds: float | None = None
+    age_seconds: float | None = None
+    cached: bool | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuNvml(Section):
+    """GPU energy from NVML (no PUE): in total, per GPU (CUDA index) and per window."""
+
+    joules: float | None = None
+    method: str | None = None
+    per_gpu_joules: dict[str, float] = field(default_factory=dict)
+    per_repeat_joules: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Energy(Section):
+    """The ``energy`` section (None in the result when the backend is off).
+
+    ``gross_joules`` is the sum of ``components``, None when any is unknown (never a
+    partial sum); ``net_joules`` subtracts the idle ``baseline``. ``is_estimate`` is
+    about the CPU figure.
+    """
+
+    backend: str | None = None
+    codecarbon_version: str | None = None
+    tracking_mode: str | None = None
+    country_iso_code: str | None = None
+    pue: float | None = None
+    window_seconds: float | None = None
+    repeats: int | None = None
+    components: dict[str, EnergyComponent] = field(default_factory=dict)
+    gross_joules: float | None = None
+    baseline: EnergyBaseline | None = None
+    net_joules: float | None = None
+    per_output_token_joules: GrossNet = field(default_factory=GrossNet)
+    per_request_joules: GrossNet = field(default_factory=GrossNet)
+    per_1000_requests_joules: GrossNet = field(default_factory=GrossNet)
+    average_power_watts: GrossNet = field(default_factory=GrossNet)
+    emissions_kg: float | None = None
+    carbon_intensity_g_per_kwh: float | None = None
+    gpu_nvml: GpuNvml | None = None
+    codecarbon_gpu_joules: float | None = None
+    gpu_relative_difference: float | None = None
+    is_estimate: bool | None = None
+    warnings: tuple[str, ...] = ()

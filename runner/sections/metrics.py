@@ -1,0 +1,99 @@
+"""The ``metrics`` section of ``result.json``: timing, throughput and memory.
+
+Seconds, tokens per second and bytes, as the field names say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runner.sections.base import INLINE, Section
+
+
+@dataclass(frozen=True)
+class Stats(Section):
+    """One quantity's distribution, in the quantity's unit (``cv`` is a fraction).
+
+    Descriptive statistics are over the ``count`` observations; the 95% CI of the mean
+    is over ``ci_units`` independent units of kind ``ci_unit`` ("call", "repeat"...).
+    """
+
+    count: int = 0
+    mean: float | None = None
+    median: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    ci95_low: float | None = None
+    ci95_high: float | None = None
+    ci_unit: str | None = None
+    ci_units: int | None = None
+    cv: float | None = None
+
+
+@dataclass(frozen=True)
+class Throughput(Section):
+    """Totals over every measured window: tokens (or requests) / window seconds."""
+
+    output_tokens_per_second: float | None = None
+    decode_tokens_per_second: float | None = None
+    requests_per_second: float | None = None
+    input_tokens_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class Latency(Section):
+    """What the measured calls' records give: per-request latencies (CI over calls),
+    per-call and per-pass throughput, window totals and counts."""
+
+    ttft_seconds: Stats | None = None
+    itl_seconds: Stats | None = None
+    tpot_seconds: Stats | None = None
+    e2e_request_seconds: Stats | None = None
+    e2e_batch_seconds: Stats | None = None
+    output_tokens_per_second: Stats | None = None  # per call
+    decode_tokens_per_second: Stats | None = None  # per call
+    throughput_per_repeat: Stats | None = None  # output tokens/s per complete pass
+    throughput: Throughput | None = None
+    measured_seconds: float | None = None
+    requests: int | None = None
+    output_tokens: int | None = None
+    input_tokens: int | None = None
+    calls: int | None = None
+
+
+@dataclass(frozen=True)
+class Memory(Section):
+    """Bytes. The model's footprint, and the peak over the measured window
+    (``peak_source`` says how it was obtained)."""
+
+    model_footprint_bytes: int | None = None
+    peak_bytes: int | None = None
+    peak_source: str | None = None
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Metrics(Section):
+    """The ``metrics`` section; a field is None where the run did not get that far.
+
+    The latency keys are written flat into ``metrics`` (and left out before anything
+    was measured). ``provision_seconds`` is the one-time build of a cached checkpoint
+    (GGUF conversion, tiny-model generation, random weights), or the wait for another
+    job building it; None when the cache was warm. ``load_seconds`` excludes it.
+    """
+
+    latency: Latency | None = field(default=None, metadata=INLINE)
+    provision_seconds: float | None = None
+    load_seconds: float | None = None
+    memory: Memory = field(default_factory=Memory)
+    warmup_seconds: float | None = None
+    warmup_calls: int | None = None
+    compile_seconds: float | None = None
+    repeats: int | None = None
+    stopped_by: str | None = None
