@@ -95,7 +95,7 @@ class CollectOutcomes(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if JOB_OUTCOMES:  # the basic launcher ran the jobs in this process
             return
-        from runner.preflight import expand
+        from runner.config.overrides import expand
         from runner.results import RESULT_FILE, ResultReadError, read_result
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -214,7 +214,8 @@ def _export_swept_keys(argv: list[str]) -> None:
     from hydra.errors import HydraException
 
     from runner.config.dirname import SWEPT_ENV
-    from runner.preflight import split_argv, swept_keys
+    from runner.config.overrides import swept_keys
+    from runner.preflight import split_argv
 
     multirun, overrides, _ = split_argv(argv)
     os.environ.pop(SWEPT_ENV, None)
