@@ -69,7 +69,6 @@ def test_experiment_composes_to_exact_config(compose):
 # and the cases it already covers are not repeated here.
 BAD = [
     # (argv, expected fragment of the one-line message)
-    (["quant=nf5"], "quant=nf5: unknown option; allowed: fp4, int8, nf4, nf4-double, none"),
     (["+quant.foo=1"], "quant.foo: unknown key"),
     (["foo=1"], "foo: unknown key"),
     (["decoding.max_new_tokens=abc"], "decoding.max_new_tokens=abc"),
@@ -100,8 +99,6 @@ BAD = [
     (["decoding=beam", "decoding.num_beams=1"], "beam search needs num_beams >= 2"),
     (["decoding.early_stopping=true"], "only applies with decoding=beam"),
     (["decoding.cache_implementation=offloaded"], "offloaded caches need a CUDA GPU"),
-    (["loading.attn_implementation=flash_attention_2"], "flash attention needs a CUDA GPU"),
-    (["loading=cuda"], "loading.device_map=cuda: no CUDA GPU is visible"),
     (["loading.low_cpu_mem_usage=true"], "transformers 5 ignores this kwarg"),
     (["+loading.extra.rope_theta=10"], "would silently become a model-config attribute"),
     (["+loading.extra.dtype=float16"], "set the schema field"),
