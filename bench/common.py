@@ -101,7 +101,7 @@ def load(cfg: Any) -> Loaded:
     lm = load_model(cfg.model, from_pretrained_kwargs(cfg), cfg.cache_dir)
     workload = build_workload(cfg.workload, lm.tokenizer)
     gen = {
-        **generate_kwargs(cfg.decoding, cfg.workload),
+        **generate_kwargs(cfg.decoding, cfg.workload, cfg.compile),
         "pad_token_id": lm.tokenizer.pad_token_id,
     }
     eos = eos_token_ids(lm.model, lm.tokenizer)

@@ -57,9 +57,10 @@ def _execute(overrides: list[str], isolation: str, root: Path) -> dict[str, Any]
     cfg = compose(overrides)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{isolation}-", dir=root))
     t0 = time.perf_counter()
-    result = execute(cfg, run_dir, [], isolation=Isolation(isolation))
+    outcome = execute(cfg, run_dir, [], isolation=Isolation(isolation))
     wall = time.perf_counter() - t0
-    if result.get("status") != "ok":
+    result = outcome.result or {}
+    if outcome.status != "ok":
         err = result.get("error") or {}
         raise RuntimeError(f"{isolation} job failed: {err.get('type')}: {err.get('message')}")
     m = result["metrics"]

@@ -20,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from runner import stop
 from runner.config import register_configs
 from runner.config.schema import Isolation
+from runner.job import JobOutcome, recorded_status
 from runner.preflight import CONF_DIR
+from runner.results import Status
 from runner.stop import StopRequested
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Filled by the task function; the basic launcher runs jobs in this process.
-JOB_OUTCOMES: list[dict[str, Any]] = []
+JOB_OUTCOMES: list[JobOutcome] = []
 
 
 def _isolation_for(launcher_target: str, requested: Isolation) -> Isolation:
@@ -45,30 +47,29 @@ def task(dcfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
-    outcome: dict[str, Any] = {"run_dir": str(run_dir), "overrides": overrides}
-    JOB_OUTCOMES.append(outcome)
+    failed = JobOutcome(Status.failed, run_dir, tuple(overrides))
+    outcome = failed  # until the job tells otherwise
     try:
         cfg = OmegaConf.to_object(dcfg)
         isolation = _isolation_for(str(hc.launcher.get("_target_", "")), cfg.measure.isolation)
-        result = execute(cfg, run_dir, overrides, isolation=isolation, log_file=run_dir / "run.log")
-        outcome["status"] = result["status"]
-        outcome["skipped"] = bool(result.get("_skipped"))
-        if outcome["skipped"]:
+        log_file = run_dir / "run.log"
+        outcome = execute(cfg, run_dir, overrides, isolation=isolation, log_file=log_file)
+        if outcome.skipped:
             print(f"[skipped] {run_dir.name}: already ok for this config", flush=True)
         else:
-            print(summary.render(result, str(run_dir)), flush=True)
+            print(summary.render(outcome.result, str(run_dir)), flush=True)
     except RunDirLocked as exc:
-        outcome["status"] = "failed"
         log.error("%s", exc)
     except (StopRequested, KeyboardInterrupt):
         # The job's result is on disk (the job wrote it, or the launcher did for a job
         # stopped before it could): report what it says, then stop the sweep.
-        outcome["status"] = _recorded_status(run_dir)
-        outcome["stopped"] = True
+        outcome = JobOutcome(_recorded_status(run_dir), run_dir, tuple(overrides), stopped=True)
         raise
     except Exception as exc:  # the task function must not raise (the sweep goes on)
-        outcome["status"] = "failed"
+        outcome = failed
         log.exception("job failed outside the run: %s", exc)
+    finally:
+        JOB_OUTCOMES.append(outcome)
 
 
 def _print_result(run_dir: Path) -> None:
@@ -79,13 +80,13 @@ def _print_result(run_dir: Path) -> None:
         print(summary.render(read_result(run_dir), str(run_dir)), flush=True)
 
 
-def _recorded_status(run_dir: Path) -> str:
+def _recorded_status(run_dir: Path) -> Status:
     from runner.results import ResultReadError, read_result
 
     try:
-        return str(read_result(run_dir)["status"])
+        return recorded_status(read_result(run_dir)["status"])
     except (OSError, ResultReadError):
-        return "interrupted"  # no readable result: the stop came before the job began
+        return Status.interrupted  # no readable result: the stop came before the job began
 
 
 class CollectOutcomes(Callback):
@@ -95,21 +96,23 @@ class CollectOutcomes(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if JOB_OUTCOMES:  # the basic launcher ran the jobs in this process
             return
-        from runner.preflight import expand
+        from runner.config.overrides import expand
         from runner.results import RESULT_FILE, ResultReadError, read_result
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        found: dict[tuple[str, ...], tuple[str, Path]] = {}
+        found: dict[tuple[str, ...], tuple[Status, Path]] = {}
         for path in sweep_dir.glob(f"*/{RESULT_FILE}"):
             try:
                 data = read_result(path)
             except (OSError, ResultReadError):
                 continue
-            found[tuple(sorted(data.get("overrides") or []))] = (data["status"], path.parent)
+            key = tuple(sorted(data.get("overrides") or []))
+            found[key] = (recorded_status(data["status"]), path.parent)
         for job in expand(list(config.hydra.overrides.task), multirun=True):
             # No result: the job died before the run could write one (killed, node lost).
-            status, run_dir = found.get(tuple(sorted(job)), ("failed", sweep_dir / "(no result)"))
-            JOB_OUTCOMES.append({"status": status, "run_dir": str(run_dir), "overrides": job})
+            no_result = (Status.failed, sweep_dir / "(no result)")
+            status, run_dir = found.get(tuple(sorted(job)), no_result)
+            JOB_OUTCOMES.append(JobOutcome(status, run_dir, tuple(job)))
 
 
 def _one_job_at_a_time(argv: list[str]) -> list[str]:
@@ -123,26 +126,26 @@ def _one_job_at_a_time(argv: list[str]) -> list[str]:
     return [*argv[:at], "hydra.sweeper.max_batch_size=1", *argv[at:]]
 
 
-def exit_code(outcomes: list[dict[str, Any]]) -> int:
-    statuses = {o.get("status") for o in outcomes}
-    if "interrupted" in statuses:
+def exit_code(outcomes: list[JobOutcome]) -> int:
+    statuses = {o.status for o in outcomes}
+    if Status.interrupted in statuses:
         return EXIT_INTERRUPTED
-    if "failed" in statuses:
+    if Status.failed in statuses:
         return EXIT_FAILED
     return EXIT_OK
 
 
-def _report_failures(outcomes: list[dict[str, Any]]) -> None:
-    bad = [o for o in outcomes if o.get("status") != "ok"]
+def _report_failures(outcomes: list[JobOutcome]) -> None:
+    bad = [o for o in outcomes if o.status is not Status.ok]
     if not bad or len(outcomes) < 2:
         return
     print(f"\n{len(bad)} of {len(outcomes)} job(s) did not finish ok:", file=sys.stderr)
     for o in bad:
         print(
-            f"  [{o['status']}] {','.join(o['overrides']) or '(defaults)'}  {o['run_dir']}",
+            f"  [{o.status.value}] {','.join(o.overrides) or '(defaults)'}  {o.run_dir}",
             file=sys.stderr,
         )
-    sweep_dir = str(Path(bad[0]["run_dir"]).parent)
+    sweep_dir = str(bad[0].run_dir.parent)
     print(
         f"rerun them (ok jobs are skipped) with the same command plus hydra.sweep.dir={sweep_dir}",
         file=sys.stderr,
@@ -192,15 +195,15 @@ def _main(argv: list[str], guard: stop.StopGuard) -> None:
     sys.exit(exit_code(JOB_OUTCOMES))
 
 
-def _report_stop(outcomes: list[dict[str, Any]], guard: stop.StopGuard, multirun: bool) -> None:
+def _report_stop(outcomes: list[JobOutcome], guard: stop.StopGuard, multirun: bool) -> None:
     """The final message, read back from the last job's recorded result."""
     from runner.results import ResultReadError, read_result
 
-    signame = guard.stop.signame if guard.stop else "SIGINT"
+    signame = guard.signame
     if not outcomes:
         print(f"stopped by {signame} before any job started", file=sys.stderr)
         return
-    run_dir = Path(outcomes[-1]["run_dir"])
+    run_dir = outcomes[-1].run_dir
     try:
         result = read_result(run_dir)
     except (OSError, ResultReadError):
@@ -223,7 +226,8 @@ def _export_swept_keys(argv: list[str]) -> None:
     from hydra.errors import HydraException
 
     from runner.config.dirname import SWEPT_ENV
-    from runner.preflight import split_argv, swept_keys
+    from runner.config.overrides import swept_keys
+    from runner.preflight import split_argv
 
     multirun, overrides, _ = split_argv(argv)
     os.environ.pop(SWEPT_ENV, None)
@@ -233,13 +237,13 @@ def _export_swept_keys(argv: list[str]) -> None:
             os.environ[SWEPT_ENV] = ",".join(swept_keys(overrides))
 
 
-def _report_interrupted_sweep(outcomes: list[dict[str, Any]], multirun: bool) -> None:
+def _report_interrupted_sweep(outcomes: list[JobOutcome], multirun: bool) -> None:
     """Hydra skips its end-of-sweep callback after an interruption: write the summary here."""
     if not multirun or not outcomes:
         return
     from runner.report import build_report
 
-    sweep_dir = Path(outcomes[0]["run_dir"]).parent
+    sweep_dir = outcomes[0].run_dir.parent
     try:
         build_report([sweep_dir], sweep_dir)
     except Exception as exc:  # the results are on disk; the summary can be rebuilt later

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -20,11 +18,13 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from runner import stop
+from runner.config.resolved import config_dict, config_hash
 from runner.config.schema import Isolation, RunConfig
 from runner.results import (
     RESULT_FILE,
@@ -36,33 +36,39 @@ from runner.results import (
     read_result,
     write_result,
 )
-from runner.stop import StopRequested
+from runner.stop import StopRequested, SweepInterrupted
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
-# Keys that do not change what is measured: where files go, how the job is isolated.
-HASH_EXCLUDED = ("cache_dir", "measure.isolation")
 
 
 class RunDirLocked(RuntimeError):
     """Another process is running a job in this directory."""
 
 
-class SweepInterrupted(StopRequested):
-    """A stop signal reached this job: its result is recorded; the sweep must stop."""
+@dataclass(frozen=True)
+class JobOutcome:
+    """How one job ended, as the command reports it (exit code, summary lines).
+
+    ``skipped``: already ``ok`` for this config, not run again; ``stopped``: a stop signal
+    ended it, and with it the sweep; ``result``: the job's result, where there is one to show.
+    """
+
+    status: Status
+    run_dir: Path
+    overrides: tuple[str, ...] = ()
+    skipped: bool = False
+    stopped: bool = False
+    result: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """sha256 over the resolved config minus keys that do not change the measurement."""
-    data = json.loads(json.dumps(config, default=str))
-    for dotted in HASH_EXCLUDED:
-        *parents, leaf = dotted.split(".")
-        node = data
-        for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+def recorded_status(value: Any) -> Status:
+    """The status a result file holds; anything unknown counts as failed."""
+    try:
+        return Status(value)
+    except ValueError:
+        return Status.failed
 
 
 def previous_ok(run_dir: Path, chash: str) -> dict[str, Any] | None:
@@ -96,14 +102,14 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
 
 
 def _child(
-    cfg: RunConfig, run_dir: str, overrides: list[str], chash: str, log_file: str, ready: Any
+    cfg: RunConfig,
+    run_dir: str,
+    overrides: list[str],
+    chash: str,
+    log_file: str,
+    ready: multiprocessing.connection.Connection,
 ) -> None:
-    # Own process group: a terminal's Ctrl-C reaches the launcher only, which forwards it
-    # once, so the job sees each stop exactly once whoever it was sent to.
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
-    stop.die_with_parent()
-    stop.install()  # for the child's lifetime: a late signal is recorded, never fatal
+    stop.enter_job_child()
     ready.send(True)  # from now on a forwarded signal is handled, not fatal
     ready.close()
     from runner.logs import setup_child_logging
@@ -116,7 +122,7 @@ def _child(
 
 
 def stopped_result(
-    cfg_dict: dict,
+    cfg_dict: dict[str, Any],
     run_dir: Path,
     overrides: list[str],
     chash: str,
@@ -164,8 +170,6 @@ def run_spawned(
     can handle it (it records ``interrupted`` with its phase); a second one kills it.
     The parent blocks (no polling) until the child is ready, then until it exits.
     """
-    from runner.run import config_dict
-
     guard = stop.GUARD
     result_path = run_dir / RESULT_FILE
     before = _result_mtime(result_path)
@@ -176,39 +180,20 @@ def run_spawned(
         args=(cfg, str(run_dir), overrides, chash, str(log_file), ready_send),
         daemon=False,
     )
-    state = {"signals": 0, "ready": False, "sent": False}
-
-    def send(sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, TypeError):
-            os.kill(proc.pid, sig)
-
-    def forward(signum: int, frame: Any) -> None:
-        guard.record(signum)
-        state["signals"] += 1
-        if state["signals"] > 1:
-            send(signal.SIGKILL)  # asked twice: end it now
-        elif state["ready"]:
-            state["sent"] = True
-            send(signum)
-        # else: sent as soon as the child says it handles signals
-
-    # Installed before the child exists, so no signal finds this process without a plan.
-    old = {s: signal.signal(s, forward) for s in stop.STOP_SIGNALS}
     try:
-        if not guard.requested:  # a stop that arrived just before: the job never starts
-            proc.start()
-            ready_send.close()
-            for conn in multiprocessing.connection.wait([ready_recv, proc.sentinel]):
-                if conn is ready_recv:
-                    with contextlib.suppress(EOFError, OSError):
-                        state["ready"] = bool(ready_recv.recv())
-            if state["ready"] and state["signals"] == 1 and not state["sent"]:
-                state["sent"] = True
-                send(guard.stop.signum if guard.stop else signal.SIGTERM)
-            proc.join()
+        with stop.forwarding_to(lambda: proc.pid, guard) as forward:
+            if not guard.requested:  # a stop that arrived just before: the job never starts
+                proc.start()
+                ready_send.close()
+                ready = False
+                for conn in multiprocessing.connection.wait([ready_recv, proc.sentinel]):
+                    if conn is ready_recv:
+                        with contextlib.suppress(EOFError, OSError):
+                            ready = bool(ready_recv.recv())
+                if ready:
+                    forward.child_ready()
+                proc.join()
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
         ready_recv.close()
     if _result_mtime(result_path) in (None, before):
         # The child wrote nothing: never started, crashed, or killed by a second signal.
@@ -219,11 +204,11 @@ def run_spawned(
             chash,
             exitcode=proc.exitcode,
             stopped_by=guard.stop.signame if guard.requested and guard.stop else None,
-            phase=Phase.config if not state["ready"] else Phase.measure,
+            phase=Phase.config if not forward.ready else Phase.measure,
         )
         write_result(run_dir, crash)
     if guard.requested:
-        raise SweepInterrupted(guard.stop.signum if guard.stop else signal.SIGINT)
+        raise SweepInterrupted(guard.signum)
     return read_result(result_path)
 
 
@@ -234,28 +219,29 @@ def execute(
     *,
     isolation: Isolation | None = None,
     log_file: Path | None = None,
-) -> dict[str, Any]:
-    """Run (or skip, when already ``ok`` for this config) one job; return its result dict.
+) -> JobOutcome:
+    """Run (or skip, when already ``ok`` for this config) one job.
 
     Raises :class:`SweepInterrupted` when a stop signal reached the job (its result is
     written first, also when the signal came before the job could start).
     """
-    from runner.run import config_dict, run
-
     cfg_dict = config_dict(cfg)
     chash = config_hash(cfg_dict)
     isolation = isolation or cfg.measure.isolation
+    job = (run_dir, tuple(overrides))
     with run_dir_lock(run_dir):
         done = previous_ok(run_dir, chash)
         if done is not None:
             log.info("skipping %s: already ok for this config (hash %s)", run_dir.name, chash[:12])
-            done["_skipped"] = True
-            return done
+            return JobOutcome(Status.ok, *job, skipped=True, result=done)
         before = _result_mtime(run_dir / RESULT_FILE)
         try:
             stop.GUARD.check()
             if isolation is Isolation.spawn:
-                return run_spawned(cfg, run_dir, overrides, chash, log_file or run_dir / "run.log")
+                data = run_spawned(cfg, run_dir, overrides, chash, log_file or run_dir / "run.log")
+                return JobOutcome(recorded_status(data["status"]), *job, result=data)
+            from runner.run import run  # only here: the spawn parent never imports torch
+
             result = run(cfg, run_dir, overrides, chash)
         except SweepInterrupted:
             raise
@@ -268,5 +254,5 @@ def execute(
                 )
             raise SweepInterrupted(exc.signum) from None
         if result.status is Status.interrupted:
-            raise SweepInterrupted(stop.GUARD.stop.signum if stop.GUARD.stop else signal.SIGINT)
-        return result.to_dict()
+            raise SweepInterrupted(stop.GUARD.signum)
+        return JobOutcome(result.status, *job, result=result.to_dict())

@@ -13,13 +13,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
+from runner.config.overrides import Setting, expand, parse, parse_lenient, value_of
 from runner.config.schema import RunConfig
 from runner.config.store import GROUP_SCHEMAS
 from runner.config.validate import ConfigError, Facts, validate
@@ -65,7 +64,7 @@ def one_line(exc: BaseException, overrides: list[str]) -> str:
         return f"{cause.full_key}: required value is missing (set {cause.full_key}=...)"
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         msg = str(getattr(cause, "msg", cause)).splitlines()[0]
-        value = _override_value(cause.full_key, overrides)
+        value = value_of(cause.full_key, parse_lenient(overrides))
         shown = f"={value}" if value is not None else ""
         return f"{cause.full_key}{shown}: {msg}"
     return " ".join(text.split())
@@ -74,14 +73,6 @@ def one_line(exc: BaseException, overrides: list[str]) -> str:
 def _first_quoted(text: str) -> str:
     found = re.search(r"'([^']+)'", text)
     return found.group(1) if found else "?"
-
-
-def _override_value(key: str, overrides: list[str]) -> str | None:
-    for item in overrides:
-        k, _, v = item.lstrip("+~").partition("=")
-        if k == key:
-            return v
-    return None
 
 
 def split_argv(argv: list[str]) -> tuple[bool, list[str], bool]:
@@ -96,21 +87,6 @@ def split_argv(argv: list[str]) -> tuple[bool, list[str], bool]:
         else:
             overrides.append(arg)
     return multirun, overrides, checkable
-
-
-def swept_keys(overrides: list[str]) -> list[str]:
-    """Keys given several values (``quant=none,nf4``, ``range(...)``): the sweep's factors."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
-
-
-def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """The override lists of every job the command would run."""
-    if not multirun:
-        return [overrides]
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
-    return [job for batch in batches for job in batch]
 
 
 def compose_typed(overrides: list[str]) -> RunConfig:
@@ -135,9 +111,9 @@ def _refuse_unknown_keys(cfg) -> None:
                 raise UserError(f"{group}.{key}: unknown key; {_allowed_keys(group)}")
 
 
-def _launcher_is_remote(overrides: list[str]) -> bool:
+def _launcher_is_remote(settings: list[Setting]) -> bool:
     # "" is a deletion (~hydra/launcher): Hydra falls back to the basic launcher.
-    return _override_value("hydra/launcher", overrides) not in (None, "", "basic", "local")
+    return value_of("hydra/launcher", settings) not in (None, "", "basic", "local")
 
 
 def check_command(argv: list[str], facts: Facts | None) -> int:
@@ -149,14 +125,15 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
     multirun, overrides, checkable = split_argv(argv)
     if not checkable:
         return 0
-    if _launcher_is_remote(overrides):
-        facts = None
     try:
+        settings = parse(overrides)
         jobs = expand(overrides, multirun)
     except HydraException as exc:
         raise UserError(" ".join(str(exc).split())) from exc
+    if _launcher_is_remote(settings):
+        facts = None
     for job in jobs:
-        task = [o for o in job if not o.lstrip("+~").startswith("hydra")]
+        task = [s.text for s in parse(job) if not s.is_hydra]
         try:
             cfg = compose_typed(task)
         except UserError:
@@ -171,7 +148,7 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
         if facts is not None:
             check_inputs(cfg)
     if facts is not None:
-        check_output_dir(overrides, multirun)
+        check_output_dir(settings, multirun)
     GlobalHydra.instance().clear()
     return len(jobs)
 
@@ -222,10 +199,10 @@ def check_inputs(cfg: RunConfig) -> None:
         raise UserError(str(exc)) from exc
 
 
-def check_output_dir(overrides: list[str], multirun: bool) -> None:
+def check_output_dir(settings: list[Setting], multirun: bool) -> None:
     """The output directory can be created and written, before any job starts."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    target = Path(_override_value(key, overrides) or "outputs")
+    target = Path(value_of(key, settings) or "outputs")
     try:
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=target):

@@ -7,21 +7,19 @@ the phase it happened in and its traceback; Ctrl-C or SIGTERM becomes
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from runner import environment, stop
+from runner.config.resolved import config_dict
 from runner.config.schema import DecodingMode, RunConfig
 from runner.config.validate import Facts, validate
 from runner.measure.energy import EnergyMeter
@@ -33,6 +31,7 @@ from runner.models.context import check_workload_fits
 from runner.models.load import input_device, load_model
 from runner.models.readback import (
     VerificationError,
+    compile_evidence_mismatches,
     compiled_frames,
     generation_mismatches,
     model_mismatches,
@@ -50,17 +49,13 @@ from runner.translate import (
     generate_kwargs,
     requested_from_pretrained,
 )
-from runner.workload import build_workload
+from runner.workload import Batch, Workload, build_workload
 
 log = logging.getLogger(__name__)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def config_dict(cfg: RunConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
 
 
 @dataclasses.dataclass
@@ -128,35 +123,12 @@ def _enter(progress: _Progress, phase: Phase, guard: stop.StopGuard) -> None:
     so it is recorded in the phase it arrived in."""
     guard.check()
     progress.phase = phase
-    _park_for_tests(phase, guard)
-
-
-# Test hook, for the per-phase signal tests only: RUNNER_TEST_PARK="<phase>:<mode>:<marker>"
-# parks the run on entering <phase> (after writing its pid into <marker>) until a stop
-# signal arrives, swallowing what a library might: mode "exception" catches Exception,
-# mode "all" everything. Those tests drive the real CLI in a subprocess, which no
-# argument can reach.
-PARK_ENV = "RUNNER_TEST_PARK"
-
-
-def _park_for_tests(phase: Phase, guard: stop.StopGuard) -> None:
-    spec = os.environ.get(PARK_ENV)
-    if not spec:
-        return
-    want, mode, marker = spec.split(":", 2)
-    if want != phase.value:
-        return
-    Path(marker).write_text(str(os.getpid()))
-    swallowed = BaseException if mode == "all" else Exception
-    deadline = time.monotonic() + 300
-    while not guard.requested and time.monotonic() < deadline:
-        with contextlib.suppress(swallowed):  # what a library's broad handler does
-            time.sleep(0.02)
+    stop.park_for_tests(phase.value, guard)
 
 
 def _mark_interrupted(result: RunResult, progress: _Progress, guard: stop.StopGuard) -> None:
     result.status = Status.interrupted
-    signame = guard.stop.signame if guard.stop is not None else "SIGINT"
+    signame = guard.signame
     message = f"received signal {signame}"
     result.error = RunError("StopRequested", message, None, progress.phase.value)
     log.warning("run interrupted by %s during %s", signame, progress.phase.value)
@@ -209,17 +181,17 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
             return
 
 
+# One generate call on one batch of the workload.
+Call = Callable[[Batch], CallResult]
+
+
 def _measure(
     cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progress, guard: stop.StopGuard
 ) -> None:
     validate(cfg, Facts(cuda_available=torch.cuda.is_available()))
     load_kwargs = from_pretrained_kwargs(cfg)
     spec = compile_spec(cfg.compile)
-    gen_kwargs = generate_kwargs(cfg.decoding, cfg.workload)
-    if not spec.enabled and cfg.decoding.cache_implementation is not None:
-        # On accelerators transformers auto-compiles decoding with static caches;
-        # compile=off must mean no compilation.
-        gen_kwargs["disable_compile"] = True
+    gen_kwargs = generate_kwargs(cfg.decoding, cfg.workload, cfg.compile)
     result.requested = {
         "from_pretrained": requested_from_pretrained(cfg),
         "generate": dict(gen_kwargs),
@@ -272,7 +244,7 @@ def _measure(
     use_streamer = cfg.decoding.mode is DecodingMode.prompt_lookup
     call_kwargs = {**gen_kwargs, "pad_token_id": tokenizer.pad_token_id}
 
-    def call(batch: Any) -> Any:
+    def call(batch: Batch) -> CallResult:
         return timed_generate(
             model,
             batch.input_ids.to(device),
@@ -309,7 +281,13 @@ def _visible_gpus() -> list[int]:
 
 
 def _warmup(
-    cfg, workload, call, progress: _Progress, result: RunResult, compiled: bool, guard
+    cfg: RunConfig,
+    workload: Workload,
+    call: Call,
+    progress: _Progress,
+    result: RunResult,
+    compiled: bool,
+    guard: stop.StopGuard,
 ) -> CallResult | None:
     """Full-length generations on the real batches; the first is the compile call.
 
@@ -343,19 +321,30 @@ def _warmup(
 
 
 def _verify_after_warmup(
-    cfg, compiled: bool, result: RunResult, first: CallResult | None, frames: int | None
+    cfg: RunConfig,
+    compiled: bool,
+    result: RunResult,
+    first: CallResult | None,
+    frames: int | None,
 ) -> None:
     """Evidence from real calls: this run's warmup compiled frames, beams multiplied the rows."""
     if compiled:
         result.applied["model"]["compiled_frames"] = frames
-        if cfg.measure.warmup and frames == 0:
-            raise VerificationError("compile.enabled: no frame was compiled during warmup")
+    problems = compile_evidence_mismatches(compiled, cfg.measure.warmup, frames)
+    if problems:
+        raise VerificationError("; ".join(problems))
     rows = first.timing.rows if first is not None else None
     result.applied["generate"]["rows_per_step_in_warmup"] = rows
 
 
 def _measured_loop(
-    cfg, workload, call, meter: EnergyMeter, progress: _Progress, device, guard
+    cfg: RunConfig,
+    workload: Workload,
+    call: Call,
+    meter: EnergyMeter,
+    progress: _Progress,
+    device: torch.device,
+    guard: stop.StopGuard,
 ) -> None:
     """Repeat passes until min_repeats and min_seconds are met, or max_seconds passes.
 

@@ -20,20 +20,24 @@ went on to record ``ok``). So:
   the write itself.
 
 One guard serves a process for its lifetime (:data:`GUARD`): the CLI process, a spawned
-job child, or (installed by the run itself) a submitit job. No signal is ever handed back
-to a default handler that would kill the process half-way through a write; a process that
-must end at once gets SIGKILL from its parent on the second signal.
+job child (:func:`enter_job_child`), or (installed by the run itself) a submitit job. No
+signal is ever handed back to a default handler that would kill the process half-way
+through a write; a launcher waiting on a job child passes stop signals on to it
+(:func:`forwarding_to`), and a child that must end at once gets SIGKILL from its parent on
+the second signal.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,10 @@ class StopRequested(BaseException):
         self.signum = signum
         self.signame = signal.Signals(signum).name
         super().__init__(message or f"received signal {self.signame}")
+
+
+class SweepInterrupted(StopRequested):
+    """A stop signal reached a job: its result is recorded; the sweep must stop."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,15 @@ class StopGuard:
     def requested(self) -> bool:
         return self.stop is not None
 
+    @property
+    def signum(self) -> int:
+        """The first stop signal; SIGINT when none was recorded (a ``KeyboardInterrupt``)."""
+        return self.stop.signum if self.stop is not None else signal.SIGINT
+
+    @property
+    def signame(self) -> str:
+        return signal.Signals(self.signum).name
+
     def check(self) -> None:
         """Raise :class:`StopRequested` if a stop was recorded (it may have been swallowed)."""
         if self.stop is not None and self.live:
@@ -170,6 +187,96 @@ def guarded() -> Iterator[StopGuard]:
     finally:
         if owner:
             GUARD.uninstall()
+
+
+class Forwarder:
+    """Stop signals to a launcher, passed on to the job child it waits on.
+
+    The first is recorded in the guard and sent on as soon as the child handles signals
+    (:meth:`child_ready`): the job records ``interrupted`` with its phase. A second one
+    kills the child (SIGKILL): asked twice, end it now.
+    """
+
+    def __init__(self, guard: StopGuard, pid: Callable[[], int | None]) -> None:
+        self.guard = guard
+        self._pid = pid
+        self.signals = 0
+        self.ready = False
+        self.sent = False
+
+    def _send(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, TypeError):  # TypeError: not started
+            os.kill(self._pid(), signum)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.guard.record(signum)
+        self.signals += 1
+        if self.signals > 1:
+            self._send(signal.SIGKILL)
+        elif self.ready:
+            self.sent = True
+            self._send(signum)
+        # else: sent as soon as the child says it handles signals
+
+    def child_ready(self) -> None:
+        """The child handles stop signals from now on: pass on a stop that came before."""
+        self.ready = True
+        if self.signals == 1 and not self.sent:
+            self.sent = True
+            self._send(self.guard.stop.signum if self.guard.stop else signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def forwarding_to(pid: Callable[[], int | None], guard: StopGuard = GUARD) -> Iterator[Forwarder]:
+    """Within the block, stop signals to this process go to the child ``pid()`` names (see
+    :class:`Forwarder`); the handlers found are restored on exit.
+
+    Enter it before starting the child, so no signal finds this process without a plan.
+    """
+    forwarder = Forwarder(guard, pid)
+    old = {s: signal.signal(s, forwarder._on_signal) for s in STOP_SIGNALS}
+    try:
+        yield forwarder
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def enter_job_child() -> StopGuard:
+    """Set up a spawned job process; call it first thing in the child.
+
+    Own process group: a terminal's Ctrl-C reaches the launcher only, which forwards it
+    once, so the job sees each stop exactly once whoever it was sent to. The guard is
+    installed for the child's lifetime: a late signal is recorded, never fatal.
+    """
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    die_with_parent()
+    return install()
+
+
+# Test hook, for the per-phase signal tests only: RUNNER_TEST_PARK="<phase>:<mode>:<marker>"
+# parks a run on entering <phase> (after writing its pid into <marker>) until a stop
+# signal arrives, swallowing what a library might: mode "exception" catches Exception,
+# mode "all" everything. Those tests drive the real CLI in a subprocess, which no
+# argument can reach.
+PARK_ENV = "RUNNER_TEST_PARK"
+
+
+def park_for_tests(phase: str, guard: StopGuard) -> None:
+    """The :data:`PARK_ENV` hook; does nothing unless the variable names ``phase``."""
+    spec = os.environ.get(PARK_ENV)
+    if not spec:
+        return
+    want, mode, marker = spec.split(":", 2)
+    if want != phase:
+        return
+    Path(marker).write_text(str(os.getpid()))
+    swallowed = BaseException if mode == "all" else Exception
+    deadline = time.monotonic() + 300
+    while not guard.requested and time.monotonic() < deadline:
+        with contextlib.suppress(swallowed):  # what a library's broad handler does
+            time.sleep(0.02)
 
 
 def die_with_parent(signum: int = signal.SIGTERM) -> None:

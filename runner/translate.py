@@ -116,8 +116,9 @@ _MODE_FIELDS = {
 _SHARED_FIELDS = ("repetition_penalty", "no_repeat_ngram_size", "use_cache")
 
 
-def generate_kwargs(d: DecodingConfig, w: WorkloadConfig) -> dict[str, Any]:
-    """``generate`` kwargs (JSON-able). ``fixed`` output length pins min to max new tokens."""
+def generate_kwargs(d: DecodingConfig, w: WorkloadConfig, c: CompileConfig) -> dict[str, Any]:
+    """``generate`` kwargs (JSON-able). ``fixed`` output length pins min to max new tokens;
+    with compile off, a cache implementation comes with ``disable_compile``."""
     kw: dict[str, Any] = {"max_new_tokens": d.max_new_tokens}
     if w.output_length is OutputLength.fixed:
         kw["min_new_tokens"] = d.max_new_tokens
@@ -131,6 +132,10 @@ def generate_kwargs(d: DecodingConfig, w: WorkloadConfig) -> dict[str, Any]:
     if d.cache_implementation is not None:
         kw["cache_implementation"] = d.cache_implementation.value
     kw.update(d.extra)
+    if not c.enabled and d.cache_implementation is not None:
+        # On accelerators transformers auto-compiles decoding with static caches;
+        # compile=off must mean no compilation.
+        kw["disable_compile"] = True
     return kw
 
 

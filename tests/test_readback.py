@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runner.models.readback import compiled_frames, generation_mismatches, model_mismatches
+from runner.models.readback import (
+    compile_evidence_mismatches,
+    compiled_frames,
+    generation_mismatches,
+    model_mismatches,
+)
 from runner.translate import CompileSpec
 from tests.conftest import TINY
 
@@ -42,6 +47,15 @@ def test_each_block_counts_its_own_compiled_frames():
     with compiled_frames(enabled=False) as off:
         model(torch.ones(2, 4))
     assert off.frames is None
+
+
+@pytest.mark.parametrize(
+    ("compiled", "warmup", "frames", "ok"),
+    [(True, 2, 3, True), (True, 2, 0, False), (True, 0, 0, True), (False, 2, None, True)],
+)
+def test_a_compiled_run_must_compile_frames_in_its_warmup(compiled, warmup, frames, ok):
+    problems = compile_evidence_mismatches(compiled, warmup, frames)
+    assert problems == ([] if ok else ["compile.enabled: no frame was compiled during warmup"])
 
 
 def test_top_k_zero_builds_no_top_k_warper(tiny_dir):

@@ -1,6 +1,6 @@
 """A stop signal is never lost: every phase, every stop signal, sent to the CLI or the job.
 
-The run is parked in a phase by the test hook ``RUNNER_TEST_PARK`` (see ``runner.run``),
+The run is parked in a phase by the test hook ``RUNNER_TEST_PARK`` (see ``runner.stop``),
 which touches a marker file with the parked process's pid and then sleeps in a loop that
 swallows what a library's broad handler would (``except Exception``, or in ``all`` mode
 ``except BaseException``). Each case asserts the recorded status and phase, the exit code
@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from runner.results import Phase
-from runner.run import PARK_ENV
-from runner.stop import GUARD, StopRequested
+from runner.stop import GUARD, PARK_ENV, StopRequested
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,10 +16,11 @@ from runner.translate import (
     requested_from_pretrained,
 )
 
-# field -> (overrides, which kwargs dict, expected key/value pairs in it)
+# field -> (overrides, which kwargs dict, expected key/value pairs in it); a target of None:
+# the field reaches no kwarg (its last override changes none of them).
 CASES = {
     QuantConfig: {
-        "name": (["quant=int8"], None, {}),  # label only
+        "name": (["quant=int8", "quant.name=mine"], None, {}),  # label only
         "load_in_8bit": (["quant=int8"], "q", {"load_in_8bit": True}),
         "load_in_4bit": (["quant=nf4"], "q", {"load_in_4bit": True}),
         "bnb_4bit_quant_type": (["quant=fp4"], "q", {"bnb_4bit_quant_type": "fp4"}),
@@ -94,7 +95,7 @@ CASES = {
         "extra": (["+decoding.extra.output_scores=true"], "g", {"output_scores": True}),
     },
     LoadingConfig: {
-        "name": (["loading=cpu"], None, {}),
+        "name": (["loading=cpu", "loading.name=mine"], None, {}),  # label only
         "device_map": (["loading=cpu"], "l", {"device_map": "cpu"}),
         "dtype": (["loading.dtype=bfloat16"], "l", {"dtype": "bfloat16"}),
         "attn_implementation": (
@@ -126,8 +127,12 @@ def _produced(cfg, target):
     if target == "c":
         return compile_spec(cfg.compile).to_dict()
     if target == "g":
-        return generate_kwargs(cfg.decoding, cfg.workload)
+        return generate_kwargs(cfg.decoding, cfg.workload, cfg.compile)
     return requested_from_pretrained(cfg)
+
+
+def _every_kwarg(cfg):
+    return [_produced(cfg, target) for target in ("l", "c", "g")]
 
 
 def test_every_schema_field_has_a_case():
@@ -151,6 +156,7 @@ def test_field_produces_its_kwarg(compose, schema, name):
             validate(cfg)
         return
     if target is None:
+        assert _every_kwarg(cfg) == _every_kwarg(compose(overrides[:-1]))
         return
     produced = _produced(cfg, target)
     for key, value in expected.items():
@@ -161,7 +167,7 @@ def test_unset_fields_produce_no_kwargs(compose):
     cfg = compose(["quant=none", "compile=off", "decoding=greedy", "loading=cpu"])
     assert requested_from_pretrained(cfg) == {"device_map": "cpu"}
     assert compile_spec(cfg.compile).to_dict() == {"enabled": False}
-    assert generate_kwargs(cfg.decoding, cfg.workload) == {
+    assert generate_kwargs(cfg.decoding, cfg.workload, cfg.compile) == {
         "max_new_tokens": 32,
         "min_new_tokens": 32,  # workload.output_length=fixed
         "do_sample": False,
@@ -170,7 +176,24 @@ def test_unset_fields_produce_no_kwargs(compose):
 
 def test_natural_length_leaves_min_new_tokens_unset(compose):
     cfg = compose(["workload.output_length=natural"])
-    assert "min_new_tokens" not in generate_kwargs(cfg.decoding, cfg.workload)
+    assert "min_new_tokens" not in generate_kwargs(cfg.decoding, cfg.workload, cfg.compile)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "disable_compile"),
+    [
+        ([], None),
+        (["decoding.cache_implementation=static"], True),
+        (["decoding.cache_implementation=dynamic"], True),
+        (["compile=on", "decoding.cache_implementation=static"], None),
+        (["compile=on"], None),
+    ],
+)
+def test_compile_off_keeps_generate_from_compiling_a_cache(compose, overrides, disable_compile):
+    # On accelerators transformers auto-compiles decoding with static caches.
+    cfg = compose(overrides)
+    kw = generate_kwargs(cfg.decoding, cfg.workload, cfg.compile)
+    assert kw.get("disable_compile") is disable_compile
 
 
 def test_real_kwargs_carry_library_objects(compose):

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 from omegaconf import OmegaConf
 
+from runner.config.overrides import read
+
 # Keys that do not describe the measured point (unless swept); left out of the name.
 NOISE_KEYS = (
     "cache_dir",
@@ -23,10 +25,6 @@ MAX_LENGTH = 120
 SWEPT_ENV = "RUNNER_SWEPT_KEYS"
 
 
-def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
 def job_dirname(overrides: Iterable[str], swept: Iterable[str] | None = None) -> str:
     """``compile=on,quant=nf4`` from the overrides; ``default`` when there are none.
 
@@ -36,10 +34,11 @@ def job_dirname(overrides: Iterable[str], swept: Iterable[str] | None = None) ->
     long name) a short hash of the original overrides keeps the name unique.
     """
     items = sorted(str(o) for o in overrides)
+    key = {o: read(o).key for o in items}
     swept = {s for s in (swept or ()) if s}
-    kept = [o for o in items if _key(o) not in NOISE_KEYS or _key(o) in swept]
+    kept = [o for o in items if key[o] not in NOISE_KEYS or key[o] in swept]
     if swept:
-        kept = [o for o in kept if _key(o) in swept] or kept
+        kept = [o for o in kept if key[o] in swept] or kept
     safe = [o.replace("/", "_").replace(" ", "") for o in kept]
     name = ",".join(safe) or "default"
     if safe != kept or len(name) > MAX_LENGTH:

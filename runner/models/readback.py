@@ -195,6 +195,14 @@ def generation_mismatches(requested: dict[str, Any], applied: dict[str, Any]) ->
     return problems
 
 
+def compile_evidence_mismatches(compiled: bool, warmup: int, frames: int | None) -> list[str]:
+    """A compiled run whose warmup (``warmup`` calls configured) compiled no frame: the
+    compiled forward was not used. ``frames`` is what :func:`compiled_frames` counted."""
+    if compiled and warmup and frames == 0:
+        return ["compile.enabled: no frame was compiled during warmup"]
+    return []
+
+
 @dataclass
 class FrameCount:
     """Frames Dynamo compiled inside a :func:`compiled_frames` block; set when it exits."""

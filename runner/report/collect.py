@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from runner.config.overrides import parse_lenient
 from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
 from runner.sections.energy import Energy
 from runner.sections.metrics import Latency, Metrics, Stats, Throughput
@@ -29,6 +30,7 @@ RESULT_STATUSES = ("ok", "failed", "interrupted")
 STATUSES = (*RESULT_STATUSES, "partial", "unreadable")
 
 BASE_COLUMNS = ["run_dir", "run_id", "label", "status", "error"]
+DELETED = "(deleted)"  # the value of a factor a run deleted (``~energy``)
 
 MEAN_CI = ("mean", "ci95_low", "ci95_high")  # fields of Stats
 # column prefix -> (the distribution, scale to the column's unit, Stats fields as columns)
@@ -248,24 +250,15 @@ def load_runs(paths: Iterable[Path | str]) -> list[RunRecord]:
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     """``["+compile=on", "decoding.num_beams=4", "~energy"]`` -> ``{key: value}`` (strings).
 
-    Leading ``+``/``++`` are dropped, ``~key`` (deletion) gives ``(deleted)``, ``hydra.*``
-    launcher settings are not factors, surrounding quotes are removed from values.
+    Read with Hydra's parser (:mod:`runner.config.overrides`): prefixes are dropped, quotes
+    removed from string values, ``~key`` (deletion) gives ``(deleted)``; ``hydra`` settings
+    are not factors, and an override Hydra rejects is left out.
     """
-    out: dict[str, str] = {}
-    for item in overrides:
-        text = str(item).strip()
-        if text.startswith("~"):
-            key, value = text[1:].split("=", 1)[0], "(deleted)"
-        elif "=" in text:
-            key, value = text.split("=", 1)
-            key, value = key.lstrip("+").strip(), value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-        else:
-            continue
-        if key and not key.startswith("hydra."):
-            out[key] = value
-    return out
+    return {
+        s.key: DELETED if s.deleted else str(s.value)
+        for s in parse_lenient(overrides)
+        if not s.is_hydra
+    }
 
 
 def _num(value: Any, scale: float = 1.0) -> float:

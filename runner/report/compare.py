@@ -23,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from runner.report.collect import ReportError, factor_columns, load_run, table
+from runner.config.overrides import split_joined
+from runner.report.collect import ReportError, factor_columns, load_run, parse_overrides, table
 from runner.results import RESULT_FILE
 
 # relative column -> (headline column of the mean, CI prefix for its relative half-width)
@@ -51,18 +52,18 @@ class Baseline:
 
 
 def parse_spec(spec: str) -> dict[str, str]:
-    """``"quant=none,compile=off"`` -> ``{"quant": "none", "compile": "off"}``."""
-    out: dict[str, str] = {}
-    for part in spec.split(","):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise ReportError(f"baseline {spec!r}: expected key=value[,key=value...]")
-        key, value = part.split("=", 1)
-        out[key.strip().lstrip("+")] = value.strip()
-    if not out:
+    """``"quant=none,compile=off"`` -> ``{"quant": "none", "compile": "off"}``, read as the
+    report reads a run's overrides (:func:`~runner.report.collect.parse_overrides`)."""
+    try:
+        items = split_joined(spec)
+    except ValueError:
+        raise ReportError(f"baseline {spec!r}: expected key=value[,key=value...]") from None
+    if not items:
         raise ReportError("baseline: empty spec")
-    return out
+    wanted = parse_overrides(items)
+    if not wanted:
+        raise ReportError(f"baseline {spec!r}: names no factor")
+    return wanted
 
 
 def _match_spec(df: pd.DataFrame, spec: str) -> Baseline:

@@ -1,0 +1,35 @@
+"""The resolved config as plain data, and its hash (what a resumed sweep compares).
+
+Light on purpose: the sweep parent hashes every job's config to decide what to skip, and
+must not import torch or transformers to do it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from runner.config.schema import RunConfig
+
+# Keys that do not change what is measured: where files go, how the job is isolated.
+HASH_EXCLUDED = ("cache_dir", "measure.isolation")
+
+
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The typed config as JSON-able plain data (enums as their names)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 over the resolved config minus keys that do not change the measurement."""
+    data = json.loads(json.dumps(config, default=str))
+    for dotted in HASH_EXCLUDED:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
