@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast lint format bench gpu-check report clean
+.PHONY: help setup run test test-fast lint format docs bench gpu-check report clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ lint: $(STAMP) ## ruff lint and format check
 format: $(STAMP) ## apply ruff formatting and autofixes
 	$(PY) -m ruff format runner tests bench
 	$(PY) -m ruff check --fix runner tests bench
+
+docs: $(STAMP) ## regenerate docs/options.md from the schema and conf/ (a test checks it)
+	$(PY) -m runner.config.docs > docs/options.md
 
 bench: $(STAMP) ## benchmarks: instrumentation overhead, timing accuracy, isolation, energy on/off
 	$(PY) -m bench $(ARGS)

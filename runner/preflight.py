@@ -21,10 +21,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from runner.config.schema import RunConfig
-from runner.config.store import GROUP_SCHEMAS
+from runner.config.store import CONF_DIR, GROUP_SCHEMAS
 from runner.config.validate import ConfigError, Facts, validate
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 class UserError(Exception):
