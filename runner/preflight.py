@@ -20,10 +20,8 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from runner.config.overrides import Setting, expand, parse, parse_lenient, value_of
 from runner.config.schema import RunConfig
-from runner.config.store import GROUP_SCHEMAS
+from runner.config.store import CONF_DIR, GROUP_SCHEMAS
 from runner.config.validate import ConfigError, Facts, validate
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 class UserError(Exception):
@@ -179,8 +177,10 @@ def check_inputs(cfg: RunConfig) -> None:
     """Files the run will read exist and parse (only where the jobs run on this machine),
     and synthetic prompts plus new tokens fit the model's context length."""
     from runner.config.schema import ModelSource, WorkloadKind
+    from runner.models.cache import cache_root
     from runner.models.context import check_configured_lengths
     from runner.models.load import ModelNotFoundError, local_model_dir
+    from runner.models.smollm2 import check_available
     from runner.workload import WorkloadError, load_prompts
 
     if cfg.model.source is ModelSource.local:
@@ -188,6 +188,11 @@ def check_inputs(cfg: RunConfig) -> None:
             local_model_dir(cfg.model.path)
         except ModelNotFoundError as exc:
             raise UserError(str(exc)) from exc
+    if cfg.model.source is ModelSource.smollm2:
+        try:
+            check_available(cache_root(cfg.cache_dir))
+        except FileNotFoundError as exc:
+            raise UserError(f"model.source=smollm2: {exc}") from exc
     if cfg.workload.kind is WorkloadKind.file:
         try:
             load_prompts(cfg.workload)

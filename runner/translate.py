@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.config.rules import fields_applying
 from runner.config.schema import (
     CompileConfig,
     DecodingConfig,
@@ -107,12 +108,7 @@ def from_pretrained_kwargs(cfg: RunConfig) -> dict[str, Any]:
     return kw
 
 
-_MODE_FIELDS = {
-    DecodingMode.greedy: (),
-    DecodingMode.sample: ("temperature", "top_k", "top_p", "min_p"),
-    DecodingMode.beam: ("num_beams", "early_stopping", "length_penalty"),
-    DecodingMode.prompt_lookup: ("prompt_lookup_num_tokens",),
-}
+# Which decoding fields belong to which mode is the schema's rule (rules.OnlyWith).
 _SHARED_FIELDS = ("repetition_penalty", "no_repeat_ngram_size", "use_cache")
 
 
@@ -125,7 +121,7 @@ def generate_kwargs(d: DecodingConfig, w: WorkloadConfig, c: CompileConfig) -> d
     elif d.min_new_tokens is not None:
         kw["min_new_tokens"] = d.min_new_tokens
     kw["do_sample"] = d.mode is DecodingMode.sample
-    for name in (*_MODE_FIELDS[d.mode], *_SHARED_FIELDS):
+    for name in (*fields_applying(DecodingConfig, "mode", d.mode), *_SHARED_FIELDS):
         value = getattr(d, name)
         if value is not None:
             kw[name] = value

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from runner.config.schema import PromptOrder, WorkloadConfig, WorkloadKind
+from runner.config.validate import ConfigError, check_fields
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -94,6 +95,7 @@ def load_prompts(cfg: WorkloadConfig) -> list[tuple[str, str]]:
 
     Raises :class:`WorkloadError` naming the file and line for anything malformed.
     """
+    _check_config(cfg)
     kind = WorkloadKind(cfg.kind)
     if kind is WorkloadKind.default:
         text = resources.files("runner.data").joinpath("prompts.jsonl").read_text("utf-8")
@@ -111,10 +113,7 @@ def build_workload(
     ``seed`` overrides ``cfg.seed`` (prompt order and synthetic text) when given.
     """
     seed = cfg.seed if seed is None else seed
-    if cfg.num_prompts < 1:
-        raise WorkloadError(f"workload.num_prompts={cfg.num_prompts}: must be at least 1")
-    if cfg.batch_size < 1:
-        raise WorkloadError(f"workload.batch_size={cfg.batch_size}: must be at least 1")
+    _check_config(cfg)
 
     kind = WorkloadKind(cfg.kind)
     if kind is WorkloadKind.synthetic:
@@ -150,9 +149,15 @@ def build_workload(
     )
 
 
-def _read_file(path: str | None) -> str:
-    if not path:
-        raise WorkloadError("workload.path=None: required with workload.kind=file")
+def _check_config(cfg: WorkloadConfig) -> None:
+    """The schema's rules for the workload group, for callers that skipped validation."""
+    try:
+        check_fields(cfg, "workload")
+    except ConfigError as exc:
+        raise WorkloadError(str(exc)) from None
+
+
+def _read_file(path: str) -> str:
     label = f"workload.path={path}"
     try:
         # utf-8-sig: editors on Windows like to prepend a BOM, which is not JSON.
@@ -249,8 +254,7 @@ def _synthetic(
     count maps to token count; the length is verified after encoding (never trusted).
     """
     target = cfg.input_tokens
-    if target is None or target < 1:
-        raise WorkloadError(f"workload.input_tokens={target}: required with kind=synthetic, >= 1")
+    assert target is not None  # checked by _check_config: required with workload=synthetic
     # Tokens the tokenizer adds to every text (BOS, sometimes EOS) count toward the target.
     overhead = len(tokenizer("")["input_ids"])
     if target < overhead:

@@ -44,7 +44,7 @@ CATALOGUE = [
     (["loading.dtype=float8"], "loading.dtype=float8"),
     # out of range
     (["decoding.temperature=-1"], "decoding.temperature=-1.0: must be > 0"),
-    (["decoding=sample", "decoding.top_p=0"], "decoding.top_p=0.0: must be > 0"),
+    (["decoding=sample", "decoding.top_p=0"], "decoding.top_p=0.0: must be in (0, 1]"),
     (["decoding=sample", "decoding.top_k=-1"], "decoding.top_k=-1: must be >= 0"),
     (["decoding=sample", "decoding.temperature=0"], "use decoding=greedy"),
     (["decoding.repetition_penalty=0"], "decoding.repetition_penalty=0.0: must be > 0"),

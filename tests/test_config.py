@@ -104,7 +104,7 @@ BAD = [
     (["+loading.extra.dtype=float16"], "set the schema field"),
     (["+decoding.extra.temperature=0.3"], "set the schema field"),
     (["model=local"], "model.path is unset: required with model.source=local"),
-    (["model.path=/x"], "model.path=/x: not used with model.source=smollm2"),
+    (["model.path=/x"], "model.path=/x: only applies with model.source=local or hub"),
     (["workload=file"], "workload.path is unset: required with workload=file"),
     (["workload=synthetic", "workload.input_tokens=null"], "workload.input_tokens is unset"),
     (["workload.batch_size=0"], "workload.batch_size=0: must be >= 1"),

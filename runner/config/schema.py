@@ -4,7 +4,10 @@ Each option YAML under ``conf/<group>/`` extends the ``base_<group>`` schema
 registered in :mod:`runner.config.store`, so unknown keys and wrong types are
 refused by OmegaConf at composition time. ``None`` means "unset": the
 translation layer emits no kwarg for it and the library default applies.
-Every field carries its help text; validation errors and the README quote it.
+Every field carries its help text and its rules (:mod:`runner.config.rules`: the range
+of its value, the condition under which it applies); validation, translation and the
+generated ``docs/options.md`` read them from here. Each group's docstring is its
+introduction in that reference.
 """
 
 from __future__ import annotations
@@ -15,11 +18,21 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from runner.config.rules import AT_LEAST_0, AT_LEAST_1, POSITIVE, OnlyWith, Range, make_metadata
 
-def _help(text: str, default: Any = None, **kw: Any) -> Any:
+
+def _help(
+    text: str,
+    default: Any = None,
+    *,
+    range: Range | None = None,
+    only_with: OnlyWith | None = None,
+    **kw: Any,
+) -> Any:
+    meta = make_metadata(text, range, only_with)
     if "default_factory" in kw:
-        return field(metadata={"help": text}, **kw)
-    return field(default=default, metadata={"help": text})
+        return field(metadata=meta, **kw)
+    return field(default=default, metadata=meta)
 
 
 class ModelSource(str, Enum):
@@ -105,11 +118,36 @@ class EnergyBackend(str, Enum):
     off = "off"
 
 
+# Which fields apply when: the one table validation, translation and the docs read.
+LOCAL_OR_HUB = OnlyWith(
+    "source", (ModelSource.local, ModelSource.hub), "model.source=local or hub", required=True
+)
+FOUR_BIT = OnlyWith("load_in_4bit", (True,), "load_in_4bit=true")
+EIGHT_BIT = OnlyWith("load_in_8bit", (True,), "load_in_8bit=true")
+COMPILED = OnlyWith("enabled", (True,), "compile.enabled=true")
+SAMPLE = OnlyWith("mode", (DecodingMode.sample,), "decoding=sample")
+BEAM = OnlyWith("mode", (DecodingMode.beam,), "decoding=beam")
+BEAM_REQUIRED = OnlyWith("mode", (DecodingMode.beam,), "decoding=beam", required=True)
+PROMPT_LOOKUP = OnlyWith("mode", (DecodingMode.prompt_lookup,), "decoding=prompt-lookup")
+FILE = OnlyWith("kind", (WorkloadKind.file,), "workload=file", required=True)
+SYNTHETIC = OnlyWith("kind", (WorkloadKind.synthetic,), "workload=synthetic", required=True)
+
+
 @dataclass
 class ModelConfig:
+    """What is measured.
+
+    Generated models (tiny, and the converted SmolLM2) are cached in ``cache_dir``, else
+    ``$RUNNER_CACHE``, else ``~/.cache/llm-sweep-runner``. ``model=hub`` needs network on
+    first use; everything else runs offline. A local model path without a ``config.json``
+    is refused before anything runs.
+    """
+
     source: ModelSource = _help("where the weights come from: tiny, smollm2, local, hub", MISSING)
     name: str = _help("label used in results and reports", MISSING)
-    path: str | None = _help("local directory (source=local) or hub id (source=hub)")
+    path: str | None = _help(
+        "local directory (source=local) or hub id (source=hub)", only_with=LOCAL_OR_HUB
+    )
     weights: Weights = _help(
         "pretrained: load the checkpoint; random: build the architecture from its config "
         "with random weights (nothing downloaded beyond config and tokenizer)",
@@ -120,41 +158,109 @@ class ModelConfig:
 
 @dataclass
 class QuantConfig:
+    """bitsandbytes quantization.
+
+    The fields become a ``BitsAndBytesConfig`` passed to ``from_pretrained`` as
+    ``quantization_config``. bitsandbytes 0.50 runs 4-bit and 8-bit on CPU too (slower
+    than fp32 there). 4-bit and 8-bit cannot be combined.
+    """
+
     name: str = _help("label of this quantization option", MISSING)
     load_in_8bit: bool = _help("bitsandbytes LLM.int8() linear layers", False)
     load_in_4bit: bool = _help("bitsandbytes 4-bit linear layers", False)
-    bnb_4bit_quant_type: QuantType | None = _help("4-bit data type: nf4 or fp4 (4-bit only)")
-    bnb_4bit_compute_dtype: DType | None = _help("dtype of 4-bit matmuls (4-bit only)")
-    bnb_4bit_use_double_quant: bool | None = _help("quantize the quant constants (4-bit only)")
-    llm_int8_threshold: float | None = _help("outlier threshold of LLM.int8() (8-bit only)")
+    bnb_4bit_quant_type: QuantType | None = _help("4-bit data type", only_with=FOUR_BIT)
+    bnb_4bit_compute_dtype: DType | None = _help("dtype of 4-bit matmuls", only_with=FOUR_BIT)
+    bnb_4bit_use_double_quant: bool | None = _help(
+        "quantize the quantization constants too", only_with=FOUR_BIT
+    )
+    llm_int8_threshold: float | None = _help(
+        "outlier threshold of LLM.int8()", range=AT_LEAST_0, only_with=EIGHT_BIT
+    )
 
 
 @dataclass
 class CompileConfig:
+    """torch.compile.
+
+    The runner calls ``model.compile(...)``, which compiles the call path that
+    ``generate`` uses (``torch.compile(model)`` would return a wrapper whose ``.generate``
+    runs the eager forward). One eager forward runs first, because bitsandbytes repacks
+    4-bit weights on CPU at their first forward and a graph traced earlier sees the wrong
+    layout. With compilation the warmup covers every batch of the workload once, so no
+    compilation for a new shape lands in the measured window. ``compile=off`` passes
+    ``disable_compile=True`` to ``generate`` when a cache implementation is set, because
+    transformers otherwise auto-compiles static-cache decoding on GPUs.
+    """
+
     enabled: bool = _help("compile model.forward with torch.compile", False)
-    mode: CompileMode | None = _help("torch.compile mode (needs enabled)")
-    backend: str | None = _help("torch.compile backend, e.g. inductor, eager (needs enabled)")
-    fullgraph: bool | None = _help("refuse graph breaks (needs enabled)")
-    dynamic: bool | None = _help("dynamic shapes: true, false, or unset (needs enabled)")
+    mode: CompileMode | None = _help("torch.compile mode", only_with=COMPILED)
+    backend: str | None = _help(
+        "torch.compile backend, e.g. inductor, eager, aot_eager", only_with=COMPILED
+    )
+    fullgraph: bool | None = _help("refuse graph breaks", only_with=COMPILED)
+    dynamic: bool | None = _help("dynamic shapes: true, false, or unset", only_with=COMPILED)
 
 
 @dataclass
 class DecodingConfig:
-    mode: DecodingMode = _help("greedy, sample, beam or prompt_lookup", MISSING)
-    max_new_tokens: int = _help("new tokens per request (upper bound)", 32)
-    min_new_tokens: int | None = _help("lower bound on new tokens")
-    temperature: float | None = _help("sampling temperature (mode=sample)")
-    top_k: int | None = _help("top-k sampling (mode=sample); 0 turns top-k off")
-    top_p: float | None = _help("nucleus sampling mass (mode=sample)")
-    min_p: float | None = _help("min-p sampling (mode=sample)")
-    num_beams: int | None = _help("beams (mode=beam, at least 2)")
-    early_stopping: bool | None = _help("stop beams early (mode=beam)")
-    length_penalty: float | None = _help("beam length penalty (mode=beam)")
-    prompt_lookup_num_tokens: int | None = _help("n-gram tokens (mode=prompt_lookup)")
-    repetition_penalty: float | None = _help("penalty for repeated tokens (> 0)")
-    no_repeat_ngram_size: int | None = _help("forbid repeating n-grams of this size")
+    """The ``generate()`` strategy.
+
+    Fields of another mode are refused, never silently dropped as transformers would.
+    Prompt plus ``max_new_tokens`` must fit the model's context length
+    (``max_position_embeddings``): checked before loading where the length is known
+    (synthetic prompts on tiny, smollm2 or a local model) and on the real token counts
+    after tokenizing, before anything is generated. ``extra`` is the escape hatch for
+    what the schema does not cover yet (``+decoding.extra.output_scores=true``): merged
+    last, recorded in ``requested`` and ``applied``; ``generate`` rejects unknown keys
+    itself (the run fails with that error); keys the schema owns must be set through
+    the schema.
+    """
+
+    mode: DecodingMode = _help(
+        "greedy, sample, beam or prompt_lookup; do_sample=True only with sample", MISSING
+    )
+    max_new_tokens: int = _help("new tokens per request (upper bound)", 32, range=AT_LEAST_1)
+    min_new_tokens: int | None = _help(
+        "lower bound on new tokens; must be <= max_new_tokens, and under "
+        "workload.output_length=fixed unset or equal to it",
+        range=AT_LEAST_0,
+    )
+    temperature: float | None = _help(
+        "sampling temperature; 0 is refused (that is decoding=greedy)",
+        range=POSITIVE,
+        only_with=SAMPLE,
+    )
+    top_k: int | None = _help(
+        "top-k sampling; 0 turns top-k off, unset keeps transformers' default of 50",
+        range=AT_LEAST_0,
+        only_with=SAMPLE,
+    )
+    top_p: float | None = _help(
+        "nucleus sampling mass", range=Range(0, 1, low_open=True), only_with=SAMPLE
+    )
+    min_p: float | None = _help("min-p sampling", range=Range(0, 1), only_with=SAMPLE)
+    num_beams: int | None = _help(
+        "beams",
+        range=Range(low=2, message="beam search needs num_beams >= 2"),
+        only_with=BEAM_REQUIRED,
+    )
+    early_stopping: bool | None = _help("stop beams early", only_with=BEAM)
+    length_penalty: float | None = _help("beam length penalty", only_with=BEAM)
+    prompt_lookup_num_tokens: int | None = _help(
+        "n-gram tokens drafted from the prompt; needs workload.batch_size=1",
+        range=AT_LEAST_1,
+        only_with=PROMPT_LOOKUP,
+    )
+    repetition_penalty: float | None = _help("penalty for repeated tokens", range=POSITIVE)
+    no_repeat_ngram_size: int | None = _help(
+        "forbid repeating n-grams of this size", range=AT_LEAST_1
+    )
     use_cache: bool | None = _help("use the KV cache")
-    cache_implementation: CacheImplementation | None = _help("KV cache implementation")
+    cache_implementation: CacheImplementation | None = _help(
+        "KV cache implementation: dynamic and static work everywhere; offloaded and "
+        "offloaded_static need CUDA; hybrid and sliding_window are refused (transformers 5.24 "
+        "builds no such cache); needs use_cache unset or true"
+    )
     seed: int = _help("torch seed set before each generate call (reproducible sampling)", 0)
     extra: dict[str, Any] = _help(
         "extra generate() kwargs merged last; generate rejects unknown keys",
@@ -164,6 +270,22 @@ class DecodingConfig:
 
 @dataclass
 class LoadingConfig:
+    """``from_pretrained`` placement and dtype.
+
+    ``device_map`` values other than those listed are refused before loading; a CUDA
+    ``device_map``, GPU caps in ``max_memory`` and flash attention need a visible CUDA
+    GPU; flash attention needs dtype float16 or bfloat16. ``max_memory`` works only with
+    device_map auto, balanced, balanced_low_0 or sequential (transformers ignores it
+    otherwise): keys are GPU indices, cpu or disk, sizes carry a unit (GiB, MiB, KiB, GB,
+    MB, KB), e.g. ``++loading.max_memory={0:20GiB,cpu:64GiB}``. The placement accelerate
+    chose is recorded in ``applied.model.hf_device_map`` when the model is split or
+    offloaded, else ``applied.model.parameter_devices`` shows the one device.
+    ``low_cpu_mem_usage`` is refused when set: transformers 5 ignores it. ``extra``
+    (``+loading.extra.subfolder=sub``) is merged last and recorded; since an unknown
+    ``from_pretrained`` key would silently become a model-config attribute, only the
+    kwargs transformers consumes are accepted (listed below).
+    """
+
     name: str = _help("label of this loading option", MISSING)
     device_map: str | None = _help(
         "from_pretrained device_map: auto, balanced, balanced_low_0, sequential, cpu, cuda, "
@@ -187,12 +309,34 @@ class LoadingConfig:
 
 @dataclass
 class WorkloadConfig:
+    """The requests.
+
+    The built-in set (``workload=default``) is 80 prompts written for this project
+    (questions, instructions, summarisation of a passage, code, reasoning; 6 to 337
+    tokens), see ``runner/data/PROMPTS.md``. A malformed workload file is refused before
+    anything runs, naming the line.
+    """
+
     kind: WorkloadKind = _help("default (built-in prompts), synthetic, file", MISSING)
-    path: str | None = _help('JSONL file, one {"prompt": ...} per line (kind=file)')
-    num_prompts: int = _help("number of requests per pass over the workload", 8)
-    batch_size: int = _help("requests per generate call", 1)
-    input_tokens: int | None = _help("exact prompt length in tokens (kind=synthetic)")
-    max_input_tokens: int | None = _help("truncate longer prompts (recorded per request)")
+    path: str | None = _help(
+        'JSONL file, one {"prompt": "...", "id": "..."} per line (id optional)', only_with=FILE
+    )
+    num_prompts: int = _help(
+        "requests per pass over the workload (the prompt list is cycled if shorter)",
+        8,
+        range=AT_LEAST_1,
+    )
+    batch_size: int = _help("requests per generate call", 1, range=AT_LEAST_1)
+    input_tokens: int | None = _help(
+        "exact prompt length in tokens (checked after tokenization)",
+        range=AT_LEAST_1,
+        only_with=SYNTHETIC,
+    )
+    max_input_tokens: int | None = _help(
+        "longer prompts are cut (recorded per request and counted in the result); "
+        "not below input_tokens",
+        range=AT_LEAST_1,
+    )
     output_length: OutputLength = _help(
         "fixed: every request generates exactly max_new_tokens (EOS cannot end it early); "
         "natural: requests stop at EOS",
@@ -205,10 +349,23 @@ class WorkloadConfig:
 
 @dataclass
 class MeasureConfig:
-    warmup: int = _help("full-length warmup generate calls, excluded from statistics", 1)
-    min_repeats: int = _help("measured passes over the workload, at least", 3)
-    min_seconds: float = _help("measured time, at least (seconds)", 0.0)
-    max_seconds: float = _help("stop repeating after this much measured time (seconds)", 600.0)
+    """Warmup, repeats, isolation.
+
+    The measured phase repeats passes over the workload until both ``min_repeats`` and
+    ``min_seconds`` are met, and stops at ``max_seconds``.
+    """
+
+    warmup: int = _help(
+        "full-length warmup generate calls, excluded from statistics", 1, range=AT_LEAST_0
+    )
+    min_repeats: int = _help("measured passes over the workload, at least", 3, range=AT_LEAST_1)
+    min_seconds: float = _help("measured time, at least (seconds)", 0.0, range=AT_LEAST_0)
+    max_seconds: float = _help(
+        "stop repeating after this much measured time (seconds; recorded as "
+        "metrics.stopped_by); not below min_seconds",
+        600.0,
+        range=POSITIVE,
+    )
     isolation: Isolation = _help(
         "spawn: each run in a fresh child process; inline: in the launcher's process",
         Isolation.spawn,
@@ -217,19 +374,37 @@ class MeasureConfig:
 
 @dataclass
 class EnergyConfig:
+    """Energy tracking.
+
+    CodeCarbon's offline tracker (no network ever) for CPU and RAM, plus the NVML energy
+    counter on NVIDIA GPUs; ``energy=off`` records ``energy: null``. A country missing
+    from CodeCarbon's packaged energy-mix table is refused, since CodeCarbon would
+    silently use the world average.
+    """
+
     backend: EnergyBackend = _help("codecarbon or off", MISSING)
     country_iso_code: str = _help(
         "ISO 3166 alpha-3 country for the offline carbon intensity", "USA"
     )
-    measure_power_secs: float = _help("CodeCarbon sampling interval (seconds)", 1.0)
-    pue: float = _help("power usage effectiveness multiplier (>= 1)", 1.0)
-    gpu_ids: list[int] | None = _help("GPUs to meter (default: those the run uses)")
-    baseline_seconds: float = _help("idle baseline before load (seconds, 0 disables)", 3.0)
-    cache_baseline: bool = _help("reuse the idle baseline across runs of one process", False)
+    measure_power_secs: float = _help("CodeCarbon sampling interval (seconds)", 1.0, range=POSITIVE)
+    pue: float = _help("power usage effectiveness multiplier", 1.0, range=Range(low=1))
+    gpu_ids: list[int] | None = _help(
+        "GPUs to meter, indices >= 0 (default: every GPU visible to the job)"
+    )
+    baseline_seconds: float = _help(
+        "idle baseline before the model loads (seconds, 0 disables)", 3.0, range=AT_LEAST_0
+    )
+    cache_baseline: bool = _help(
+        "reuse one idle baseline across the runs of one process (measure.isolation=inline); "
+        "its age is recorded",
+        False,
+    )
 
 
 @dataclass
 class RunConfig:
+    """The whole run: one option of every group, plus top-level fields."""
+
     model: ModelConfig = MISSING
     quant: QuantConfig = MISSING
     compile: CompileConfig = MISSING

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hydra.core.config_store import ConfigStore
 
 from runner.config import schema
 from runner.config.dirname import register_resolver
+
+
+def _conf_dir() -> Path:
+    # A wheel carries conf/ as runner/conf (see pyproject.toml); a checkout and an editable
+    # install read the top-level conf/ beside the package.
+    packaged = Path(__file__).resolve().parents[1] / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 GROUP_SCHEMAS = {
     "model": schema.ModelConfig,

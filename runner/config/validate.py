@@ -1,7 +1,10 @@
 """Cross-field and range validation: pure, no network, no GPU, no environment.
 
-Facts about the machine (is CUDA visible, which transformers) are passed in
-as :class:`Facts`, so the same rules are testable anywhere.
+Per-field rules (ranges, which fields apply when) are not written here: they are read
+from the schema's field metadata (:mod:`runner.config.rules`) by :func:`check_fields`.
+The cross-field rules that no single field carries are below. Facts about the machine
+(is CUDA visible, which transformers) are passed in as :class:`Facts`, so the same rules
+are testable anywhere.
 """
 
 from __future__ import annotations
@@ -10,12 +13,12 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
+from runner.config.rules import condition_violation, range_violation
 from runner.config.schema import (
     AttnImplementation,
     CacheImplementation,
     DecodingMode,
     DType,
-    ModelSource,
     OutputLength,
     RunConfig,
     WorkloadKind,
@@ -67,10 +70,6 @@ FROM_PRETRAINED_EXTRA_KEYS = frozenset(
     }
 )
 
-SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p")
-BEAM_FIELDS = ("early_stopping", "length_penalty")
-FOUR_BIT_FIELDS = ("bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "bnb_4bit_use_double_quant")
-COMPILE_OPTION_FIELDS = ("mode", "backend", "fullgraph", "dynamic")
 CUDA_ONLY_CACHES = (CacheImplementation.offloaded, CacheImplementation.offloaded_static)
 # What transformers 5.24's generate() does with these (generation/utils.py): no cache of
 # the kind asked for is ever built, so a run measuring one would be mislabelled.
@@ -96,12 +95,12 @@ def _check(ok: bool, field: str, value: Any, allowed: str) -> None:
         raise ConfigError(field, value, allowed)
 
 
-def _at_least(section: Any, prefix: str, name: str, low: float, strict: bool = False) -> None:
-    value = getattr(section, name)
-    if value is None:
-        return
-    ok = value > low if strict else value >= low
-    _check(ok, f"{prefix}.{name}", value, f"must be {'>' if strict else '>='} {low}")
+def check_fields(section: Any, group: str) -> None:
+    """The rules the schema's fields carry: ranges first, then which fields apply when."""
+    for violation in (range_violation(section), condition_violation(section)):
+        if violation is not None:
+            name, value, allowed = violation
+            raise ConfigError(f"{group}.{name}", value, allowed)
 
 
 def validate(cfg: RunConfig, facts: Facts | None = None) -> None:
@@ -118,47 +117,33 @@ def validate(cfg: RunConfig, facts: Facts | None = None) -> None:
 
 
 def _validate_model(cfg: RunConfig) -> None:
-    m = cfg.model
-    if m.source in (ModelSource.local, ModelSource.hub):
-        _check(bool(m.path), "model.path", m.path, f"required with model.source={m.source.name}")
-    else:
-        _check(m.path is None, "model.path", m.path, f"not used with model.source={m.source.name}")
+    check_fields(cfg.model, "model")
 
 
 def _validate_quant(cfg: RunConfig) -> None:
     q = cfg.quant
     if q.load_in_4bit and q.load_in_8bit:
         raise ConfigError("quant.load_in_8bit", True, "cannot be combined with load_in_4bit")
-    if not q.load_in_4bit:
-        for name in FOUR_BIT_FIELDS:
-            value = getattr(q, name)
-            _check(value is None, f"quant.{name}", value, "only applies with load_in_4bit=true")
-    if not q.load_in_8bit:
-        _check(
-            q.llm_int8_threshold is None,
-            "quant.llm_int8_threshold",
-            q.llm_int8_threshold,
-            "only applies with load_in_8bit=true",
-        )
-    _at_least(q, "quant", "llm_int8_threshold", 0)
+    check_fields(q, "quant")
 
 
 def _validate_compile(cfg: RunConfig) -> None:
     c = cfg.compile
-    if not c.enabled:
-        for name in COMPILE_OPTION_FIELDS:
-            value = getattr(c, name)
-            _check(
-                value is None, f"compile.{name}", value, "only applies with compile.enabled=true"
-            )
+    check_fields(c, "compile")
     if c.backend is not None:
         _check(bool(c.backend.strip()), "compile.backend", c.backend, "must be a backend name")
 
 
 def _validate_decoding(cfg: RunConfig) -> None:
-    d, mode = cfg.decoding, cfg.decoding.mode
-    _at_least(d, "decoding", "max_new_tokens", 1)
-    _at_least(d, "decoding", "min_new_tokens", 0)
+    d = cfg.decoding
+    # Before the range: 0 is the one out-of-range temperature with a better reading.
+    _check(
+        d.temperature != 0,
+        "decoding.temperature",
+        d.temperature,
+        "temperature 0 means always the most likely token: leave it unset, use decoding=greedy",
+    )
+    check_fields(d, "decoding")
     if d.min_new_tokens is not None:
         _check(
             d.min_new_tokens <= d.max_new_tokens,
@@ -166,50 +151,12 @@ def _validate_decoding(cfg: RunConfig) -> None:
             d.min_new_tokens,
             f"must be <= decoding.max_new_tokens ({d.max_new_tokens})",
         )
-    _check(
-        d.temperature != 0,
-        "decoding.temperature",
-        d.temperature,
-        "temperature 0 means always the most likely token: leave it unset, use decoding=greedy",
-    )
-    _at_least(d, "decoding", "temperature", 0, strict=True)
-    _at_least(d, "decoding", "top_k", 0)  # 0: top-k off (transformers builds no TopK warper)
-    _at_least(d, "decoding", "top_p", 0, strict=True)
-    _check(d.top_p is None or d.top_p <= 1, "decoding.top_p", d.top_p, "must be in (0, 1]")
-    _at_least(d, "decoding", "min_p", 0)
-    _check(d.min_p is None or d.min_p <= 1, "decoding.min_p", d.min_p, "must be in [0, 1]")
-    _at_least(d, "decoding", "repetition_penalty", 0, strict=True)
-    _at_least(d, "decoding", "no_repeat_ngram_size", 1)
-    _at_least(d, "decoding", "prompt_lookup_num_tokens", 1)
-
-    if mode is not DecodingMode.sample:
-        for name in SAMPLING_FIELDS:
-            value = getattr(d, name)
-            _check(value is None, f"decoding.{name}", value, "only applies with decoding=sample")
-    if mode is DecodingMode.beam:
-        _check(
-            d.num_beams is not None and d.num_beams >= 2,
-            "decoding.num_beams",
-            d.num_beams,
-            "beam search needs num_beams >= 2",
-        )
-    else:
-        for name in ("num_beams", *BEAM_FIELDS):
-            value = getattr(d, name)
-            _check(value is None, f"decoding.{name}", value, "only applies with decoding=beam")
-    if mode is DecodingMode.prompt_lookup:
+    if d.mode is DecodingMode.prompt_lookup:
         _check(
             cfg.workload.batch_size == 1,
             "workload.batch_size",
             cfg.workload.batch_size,
             "prompt lookup decoding needs batch_size=1",
-        )
-    else:
-        _check(
-            d.prompt_lookup_num_tokens is None,
-            "decoding.prompt_lookup_num_tokens",
-            d.prompt_lookup_num_tokens,
-            "only applies with decoding=prompt-lookup",
         )
     if d.cache_implementation in REFUSED_CACHES:
         raise ConfigError(
@@ -239,6 +186,7 @@ def _validate_decoding(cfg: RunConfig) -> None:
 
 def _validate_loading(cfg: RunConfig, facts: Facts) -> None:
     ld = cfg.loading
+    check_fields(ld, "loading")
     device_map = ld.device_map
     no_cuda = facts.cuda_available is False
     if device_map is not None:
@@ -325,38 +273,19 @@ def _validate_max_memory(caps: dict[Any, str], device_map: str | None, no_cuda: 
 
 def _validate_workload(cfg: RunConfig) -> None:
     w = cfg.workload
-    _at_least(w, "workload", "num_prompts", 1)
-    _at_least(w, "workload", "batch_size", 1)
-    _at_least(w, "workload", "max_input_tokens", 1)
-    _at_least(w, "workload", "input_tokens", 1)
-    if w.kind is WorkloadKind.file:
-        _check(bool(w.path), "workload.path", w.path, "required with workload=file")
-    else:
-        _check(w.path is None, "workload.path", w.path, "only applies with workload=file")
-    if w.kind is WorkloadKind.synthetic:
-        _check(w.input_tokens is not None, "workload.input_tokens", None, "required with synthetic")
-        if w.max_input_tokens is not None:
-            _check(
-                w.max_input_tokens >= w.input_tokens,
-                "workload.max_input_tokens",
-                w.max_input_tokens,
-                f"below workload.input_tokens ({w.input_tokens})",
-            )
-    else:
+    check_fields(w, "workload")
+    if w.kind is WorkloadKind.synthetic and w.max_input_tokens is not None:
         _check(
-            w.input_tokens is None,
-            "workload.input_tokens",
-            w.input_tokens,
-            "only applies with workload=synthetic",
+            w.max_input_tokens >= w.input_tokens,
+            "workload.max_input_tokens",
+            w.max_input_tokens,
+            f"below workload.input_tokens ({w.input_tokens})",
         )
 
 
 def _validate_measure(cfg: RunConfig) -> None:
     m = cfg.measure
-    _at_least(m, "measure", "warmup", 0)
-    _at_least(m, "measure", "min_repeats", 1)
-    _at_least(m, "measure", "min_seconds", 0)
-    _at_least(m, "measure", "max_seconds", 0, strict=True)
+    check_fields(m, "measure")
     _check(
         m.max_seconds >= m.min_seconds,
         "measure.max_seconds",
@@ -367,9 +296,7 @@ def _validate_measure(cfg: RunConfig) -> None:
 
 def _validate_energy(cfg: RunConfig) -> None:
     e = cfg.energy
-    _at_least(e, "energy", "measure_power_secs", 0, strict=True)
-    _at_least(e, "energy", "pue", 1)
-    _at_least(e, "energy", "baseline_seconds", 0)
+    check_fields(e, "energy")
     code = e.country_iso_code
     _check(
         len(code) == 3 and code.isalpha() and code.isupper(),

