@@ -155,4 +155,4 @@ def test_a_model_offloaded_to_disk_runs_end_to_end(compose, tmp_path):
     result = run(cfg, tmp_path / "run")
     assert result.status.value == "ok", result.error
     assert result.applied["model"]["hf_device_map"] == {"": "disk"}
-    assert result.metrics["output_tokens"] > 0
+    assert result.metrics.latency.output_tokens > 0

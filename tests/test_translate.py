@@ -244,5 +244,5 @@ def test_only_the_modes_own_fields_reach_generate(mode):
         "prompt_lookup_num_tokens": 4,
     }
     d = DecodingConfig(mode=DecodingMode[mode], **every)
-    kw = generate_kwargs(d, WorkloadConfig(kind=WorkloadKind.default))
+    kw = generate_kwargs(d, WorkloadConfig(kind=WorkloadKind.default), CompileConfig())
     assert set(kw) & set(every) == MODE_FIELDS[mode]
