@@ -1,7 +1,8 @@
 """The Hydra entry: check the command, compose, convert to typed config once, run jobs.
 
 Exit codes: 0 every job ok; 1 a job failed; 2 the command or config is wrong
-(nothing ran); 130 a job was interrupted (Ctrl-C, SIGTERM).
+(nothing ran); 124 a job reached its time limit (raise hydra.launcher.timeout_min);
+130 a job was interrupted (Ctrl-C, SIGTERM, scancel).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from runner.preflight import CONF_DIR
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TIME_LIMIT = 124  # as timeout(1): the job ran out of time
 
 # Filled by the task function; the basic launcher runs jobs in this process.
 JOB_OUTCOMES: list[dict[str, Any]] = []
@@ -31,7 +33,13 @@ JOB_OUTCOMES: list[dict[str, Any]] = []
 
 def _isolation_for(launcher_target: str, requested: Isolation) -> Isolation:
     # submitit already gives each job its own process: do not pay for a second one.
-    return Isolation.inline if "submitit" in launcher_target else requested
+    return Isolation.inline if _submitit_job(launcher_target) else requested
+
+
+def _submitit_job(launcher_target: str) -> bool:
+    from runner.config.launchers import is_submitit
+
+    return is_submitit(launcher_target, "BaseSubmititLauncher")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -62,6 +70,8 @@ def task(dcfg: DictConfig) -> None:
         outcome["status"] = "interrupted"
         JOB_OUTCOMES.append(outcome)
         _print_result(run_dir)
+        if _submitit_job(str(hc.launcher.get("_target_", ""))):
+            return  # a submitit job: it ends normally, the sweep reads its result.json
         raise
     except Exception as exc:  # the task function must not raise (the sweep goes on)
         outcome["status"] = "failed"
@@ -86,36 +96,33 @@ class CollectOutcomes(Callback):
             return
         from runner.preflight import expand
         from runner.results import RESULT_FILE, ResultReadError, read_result
+        from runner.slurm.stops import is_time_limit
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        found: dict[tuple[str, ...], tuple[str, Path]] = {}
+        found: dict[tuple[str, ...], dict[str, Any]] = {}
         for path in sweep_dir.glob(f"*/{RESULT_FILE}"):
             try:
                 data = read_result(path)
             except (OSError, ResultReadError):
                 continue
-            found[tuple(sorted(data.get("overrides") or []))] = (data["status"], path.parent)
+            found[tuple(sorted(data.get("overrides") or []))] = {
+                "status": data["status"],
+                "run_dir": str(path.parent),
+                "time_limit": is_time_limit(data),
+                "message": (data.get("error") or {}).get("message"),
+            }
         for job in expand(list(config.hydra.overrides.task), multirun=True):
             # No result: the job died before the run could write one (killed, node lost).
-            status, run_dir = found.get(tuple(sorted(job)), ("failed", sweep_dir / "(no result)"))
-            JOB_OUTCOMES.append({"status": status, "run_dir": str(run_dir), "overrides": job})
-
-
-def _one_job_at_a_time(argv: list[str]) -> list[str]:
-    """submitit's local executor starts every job it is given at once, and jobs sharing this
-    machine would measure each other: hydra/launcher=local gets batches of one job."""
-    if "hydra/launcher=local" not in argv or any(
-        a.startswith("hydra.sweeper.max_batch_size=") for a in argv
-    ):
-        return argv
-    at = argv.index("hydra/launcher=local") + 1  # among the overrides, before any flag
-    return [*argv[:at], "hydra.sweeper.max_batch_size=1", *argv[at:]]
+            lost = {"status": "failed", "run_dir": str(sweep_dir / "(no result)")}
+            JOB_OUTCOMES.append({**found.get(tuple(sorted(job)), lost), "overrides": job})
 
 
 def exit_code(outcomes: list[dict[str, Any]]) -> int:
-    statuses = {o.get("status") for o in outcomes}
+    statuses = {o.get("status") for o in outcomes if not o.get("time_limit")}
     if "interrupted" in statuses:
         return EXIT_INTERRUPTED
+    if any(o.get("time_limit") for o in outcomes):
+        return EXIT_TIME_LIMIT
     if "failed" in statuses:
         return EXIT_FAILED
     return EXIT_OK
@@ -123,7 +130,7 @@ def exit_code(outcomes: list[dict[str, Any]]) -> int:
 
 def _report_failures(outcomes: list[dict[str, Any]]) -> None:
     bad = [o for o in outcomes if o.get("status") != "ok"]
-    if not bad or len(outcomes) < 2:
+    if not bad or (len(outcomes) < 2 and not bad[0].get("message")):
         return
     print(f"\n{len(bad)} of {len(outcomes)} job(s) did not finish ok:", file=sys.stderr)
     for o in bad:
@@ -131,6 +138,8 @@ def _report_failures(outcomes: list[dict[str, Any]]) -> None:
             f"  [{o['status']}] {','.join(o['overrides']) or '(defaults)'}  {o['run_dir']}",
             file=sys.stderr,
         )
+        if o.get("message"):
+            print(f"      {o['message']}", file=sys.stderr)
     sweep_dir = str(Path(bad[0]["run_dir"]).parent)
     print(
         f"rerun them (ok jobs are skipped) with the same command plus hydra.sweep.dir={sweep_dir}",
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USER_ERROR)
     _export_swept_keys(argv)
     JOB_OUTCOMES.clear()
-    sys.argv = [sys.argv[0], *_one_job_at_a_time(argv)]
+    sys.argv = [sys.argv[0], *argv]
     try:
         task()
     except KeyboardInterrupt:

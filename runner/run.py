@@ -45,6 +45,8 @@ from runner.models.readback import (
     read_back_model,
 )
 from runner.results import REQUESTS_FILE, Phase, RunError, RunResult, Status, write_result
+from runner.slurm import share
+from runner.slurm.stops import stop_message
 from runner.translate import (
     apply_compile,
     compile_spec,
@@ -70,9 +72,14 @@ class RunInterrupted(Exception):
 
         Under submitit that is its SIGUSR2 handler: it checkpoints the job, requeues it with
         ``scontrol requeue`` and exits (``SystemExit``); its SIGTERM handler only logs.
+        When it does not requeue (time limit reached too often) it raises to end the job;
+        the result already says so (runner.slurm.stops), so the job ends normally.
         """
         if self.signum is not None and callable(self.previous):
-            self.previous(self.signum, None)
+            try:
+                self.previous(self.signum, None)
+            except Exception as exc:
+                log.info("submitit did not requeue the job: %s", exc)
 
 
 def _now() -> str:
@@ -99,9 +106,7 @@ def interruptible() -> Iterator[None]:
     def on_stop(signum: int, frame: Any) -> None:
         for s in handled:
             signal.signal(s, signal.SIG_DFL)
-        raise RunInterrupted(
-            f"received signal {signal.Signals(signum).name}", signum, old.get(signum)
-        )
+        raise RunInterrupted(stop_message(signum, old.get(signum)), signum, old.get(signum))
 
     def on_int(signum: int, frame: Any) -> None:
         for s in handled:
@@ -199,6 +204,7 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path) -> None:
                 result.error = RunError(
                     type(exc).__name__, str(exc), traceback.format_exc(), Phase.energy.value
                 )
+    share.at_end(result.environment, result.energy)  # Slurm jobs: was the node ours?
     result.finished_at = _now()
     write_result(run_dir, result)
 
@@ -350,6 +356,7 @@ def _measured_loop(cfg, workload, call, meter: EnergyMeter, progress: _Progress,
     m = cfg.measure
     measured = 0.0
     repeat = 0
+    log.info("measuring: at least %d repeat(s) and %g s", m.min_repeats, m.min_seconds)
     while True:
         synchronize(device)
         meter.begin_window()
