@@ -106,7 +106,9 @@ def interruptible() -> Iterator[None]:
     def on_stop(signum: int, frame: Any) -> None:
         for s in handled:
             signal.signal(s, signal.SIG_DFL)
-        raise RunInterrupted(stop_message(signum, old.get(signum)), signum, old.get(signum))
+        raise RunInterrupted(
+            f"received signal {signal.Signals(signum).name}", signum, old.get(signum)
+        )
 
     def on_int(signum: int, frame: Any) -> None:
         for s in handled:
@@ -166,8 +168,10 @@ def run(
     except (KeyboardInterrupt, RunInterrupted) as exc:
         stopped = exc if isinstance(exc, RunInterrupted) else None
         result.status = Status.interrupted
+        # What the scheduler's signal means (preemption, time limit), as submitit will act on it.
+        message = stop_message(stopped.signum, stopped.previous) if stopped else str(exc)
         result.error = RunError(
-            type(exc).__name__, str(exc) or "interrupted", None, progress.phase.value
+            type(exc).__name__, message or "interrupted", None, progress.phase.value
         )
         log.warning("run interrupted during %s", progress.phase.value)
     except Exception as exc:
@@ -204,7 +208,8 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path) -> None:
                 result.error = RunError(
                     type(exc).__name__, str(exc), traceback.format_exc(), Phase.energy.value
                 )
-    share.at_end(result.environment, result.energy)  # Slurm jobs: was the node ours?
+    # Slurm jobs: was the node ours? (No squeue after a stop: the job may be killed soon.)
+    share.at_end(result.environment, result.energy, query=result.status is not Status.interrupted)
     result.finished_at = _now()
     write_result(run_dir, result)
 

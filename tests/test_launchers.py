@@ -162,10 +162,13 @@ def test_launcher_preset_composes(preset, expected):
     assert yaml.safe_load(proc.stdout) == expected
 
 
-def test_slurm_preset_skips_machine_rules_on_a_login_node():
+def test_slurm_preset_skips_machine_rules_on_a_login_node(monkeypatch, tmp_path):
     """No GPU here: loading=cuda is refused locally, accepted for jobs that run elsewhere."""
     from runner.config.validate import Facts
     from runner.preflight import UserError, check_command
+
+    # No cluster to check the request against (test_slurm.py checks it on one).
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-cluster.conf"))
 
     point = ["-m", *(o for o in TINY if not o.startswith("loading=")), "loading=cuda"]
     point.append("quant=none,nf4")

@@ -7,11 +7,12 @@ ends where the next ``Key=`` begins.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 
-TIMEOUT_S = 20.0
+TIMEOUT_S = 20.0  # a busy controller answers in seconds
 
 _PAIR = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=(.*?)(?=\s+[A-Za-z][A-Za-z0-9_:/]*=|\s*$)")
 
@@ -29,6 +30,9 @@ def run(*args: str) -> str:
     """stdout of a Slurm command; :class:`SlurmCommandError` when it cannot answer."""
     if shutil.which(args[0]) is None:
         raise SlurmCommandError(f"{args[0]} not found on PATH")
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):  # Slurm's commands would retry for a minute
+        raise SlurmCommandError(f"SLURM_CONF={conf} does not exist")
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:

@@ -8,7 +8,7 @@ jobs sharing a node count each other's energy. A job's result records, under
 - ``job_cpus`` / ``node_cpus``: CPUs the job holds on the node against the node's total;
 - ``job_memory_mb`` / ``node_memory_mb``: the same for memory;
 - ``other_jobs_at_start`` / ``other_jobs_at_end``: ids of other jobs running on the node
-  when the run started and when it ended;
+  when the run started and when it ended (``null`` at the end of a stopped run);
 - ``node_to_itself``: ``true`` when no other job could run there (exclusive, or every CPU
   of the node held by this job) and none was seen; ``false`` when another job was seen;
   ``null`` when none was seen at either end but one could have run in between.
@@ -77,12 +77,17 @@ def verdict(facts: dict[str, Any]) -> bool | None:
     return None
 
 
-def at_end(environment: dict[str, Any], energy: dict[str, Any] | None) -> None:
-    """Add the end-of-run facts and the verdict; mark CPU/RAM energy where it was shared."""
+def at_end(environment: dict[str, Any], energy: dict[str, Any] | None, query: bool = True) -> None:
+    """Add the end-of-run facts and the verdict; mark CPU/RAM energy where it was shared.
+
+    ``query=False`` (a stopped run, about to be killed) asks Slurm nothing more:
+    ``other_jobs_at_end`` stays ``null`` and the verdict rests on the start.
+    """
     facts = environment.get(KEY)
     if not isinstance(facts, dict):
         return
-    if "error" not in facts:
+    facts.setdefault("other_jobs_at_end", None)
+    if query and "error" not in facts:
         try:
             job_id = os.environ.get("SLURM_JOB_ID", "")
             facts["other_jobs_at_end"] = [

@@ -242,17 +242,26 @@ cmd_start() {
     echo "SLURM_CONF=$SLURM_CONF"
 }
 
-stop_one() {
-    local name=$1 file=$DIR/run/$1.started pid t=0
-    [[ -f $file ]] || return 0
-    pid=$(cat "$file")
-    if kill -0 "$pid" 2>/dev/null; then
+stop_group() { # NAME... : TERM them together, wait up to 10 s, then KILL what is left
+    local name pids=() names=() t=0 pid
+    for name in "$@"; do
+        [[ -f $DIR/run/$name.started ]] || continue
+        pid=$(cat "$DIR/run/$name.started")
+        rm -f "$DIR/run/$name.started"
+        kill -0 "$pid" 2>/dev/null || continue
         kill -TERM "$pid" 2>/dev/null || true
+        pids+=("$pid") names+=("$name")
+    done
+    ((${#pids[@]})) || return 0
+    while ((t++ < 100)); do
+        kill -0 "${pids[@]}" 2>/dev/null || break # all gone (kill -0 fails if any is gone)
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do
         while kill -0 "$pid" 2>/dev/null && ((t++ < 100)); do sleep 0.1; done
         kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    fi
-    rm -f "$file"
-    log "stopped $name ($pid)"
+    done
+    log "stopped ${names[*]}"
 }
 
 cmd_stop() {
@@ -261,8 +270,8 @@ cmd_stop() {
         scancel --full --signal=KILL --state=RUNNING --partition="$PARTITION" 2>/dev/null || true
         scancel --partition="$PARTITION" 2>/dev/null || true
     fi
-    local name
-    for name in slurmd slurmctld slurmdbd mariadb munged; do stop_one "$name"; done
+    stop_group slurmd slurmctld slurmdbd # the Slurm daemons first, then what they use
+    stop_group mariadb munged
 }
 
 cmd_status() {
