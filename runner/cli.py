@@ -1,7 +1,8 @@
 """The Hydra entry: check the command, compose, convert to typed config once, run jobs.
 
 Exit codes: 0 every job ok; 1 a job failed; 2 the command or config is wrong
-(nothing ran); 130 a job was interrupted (Ctrl-C, SIGTERM).
+(nothing ran); 124 a job reached its time limit (raise hydra.launcher.timeout_min);
+130 a job was interrupted (Ctrl-C, SIGTERM, SIGUSR2, scancel).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from runner.stop import StopRequested
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TIME_LIMIT = 124  # as timeout(1): the job ran out of time
 
 # Filled by the task function; the basic launcher runs jobs in this process.
 JOB_OUTCOMES: list[JobOutcome] = []
@@ -35,7 +38,13 @@ JOB_OUTCOMES: list[JobOutcome] = []
 
 def _isolation_for(launcher_target: str, requested: Isolation) -> Isolation:
     # submitit already gives each job its own process: do not pay for a second one.
-    return Isolation.inline if "submitit" in launcher_target else requested
+    return Isolation.inline if _submitit_job(launcher_target) else requested
+
+
+def _submitit_job(launcher_target: str) -> bool:
+    from runner.config.launchers import is_submitit
+
+    return is_submitit(launcher_target, "BaseSubmititLauncher")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -64,6 +73,9 @@ def task(dcfg: DictConfig) -> None:
         # The job's result is on disk (the job wrote it, or the launcher did for a job
         # stopped before it could): report what it says, then stop the sweep.
         outcome = JobOutcome(_recorded_status(run_dir), run_dir, tuple(overrides), stopped=True)
+        if _submitit_job(str(hc.launcher.get("_target_", ""))):
+            _print_result(run_dir)
+            return  # a submitit job ends normally; the sweep reads its result.json
         raise
     except Exception as exc:  # the task function must not raise (the sweep goes on)
         outcome = failed
@@ -98,38 +110,37 @@ class CollectOutcomes(Callback):
             return
         from runner.config.overrides import expand
         from runner.results import RESULT_FILE, ResultReadError, read_result
+        from runner.slurm.stops import is_time_limit
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        found: dict[tuple[str, ...], tuple[Status, Path]] = {}
+        found: dict[tuple[str, ...], JobOutcome] = {}
         for path in sweep_dir.glob(f"*/{RESULT_FILE}"):
             try:
                 data = read_result(path)
             except (OSError, ResultReadError):
                 continue
             key = tuple(sorted(data.get("overrides") or []))
-            found[key] = (recorded_status(data["status"]), path.parent)
+            found[key] = JobOutcome(
+                recorded_status(data["status"]),
+                path.parent,
+                key,
+                time_limit=is_time_limit(data),
+                message=(data.get("error") or {}).get("message"),
+            )
         for job in expand(list(config.hydra.overrides.task), multirun=True):
             # No result: the job died before the run could write one (killed, node lost).
-            no_result = (Status.failed, sweep_dir / "(no result)")
-            status, run_dir = found.get(tuple(sorted(job)), no_result)
-            JOB_OUTCOMES.append(JobOutcome(status, run_dir, tuple(job)))
-
-
-def _one_job_at_a_time(argv: list[str]) -> list[str]:
-    """submitit's local executor starts every job it is given at once, and jobs sharing this
-    machine would measure each other: hydra/launcher=local gets batches of one job."""
-    if "hydra/launcher=local" not in argv or any(
-        a.startswith("hydra.sweeper.max_batch_size=") for a in argv
-    ):
-        return argv
-    at = argv.index("hydra/launcher=local") + 1  # among the overrides, before any flag
-    return [*argv[:at], "hydra.sweeper.max_batch_size=1", *argv[at:]]
+            lost = JobOutcome(Status.failed, sweep_dir / "(no result)", tuple(job))
+            found_job = found.get(tuple(sorted(job)))
+            JOB_OUTCOMES.append(replace(found_job, overrides=tuple(job)) if found_job else lost)
 
 
 def exit_code(outcomes: list[JobOutcome]) -> int:
-    statuses = {o.status for o in outcomes}
+    """130 interrupted, 124 out of time (only), 1 failed, 0 all ok."""
+    statuses = {o.status for o in outcomes if not o.time_limit}
     if Status.interrupted in statuses:
         return EXIT_INTERRUPTED
+    if any(o.time_limit for o in outcomes):
+        return EXIT_TIME_LIMIT
     if Status.failed in statuses:
         return EXIT_FAILED
     return EXIT_OK
@@ -137,7 +148,7 @@ def exit_code(outcomes: list[JobOutcome]) -> int:
 
 def _report_failures(outcomes: list[JobOutcome]) -> None:
     bad = [o for o in outcomes if o.status is not Status.ok]
-    if not bad or len(outcomes) < 2:
+    if not bad or (len(outcomes) < 2 and not bad[0].message):
         return
     print(f"\n{len(bad)} of {len(outcomes)} job(s) did not finish ok:", file=sys.stderr)
     for o in bad:
@@ -145,6 +156,8 @@ def _report_failures(outcomes: list[JobOutcome]) -> None:
             f"  [{o.status.value}] {','.join(o.overrides) or '(defaults)'}  {o.run_dir}",
             file=sys.stderr,
         )
+        if o.message:
+            print(f"      {o.message}", file=sys.stderr)
     sweep_dir = str(bad[0].run_dir.parent)
     print(
         f"rerun them (ok jobs are skipped) with the same command plus hydra.sweep.dir={sweep_dir}",
@@ -180,7 +193,7 @@ def _main(argv: list[str], guard: stop.StopGuard) -> None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
         _export_swept_keys(argv)
-        sys.argv = [sys.argv[0], *_one_job_at_a_time(argv)]
+        sys.argv = [sys.argv[0], *argv]
         task()
         guard.check()  # a stop that a library swallowed after the last job
     except (StopRequested, KeyboardInterrupt):

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from runner.slurm import share
+
 PACKAGES = (
     "torch",
     "transformers",
@@ -118,4 +120,9 @@ def snapshot() -> dict[str, Any]:
     for key, var in SLURM_VARS.items():
         if var in os.environ:
             env[key] = os.environ[var]
+    if "SLURM_JOB_ID" in os.environ:  # requeues so far (preemption, time limit, node failure)
+        env["slurm_restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    node_share = share.at_start()
+    if node_share is not None:
+        env[share.KEY] = node_share
     return env

@@ -52,7 +52,9 @@ class JobOutcome:
     """How one job ended, as the command reports it (exit code, summary lines).
 
     ``skipped``: already ``ok`` for this config, not run again; ``stopped``: a stop signal
-    ended it, and with it the sweep; ``result``: the job's result, where there is one to show.
+    ended it, and with it the sweep; ``time_limit``: it was stopped by its Slurm time limit
+    (runner.slurm.stops); ``message``: its error message, shown in the failure list;
+    ``result``: the job's result, where there is one to show.
     """
 
     status: Status
@@ -60,6 +62,8 @@ class JobOutcome:
     overrides: tuple[str, ...] = ()
     skipped: bool = False
     stopped: bool = False
+    time_limit: bool = False
+    message: str | None = None
     result: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 

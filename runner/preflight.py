@@ -147,6 +147,8 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
             check_inputs(cfg)
     if facts is not None:
         check_output_dir(settings, multirun)
+    if multirun:
+        check_launcher_request(jobs[0])
     GlobalHydra.instance().clear()
     return len(jobs)
 
@@ -171,6 +173,27 @@ def check_country(cfg: RunConfig) -> None:
             f"CodeCarbon {codecarbon_version()} has no energy mix for it (it would use the "
             "world average); use an ISO 3166 alpha-3 code it knows, such as USA, FRA, DEU",
         )
+
+
+def check_launcher_request(job: list[str]) -> None:
+    """A Slurm launcher's request (GPUs, CPUs, memory, time) is checked against its
+    partition's nodes before anything is submitted, however the launcher was chosen."""
+    from runner.config.launchers import is_submitit
+    from runner.slurm import request
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=job, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise UserError(one_line(exc, job)) from exc
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    if not is_submitit(launcher.get("_target_"), "SlurmLauncher"):
+        return
+    try:
+        request.check(launcher)
+    except request.RequestError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def check_inputs(cfg: RunConfig) -> None:

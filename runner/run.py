@@ -41,6 +41,8 @@ from runner.models.readback import (
 from runner.results import Phase, RunError, RunResult, Status, write_result
 from runner.sections.metrics import Latency, Memory, Metrics
 from runner.sections.requests import REQUESTS_FILE, RequestRecord, write_requests
+from runner.slurm import share
+from runner.slurm.stops import stop_message
 from runner.stop import StopRequested
 from runner.translate import (
     apply_compile,
@@ -129,7 +131,8 @@ def _enter(progress: _Progress, phase: Phase, guard: stop.StopGuard) -> None:
 def _mark_interrupted(result: RunResult, progress: _Progress, guard: stop.StopGuard) -> None:
     result.status = Status.interrupted
     signame = guard.signame
-    message = f"received signal {signame}"
+    # What the scheduler's signal means (preemption, time limit), as submitit will act on it.
+    message = stop_message(guard.signum, guard.previous_handler(guard.signum))
     result.error = RunError("StopRequested", message, None, progress.phase.value)
     log.warning("run interrupted by %s during %s", signame, progress.phase.value)
 
@@ -171,6 +174,10 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
                     type(exc).__name__, str(exc), traceback.format_exc(), Phase.energy.value
                 )
         _note_late_stop(result, progress, guard)
+    # Slurm jobs: was the node ours? (No squeue after a stop: the job may be killed soon.)
+    result.energy = share.at_end(
+        result.environment, result.energy, query=result.status is not Status.interrupted
+    )
     _enter(progress, Phase.write, guard)
     while True:
         seen = guard.count
@@ -353,6 +360,7 @@ def _measured_loop(
     m = cfg.measure
     measured = 0.0
     repeat = 0
+    log.info("measuring: at least %d repeat(s) and %g s", m.min_repeats, m.min_seconds)
     while True:
         synchronize(device)
         meter.begin_window()

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 
 from runner.config import register_configs
@@ -32,3 +39,71 @@ def tiny_dir():
     from runner.models.tiny import ensure_tiny
 
     return ensure_tiny(cache_root(None))
+
+
+# --------------------------------------------------------------------------- real Slurm
+
+SLURM_SCRIPT = Path(__file__).resolve().parent / "slurm" / "cluster.sh"
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """The test suite's single-node Slurm (tests/slurm/cluster.sh)."""
+
+    conf: str  # SLURM_CONF
+    partition: str
+    node: str
+    started_here: bool  # this session started the daemons (and stops them)
+    startup_seconds: float
+
+
+def _cannot_start_slurm() -> str | None:
+    """Why this machine cannot run the test cluster (None: it can)."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return "the test Slurm cluster needs root (it installs packages and starts daemons)"
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        return "Slurm is not installed and apt-get is not available to install it"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """Start the test cluster once per session (only when a Slurm test runs), wait for its
+    node, stop at the end every daemon this session started. Where it cannot be started
+    the tests skip with the reason, except in CI (CI=true), where that is a failure."""
+    reason = _cannot_start_slurm()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    conf = f"{os.environ.get('RUNNER_SLURM_DIR', '/tmp/llm-sweep-runner-slurm')}/slurm.conf"
+    env = {**os.environ, "SLURM_CONF": conf}
+    already = (
+        Path(conf).is_file()
+        and subprocess.run(["scontrol", "ping"], env=env, capture_output=True).returncode == 0
+        if shutil.which("scontrol")
+        else False
+    )
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["bash", str(SLURM_SCRIPT), "start"], capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"tests/slurm/cluster.sh start failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+        )
+    seconds = time.monotonic() - t0
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf  # every Slurm command and job of the session
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    partition = os.environ.get("RUNNER_SLURM_PARTITION", "cpu")
+    print(f"\nSlurm test cluster ready in {seconds:.1f} s ({proc.stderr.strip()})")
+    try:
+        yield SlurmCluster(conf, partition, node, not already, seconds)
+    finally:
+        if not already:
+            subprocess.run(["bash", str(SLURM_SCRIPT), "stop"], capture_output=True, timeout=120)
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
-from runner.config import schema
+from runner.config import launchers, schema
 from runner.config.dirname import register_resolver
 
 
@@ -34,6 +34,7 @@ GROUP_SCHEMAS = {
 def register_configs() -> None:
     """Store ``base_config`` and one ``base_<group>`` schema per group."""
     register_resolver()
+    launchers.register_resolver()
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=schema.RunConfig)
     for group, node in GROUP_SCHEMAS.items():

@@ -24,6 +24,9 @@ from typing import Any, TypeVar
 # Field metadata: the field is a section whose keys are written into this section's
 # dict rather than under the field's name (``metrics`` holds the latency keys flat).
 INLINE = {"inline": True}
+# Field metadata: the key is left out while the value is None (a fact that exists only
+# in some runs, such as whether a Slurm node was shared).
+OMIT_NONE = {"omit_none": True}
 
 S = TypeVar("S", bound="Section")
 _BAD = object()  # a value that does not fit its field's type
@@ -40,6 +43,8 @@ class Section:
             if f.metadata.get("inline"):
                 if value is not None:
                     out.update(value.to_dict())
+            elif value is None and f.metadata.get("omit_none"):
+                continue
             else:
                 out[f.name] = _dump(value)
         return out

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from runner.sections.base import Section
+from runner.sections.base import OMIT_NONE, Section
 
 
 @dataclass(frozen=True)
 class EnergyComponent(Section):
-    """One component's energy over the measured windows (PUE applied) and its provenance."""
+    """One component's energy over the measured windows (PUE applied) and its provenance.
+
+    ``node_shared`` (CPU and RAM, Slurm jobs only): the node was shared with other jobs
+    (true), may have been (null), or was this job's alone (false); see runner.slurm.share.
+    Absent outside Slurm, and where "may have been" (null): the warning says so.
+    """
 
     joules: float | None = None
     method: str | None = None
+    node_shared: bool | None = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Hydra launcher plugins of llm-sweep-runner (Hydra finds plugins under ``hydra_plugins``)."""
