@@ -31,6 +31,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from runner.config.dirname import job_dirname
 from runner.results import RunError, RunResult, Status
 from runner.sections.energy import Energy, EnergyComponent, GrossNet
 from runner.sections.metrics import Latency, Memory, Metrics, Stats, Throughput
@@ -366,7 +367,7 @@ def make_sweep(
     sweep = Sweep(root, [], {k: [] for k in ("failed", "truncated", "missing") if k in kinds})
     for index, factors in enumerate(points):
         overrides = [*COMMON, *(f"{k}={v}" for k, v in factors.items())]
-        run_dir = root / ",".join(f"{k}={factors[k]}" for k in swept)
+        run_dir = root / job_dirname(overrides, swept)  # as the runner names it
         _write_dir(run_dir, overrides)
         values = truth(factors, rng)
         if index >= first_broken:
