@@ -122,14 +122,9 @@ class Effect:
         return abs(math.log(self.ratio)) if self.ratio > 0 else 0.0
 
 
-def _paired(matched: pd.DataFrame, level: str, reference: str, comparisons: int) -> tuple:
-    """Geometric-mean ratio and its Bonferroni t-interval from >= 2 matched cells."""
-    diffs = (matched[level] - matched[reference]).to_numpy()
-    n = len(diffs)
-    mean = float(diffs.mean())
-    se = float(diffs.std(ddof=1)) / math.sqrt(n)
-    half = float(stdtrit(n - 1, 1 - ALPHA / comparisons / 2)) * se
-    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+def _t_half(n: int, sd: float, comparisons: int) -> float:
+    """Half-width of a Bonferroni t-interval of a mean of ``n`` values with std ``sd``."""
+    return float(stdtrit(n - 1, 1 - ALPHA / comparisons / 2)) * sd / math.sqrt(n)
 
 
 def _within_runs(rows: list[pd.Series], metric: Metric) -> tuple[float, float, float] | None:
@@ -188,26 +183,31 @@ def factor_effects(
         runs["cell"] = 0
     runs["log"] = np.log(runs["value"])
     by_cell = runs.groupby(["cell", "level"])
-    logs = by_cell["log"].mean().unstack("level")
-    counts = by_cell.size().unstack("level")
+    logs = by_cell["log"].mean().unstack("level")[levels]  # cells x levels (NaN: no run)
+    counts = by_cell.size().unstack("level")[levels]
+    # Every level against the reference at once: matched cells hold both.
+    diffs = logs.to_numpy() - logs[reference].to_numpy()[:, None]
+    matched = ~np.isnan(diffs)
+    pairs = matched.sum(axis=0)
+    sums = np.where(matched, diffs, 0.0).sum(axis=0)
+    means = np.divide(sums, pairs, out=np.full(len(levels), np.nan), where=pairs > 0)
+    squares = np.where(matched, (diffs - means) ** 2, 0.0).sum(axis=0)
+    sds = np.sqrt(np.divide(squares, pairs - 1, out=np.full(len(levels), np.nan), where=pairs > 1))
+    level_runs = runs["level"].value_counts()
+    level_means = runs.groupby("level")["value"].mean()
     comparisons = max(len(levels) - 1, 1)
     out = []
-    for level in levels:
+    for j, level in enumerate(levels):
         if level == reference:
             continue
-        matched = logs[[level, reference]].dropna()
-        pairs = len(matched)
-        if pairs >= 2:
-            ratio, low, high = _paired(matched, level, reference, comparisons)
+        n = int(pairs[j])
+        if n >= 2:
+            half = _t_half(n, float(sds[j]), comparisons)
+            ratio, low, high = (math.exp(means[j] + d) for d in (0.0, -half, half))
             basis = "paired"
-        elif pairs == 1:
-            cell = matched.index[0]
-            ratio, low, high = (
-                math.exp(matched[level].iloc[0] - matched[reference].iloc[0]),
-                math.nan,
-                math.nan,
-            )
-            basis = "none"
+        elif n == 1:
+            cell = logs.index[np.flatnonzero(matched[:, j])[0]]
+            ratio, low, high, basis = math.exp(means[j]), math.nan, math.nan, "none"
             if counts.loc[cell, level] == 1 and counts.loc[cell, reference] == 1:
                 in_cell = runs[runs["cell"] == cell]
                 rows = [
@@ -215,23 +215,21 @@ def factor_effects(
                 ]
                 within = _within_runs(rows, metric)
                 if within is not None:
-                    ratio, low, high = within
-                    basis = "within run"
+                    (ratio, low, high), basis = within, "within run"
         else:
             ratio, low, high, basis = _unpaired(ok, runs, level, reference, metric)
-        in_level = runs[runs["level"] == level]
         out.append(
             Effect(
                 factor=factor,
                 level=level,
                 reference=reference,
                 metric=metric.column,
-                runs=len(in_level),
-                mean=float(in_level["value"].mean()),
+                runs=int(level_runs[level]),
+                mean=float(level_means[level]),
                 ratio=ratio,
                 ratio_ci95_low=low,
                 ratio_ci95_high=high,
-                pairs=pairs,
+                pairs=n,
                 ci_basis=basis,
             )
         )
