@@ -29,12 +29,14 @@ from runner.report.plots import make_plots
 from runner.results import atomic_path
 
 __all__ = [
+    "ReportData",
     "ReportError",
     "ReportOutputs",
     "build_report",
     "collect",
     "display_table",
     "find_run_dirs",
+    "terminal_summary",
     "terminal_table",
 ]
 

@@ -5,7 +5,7 @@ Two views, both generic over a :class:`~runner.report.metrics.Metric`:
 - :func:`level_means`: per level of a factor (optionally per level of a second factor),
   the mean of the runs' values, marginalised over every other factor, with a 95%
   Student-t CI **over runs** (``runner.measure.stats.summarize``, unit ``run``). This is
-  what the main-effect figures draw.
+  what the main-effect figures draw. A level with a single run gets that run's own CI.
 - :func:`effects`: per level, the ratio to the factor's reference level (the baseline's
   level, else the first level), **paired** over the other factors: runs that agree on
   every other swept factor are matched (replicates averaged first), and the ratio is the
@@ -63,7 +63,8 @@ def level_means(
     df: pd.DataFrame, factor: str, metric: Metric, by: str | None = None
 ) -> pd.DataFrame:
     """Per level of ``factor`` (and of ``by``): ``runs``, ``mean``, ``ci95_low``,
-    ``ci95_high`` of the ok runs' values, a 95% t-CI over runs (None with one run)."""
+    ``ci95_high`` and ``ci_basis``: a 95% t-CI over the ok runs (``runs``), or for a level
+    with a single run that run's own CI (``within run``; NaN when it has none)."""
     ok = _ok(df, metric)
     keys = [factor] if by is None else [factor, by]
     frame = pd.DataFrame({k: levels_of(ok[k]) for k in keys})
@@ -72,19 +73,27 @@ def level_means(
     for key, values in frame.groupby(keys, sort=False)["value"]:
         key = key if isinstance(key, tuple) else (key,)
         stats = summarize(list(values), unit="run")
+        low, high, basis = stats.ci95_low, stats.ci95_high, "runs"
+        if stats.count == 1:
+            basis = "within run"
+            run = ok.loc[values.index[0]]
+            p = metric.ci_prefix
+            low, high = (run[f"{p}_ci95_{s}"] if p else math.nan for s in ("low", "high"))
         rows.append(
             {
                 **dict(zip(keys, key, strict=True)),
                 "runs": stats.count,
                 "mean": stats.mean,
-                "ci95_low": stats.ci95_low,
-                "ci95_high": stats.ci95_high,
+                "ci95_low": low,
+                "ci95_high": high,
+                "ci_basis": basis,
             }
         )
-    out = pd.DataFrame(rows, columns=[*keys, "runs", "mean", "ci95_low", "ci95_high"])
+    columns = [*keys, "runs", "mean", "ci95_low", "ci95_high", "ci_basis"]
+    out = pd.DataFrame(rows, columns=columns)
     if len(out):
-        order = out[keys].apply(lambda r: tuple(level_key(v) for v in r), axis=1)
-        out = out.iloc[sorted(range(len(out)), key=lambda i: order.iloc[i])]
+        order = [tuple(level_key(v) for v in r) for r in out[keys].itertuples(index=False)]
+        out = out.iloc[sorted(range(len(out)), key=order.__getitem__)]
     return out.reset_index(drop=True)
 
 

@@ -140,13 +140,12 @@ def _overlaps(a, b) -> bool:
 
 def place_labels(fig: Figure, ax, points: Sequence[tuple[float, float, str]]) -> int:
     """Annotate each point with its text where it fits inside the axes without touching
-    another label, a labelled point or the legend (four positions tried); returns how many
+    another label or a labelled point (four positions tried); returns how many
     were placed. The figure's layout must be final (suptitle set) before this is called."""
     fig.draw_without_rendering()  # lays the figure out: extents are then final
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    legend = ax.get_legend()
-    taken = [legend.get_window_extent(renderer)] if legend is not None else []
+    taken = []
     for x, y, _ in points:  # the markers themselves, about 6 px across
         px, py = ax.transData.transform((x, y))
         taken.append(Bbox.from_extents(px - 4, py - 4, px + 4, py + 4))
@@ -218,7 +217,7 @@ def plot_pareto(
     ax.scatter(
         rest[x.column],
         rest[y.column],
-        s=10,
+        s=10 if len(data) > 50 else 30,
         c="tab:gray",
         alpha=0.5,
         lw=0,
@@ -264,7 +263,8 @@ def plot_pareto(
     better = "lower" if x.lower_is_better and y.lower_is_better else "better"
     ax.set_title(f"{y.title} vs {x.title} ({better} is better on both axes)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    # Below the axes: a legend inside would hide points or labels.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
     labels = _short_labels(front, factors) if len(front) > 1 else list(front["label"])
     points = list(zip(front[x.column], front[y.column], labels, strict=True))
     note = fig.suptitle(" ", fontsize=8)  # its room is part of the layout labels are placed in
@@ -279,12 +279,13 @@ def plot_pareto(
 
 def _facet(data: ReportData, metric: Metric, factor: str) -> str | None:
     """The factor splitting ``factor``'s panel: the one that matters most for ``metric``
-    among those with few levels, if its effect is detectable."""
+    among those with few levels, if its effect is detectable (in a small sweep, where
+    little is detectable, always: the lines then show the runs themselves)."""
     for other in data.ranked_factors(metric):
         if other == factor or data.ok[other].astype(str).nunique() > MAX_FACET_LEVELS:
             continue
         top = strongest(data.effects(metric, other))
-        return other if top is not None and top.detectable else None
+        return other if data.small or (top is not None and top.detectable) else None
     return None
 
 
@@ -310,8 +311,10 @@ def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
         raise NoData("fewer than two values of any factor among ok runs")
     factors = data.ranked_factors(metric)[:MAX_PANELS]
     fig = _figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 0.8)
+    single_run_level = False
     for ax, factor in zip(_grid(fig, len(factors)), factors, strict=True):
         overall = level_means(data.table, factor, metric)
+        single_run_level |= bool((overall["runs"] == 1).any())
         levels = list(overall[factor])
         position = {lv: i for i, lv in enumerate(levels)}
         joined = _numeric(levels)
@@ -344,7 +347,10 @@ def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
         if len(factors) == len(data.factors)
         else f" ({len(factors)} of {len(data.factors)} factors)"
     )
-    fig.suptitle(f"Main effects on {metric.title}: mean ± 95% CI over runs{shown}", fontsize=10)
+    single = "; a level with one run: its own CI" if single_run_level else ""
+    fig.suptitle(
+        f"Main effects on {metric.title}: mean ± 95% CI over runs{single}{shown}", fontsize=10
+    )
     return _save(fig, path)
 
 
@@ -358,7 +364,7 @@ def plot_interaction(data: ReportData, metric: Metric, path: Path) -> Path:
         a, b = b, a
     table = interaction_means(data.table, a, b, metric)
     rows, cols = len(table.index), len(table.columns)
-    fig = _figure(max(5.0, min(2.5 + 0.4 * cols, 14)), max(3.0, min(1.5 + 0.4 * rows, 9)))
+    fig = _figure(max(6.0, min(2.5 + 0.4 * cols, 14)), max(3.0, min(1.5 + 0.4 * rows, 9)))
     ax = fig.subplots()
     image = ax.imshow(table.to_numpy(dtype=float), aspect="auto", cmap="viridis")
     fig.colorbar(image, ax=ax, label=metric.axis_label)
@@ -381,7 +387,7 @@ def plot_interaction(data: ReportData, metric: Metric, path: Path) -> Path:
                         fontsize=7,
                         color="black" if values[i, j] > middle else "white",
                     )
-    ax.set_title(f"{metric.title}: {a} × {b} (mean over the other factors)", fontsize=10)
+    ax.set_title(f"{metric.title}, mean per cell\n{a} × {b}", fontsize=10)
     return _save(fig, path)
 
 
@@ -573,6 +579,9 @@ def make_plots(
     """Every figure that can be drawn into ``out_dir``; returns (paths, skip reasons)."""
     made: list[Path] = []
     skipped: list[str] = []
+    # plots/ belongs to the report: figures of an earlier build that this one does not
+    # draw would be stale, so they go.
+    old = set(out_dir.glob("*.png")) if out_dir.is_dir() else set()
     for maker in makers:
         try:
             plots = maker(data)
@@ -589,4 +598,6 @@ def make_plots(
             except Exception as exc:  # one broken figure must not lose the others
                 skipped.append(f"{plot.name}: failed ({type(exc).__name__}: {exc})")
                 log.warning("plot %s failed: %s: %s", plot.name, type(exc).__name__, exc)
+    for path in old - set(made):
+        path.unlink(missing_ok=True)
     return made, skipped
