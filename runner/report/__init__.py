@@ -24,7 +24,7 @@ from runner.report.collect import ReportError, collect, find_run_dirs, scan
 from runner.report.compare import add_relative_columns, front_mask, pareto_metrics, resolve_baseline
 from runner.report.data import ReportData
 from runner.report.effects import effects_frame
-from runner.report.markdown import best_section, display_table, render_report
+from runner.report.markdown import best_section, display_table, render_report, status_line
 from runner.report.plots import make_plots
 from runner.results import atomic_path
 
@@ -133,7 +133,5 @@ def terminal_summary(outputs: ReportOutputs) -> str:
     data = outputs.data
     if data is None or data.small:
         return terminal_table(outputs.table)
-    counts = outputs.table["status"].value_counts()
-    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     best = best_section(data) or ""
-    return f"{len(outputs.table)} runs: {status}\n\n{best}"
+    return f"{len(outputs.table)} runs: {status_line(outputs.table)}\n\n{best}"

@@ -27,6 +27,7 @@ import pandas as pd
 from runner.config.overrides import parse, swept_keys
 from runner.report.collect import HYDRA_DIR, _hydra_overrides
 from runner.report.effects import level_key
+from runner.results import RESULT_FILE
 
 MULTIRUN_FILE = "multirun.yaml"
 # Hydra settings a rerun sets itself (or that name the old run).
@@ -59,7 +60,8 @@ def cause_of(row: pd.Series) -> str:
     error = row.get("error")
     if not isinstance(error, str) or not error:
         return "no reason recorded"
-    text = error.replace(str(row["run_dir"]), "<run>")
+    run_dir = str(row["run_dir"])
+    text = error.replace(f"{run_dir}/{RESULT_FILE}: ", "").replace(run_dir, "<run>")
     text = re.sub(r"(\S*/)+\S+", "<path>", text)
     return re.sub(r"\d+", "N", text)[:120]
 

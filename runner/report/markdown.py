@@ -195,7 +195,8 @@ METHODOLOGY = """\
 """
 
 
-def _status_line(df: pd.DataFrame) -> str:
+def status_line(df: pd.DataFrame) -> str:
+    """``3 ok, 1 failed``: the runs per status, in :data:`STATUSES` order."""
     counts = df["status"].value_counts()
     return ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
 
@@ -319,7 +320,7 @@ def summary_section(data: ReportData) -> str:
     lines = [
         "# Benchmark report",
         "",
-        f"{len(df)} runs{where}: {_status_line(df)}.",
+        f"{len(df)} runs{where}: {status_line(df)}.",
     ]
     if data.small:
         lines.append("Every run is in the table below and in `summary.csv`, `summary.parquet`.")
@@ -450,7 +451,7 @@ def failures_section(data: ReportData) -> str | None:
     lines = [
         "## Runs that did not complete",
         "",
-        f"{bad} of {len(data.table)} runs: {_status_line(data.table[data.table['status'] != 'ok'])}"
+        f"{bad} of {len(data.table)} runs: {status_line(data.table[data.table['status'] != 'ok'])}"
         ". They are not in the figures, the best points or the effects; each is in "
         "`summary.csv` with its `status` and `error`.",
     ]
