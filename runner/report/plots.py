@@ -260,8 +260,11 @@ def plot_pareto(
     _log_scale_if_wide(ax, data[y.column], "y")
     ax.set_xlabel(x.axis_label + (" (front: ±95% CI)" if x.ci_prefix else ""))
     ax.set_ylabel(y.axis_label)
-    better = "lower" if x.lower_is_better and y.lower_is_better else "better"
-    ax.set_title(f"{y.title} vs {x.title} ({better} is better on both axes)", fontsize=10)
+    if x.lower_is_better == y.lower_is_better:
+        better = f"{x.best_word.removesuffix('est')}er is better on both axes"
+    else:
+        better = f"better: {x.best_word} {x.title}, {y.best_word} {y.title}"
+    ax.set_title(f"{y.title} vs {x.title} ({better})", fontsize=10)
     ax.grid(alpha=0.3)
     # Below the axes: a legend inside would hide points or labels.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
