@@ -50,7 +50,7 @@ format: $(STAMP) ## apply ruff formatting and autofixes
 docs: $(STAMP) ## regenerate docs/options.md from the schema and conf/ (a test checks it)
 	$(PY) -m runner.config.docs > docs/options.md
 
-bench: $(STAMP) ## benchmarks: instrumentation overhead, timing accuracy, isolation, energy on/off
+bench: $(STAMP) ## benchmarks: instrumentation overhead, timing accuracy, isolation, energy on/off, report build time
 	$(PY) -m bench $(ARGS)
 
 gpu-check: $(STAMP) ## GPU validation sweep (needs an NVIDIA GPU; exits early without one)

@@ -413,12 +413,21 @@ def test_build_report_writes_everything(sweep: Path, tmp_path: Path) -> None:
     )
     names = sorted(p.name for p in outputs.plots)
     assert names == [
-        "factor_compile.png",
-        "factor_quant.png",
+        "interaction_e2e_ms_mean.png",
+        "interaction_energy_per_token_mj_net.png",
         "latency_distributions.png",
+        "main_effects_e2e_ms_mean.png",
+        "main_effects_energy_per_token_mj_net.png",
+        "main_effects_output_tok_s_mean.png",
         "pareto_energy_latency.png",
     ]
     assert all(_is_png(p) for p in outputs.plots)
+    assert any(
+        s.startswith("distribution of e2e_ms_mean: fewer than 5 runs")
+        for s in outputs.skipped_plots
+    )
+    effects = pd.read_csv(out / "effects.csv")
+    assert {"compile", "quant"} == set(effects["factor"])
     text = outputs.report_md.read_text()
     assert "Baseline: **compile=off, quant=none**" in text
     assert "delta method" in text
@@ -433,8 +442,12 @@ def test_build_report_without_energy_or_requests(tmp_path: Path) -> None:
     write_run(root, "a", result(["quant=none"], energy_j_per_tok=None), requests=False)
     write_run(root, "b", result(["quant=nf4"], energy_j_per_tok=None), requests=False)
     outputs = build_report([root], root)
-    assert [p.name for p in outputs.plots] == ["factor_quant.png"]
-    assert _is_png(outputs.plots[0])
+    assert [p.name for p in outputs.plots] == [
+        "main_effects_e2e_ms_mean.png",
+        "main_effects_output_tok_s_mean.png",
+    ]
+    assert all(_is_png(p) for p in outputs.plots)
+    assert any(s.startswith("interaction") for s in outputs.skipped_plots)
     assert any(s.startswith("pareto") for s in outputs.skipped_plots)
     assert any(s.startswith("latency distributions") for s in outputs.skipped_plots)
     assert "No energy measured" in outputs.report_md.read_text()
@@ -464,7 +477,15 @@ def test_replicates_and_single_run(tmp_path: Path) -> None:
     write_run(root, "b", result(["quant=none", "seed=2"], tok_s=110.0))
     write_run(root, "c", result(["quant=nf4", "seed=1"], tok_s=50.0))
     outputs = build_report([root], root)
-    assert {"factor_quant.png", "factor_seed.png"} <= {p.name for p in outputs.plots}
+    assert "main_effects_e2e_ms_mean.png" in {p.name for p in outputs.plots}
+    effects = pd.read_csv(root / "effects.csv")
+    seed = effects[(effects["factor"] == "seed") & (effects["metric"] == "output_tok_s_mean")]
+    # quant=none is run at both seeds, nf4 at seed 1 only: one matched pair (not the
+    # confounded 110 / mean(90, 50)), with a CI from the two runs' own CIs
+    assert list(seed["pairs"]) == [1] and list(seed["ci_basis"]) == ["within run"]
+    h = math.hypot(10 / 110, 10 / 90)
+    assert seed["ratio"].iloc[0] == pytest.approx(110 / 90)
+    assert seed["ratio_ci95_low"].iloc[0] == pytest.approx(110 / 90 * math.exp(-h))
     single = build_report([root / "a"], tmp_path / "single")
     assert len(single.table) == 1 and single.table.loc[0, "label"] == "quant=none,seed=1"
     assert summarize([90.0, 110.0]).mean == 100.0

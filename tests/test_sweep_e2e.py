@@ -50,8 +50,8 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
     plots = sorted((sweep / "plots").glob("*.png"))
     assert {p.stem for p in plots} >= {
         "pareto_energy_latency",
-        "factor_quant",
-        "factor_compile",
+        "main_effects_e2e_ms_mean",
+        "interaction_e2e_ms_mean",
         "latency_distributions",
     }
     for plot in plots:

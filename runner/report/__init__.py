@@ -1,9 +1,13 @@
 """Report of a sweep: one table, CSV/Parquet, ``report.md`` and PNG figures.
 
 ``build_report([sweep_dir], out_dir, baseline="quant=none,compile=off")`` reads every run
-under the paths (see :mod:`runner.report.collect`), adds baseline ratios
-(:mod:`runner.report.compare`), draws the figures (:mod:`runner.report.plots`) and writes
-``summary.csv``, ``summary.parquet``, ``report.md`` and ``plots/*.png`` into ``out_dir``.
+under the paths once, from its ``result.json`` alone (:mod:`runner.report.collect`), adds
+baseline ratios and the Pareto front (:mod:`runner.report.compare`), works out what each
+factor does (:mod:`runner.report.effects`), draws the figures (:mod:`runner.report.plots`)
+and writes ``summary.csv``, ``summary.parquet``, ``effects.csv``, ``report.md``
+(:mod:`runner.report.markdown`) and ``plots/*.png`` into ``out_dir``. The same runs give
+the same files. Sections and figures are lists of functions of one
+:class:`~runner.report.data.ReportData`: see docs/development.md to add one.
 """
 
 from __future__ import annotations
@@ -16,27 +20,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from runner.report.collect import (
-    ReportError,
-    RunRecord,
-    collect,
-    find_run_dirs,
-    load_run,
-    table,
-)
-from runner.report.compare import add_relative_columns, resolve_baseline
-from runner.report.markdown import display_table, render_report
+from runner.report.collect import ReportError, collect, find_run_dirs, scan
+from runner.report.compare import add_relative_columns, front_mask, pareto_metrics, resolve_baseline
+from runner.report.data import ReportData
+from runner.report.effects import effects_frame
+from runner.report.markdown import best_section, display_table, render_report, status_line
 from runner.report.plots import make_plots
-from runner.report.samples import LatencySamples, read_latency_samples
 from runner.results import atomic_path
 
 __all__ = [
+    "ReportData",
     "ReportError",
     "ReportOutputs",
     "build_report",
     "collect",
     "display_table",
     "find_run_dirs",
+    "terminal_summary",
     "terminal_table",
 ]
 
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_PARQUET = "summary.parquet"
+EFFECTS_CSV = "effects.csv"
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
 
@@ -58,18 +59,7 @@ class ReportOutputs:
     plots: list[Path]
     table: pd.DataFrame
     skipped_plots: list[str] = field(default_factory=list)
-
-
-def _samples(records: list[RunRecord], labels: list[str]) -> dict[str, LatencySamples]:
-    out: dict[str, LatencySamples] = {}
-    for rec, label in zip(records, labels, strict=True):
-        if rec.status != "ok":
-            continue
-        try:
-            out[label] = read_latency_samples(rec.run_dir)
-        except ValueError as exc:
-            log.debug("latency distribution of %s skipped: %s", label, exc)
-    return out
+    data: ReportData | None = None
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> Path | None:
@@ -80,6 +70,19 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> Path | None:
         log.warning("summary.parquet not written: %s: %s", type(exc).__name__, exc)
         return None
     return path
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+    # Atomic like result.json: a report rebuilt while someone reads it is never half there.
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+def _effects_table(data: ReportData) -> pd.DataFrame:
+    return effects_frame(
+        [e for m in data.metrics for f in data.factors for e in data.effects(m, f)]
+    )
 
 
 def build_report(
@@ -97,36 +100,38 @@ def build_report(
     if not run_dirs:
         where = ", ".join(map(str, paths))
         raise ReportError(f"no run directory (result.json or .hydra/) under {where}")
-    records = [load_run(d) for d in run_dirs]
-    df = table(records)
+    found = scan(run_dirs)
+    df = found.table
     base = resolve_baseline(df, baseline) if baseline else None
     if base is not None:
         df = add_relative_columns(df, base)
+    front = pareto_metrics(df)
+    df["on_pareto_front"] = front_mask(df, *front) if front else False
+    data = ReportData(df, found.environments, found.settings, base, [str(p) for p in paths])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Atomic like result.json: a report rebuilt while someone reads it is never half there.
-    csv_path = out_dir / SUMMARY_CSV
-    with atomic_path(csv_path) as tmp:
-        df.to_csv(tmp, index=False)
+    csv_path = _write_csv(df, out_dir / SUMMARY_CSV)
     parquet_path = _write_parquet(df, out_dir / SUMMARY_PARQUET)
-
-    labels = list(df["label"])
-    plots, skipped = make_plots(df, _samples(records, labels), out_dir / PLOTS_DIR)
-    text = render_report(
-        df,
-        environments={label: rec.environment for label, rec in zip(labels, records, strict=True)},
-        configs={label: rec.config for label, rec in zip(labels, records, strict=True)},
-        plots=[Path(os.path.relpath(p, out_dir)) for p in plots],
-        skipped_plots=skipped,
-        baseline_label=base.label if base is not None else None,
-        sources=[str(p) for p in paths],
-    )
+    _write_csv(_effects_table(data), out_dir / EFFECTS_CSV)
+    plots, skipped = make_plots(data, out_dir / PLOTS_DIR)
+    data.plots = [Path(os.path.relpath(p, out_dir)) for p in plots]
+    data.skipped_plots = skipped
     report_path = out_dir / REPORT_MD
     with atomic_path(report_path) as tmp:
-        tmp.write_text(text + "\n")
-    return ReportOutputs(csv_path, parquet_path, report_path, plots, df, skipped)
+        tmp.write_text(render_report(data) + "\n")
+    return ReportOutputs(csv_path, parquet_path, report_path, plots, df, skipped, data)
 
 
 def terminal_table(df: pd.DataFrame) -> str:
     """The table printed by the CLI (means with [95% CI], errors cut to 60 characters)."""
     return display_table(df).to_string(index=False)
+
+
+def terminal_summary(outputs: ReportOutputs) -> str:
+    """What the CLI prints: the table of every run for a small sweep, else the status
+    counts and the best points (the full table is in summary.csv)."""
+    data = outputs.data
+    if data is None or data.small:
+        return terminal_table(outputs.table)
+    best = best_section(data) or ""
+    return f"{len(outputs.table)} runs: {status_line(outputs.table)}\n\n{best}"

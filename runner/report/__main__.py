@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from runner.report import ReportError, build_report, terminal_table
+from runner.report import ReportError, build_report, terminal_summary
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(terminal_table(outputs.table))
+    print(terminal_summary(outputs))
     print(
         f"\nreport: {outputs.report_md}  table: {outputs.summary_csv}  "
         f"figures: {len(outputs.plots)} in {outputs.report_md.parent / 'plots'}"

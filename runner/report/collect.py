@@ -11,8 +11,10 @@ status ``partial`` (no ``result.json`` yet) or ``unreadable`` (and the reason in
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from runner.config.overrides import parse_lenient
+from runner.config.overrides import Setting, parse_lenient
+from runner.report.variation import Variation
 from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
 from runner.sections.energy import Energy
 from runner.sections.metrics import Latency, Metrics, Stats, Throughput
@@ -29,7 +32,8 @@ HYDRA_DIR = ".hydra"
 RESULT_STATUSES = ("ok", "failed", "interrupted")
 STATUSES = (*RESULT_STATUSES, "partial", "unreadable")
 
-BASE_COLUMNS = ["run_dir", "run_id", "label", "status", "error"]
+BASE_COLUMNS = ["run_dir", "run_id", "label", "status", "error", "error_type", "error_phase"]
+SETTING_GROUPS = ("measure", "energy", "workload", "model")  # the report's settings section
 DELETED = "(deleted)"  # the value of a factor a run deleted (``~energy``)
 
 MEAN_CI = ("mean", "ci95_low", "ci95_high")  # fields of Stats
@@ -207,23 +211,24 @@ def error_text(error: Any, status: str) -> str | None:
 
 
 def _load_run(run_dir: Path) -> RunRecord:
-    hydra_overrides = _hydra_overrides(run_dir)
+    # The summary comes from result.json alone: Hydra's overrides.yaml is read only for a
+    # run without a usable result (or a result without its overrides).
     if not (run_dir / RESULT_FILE).exists():
         os.listdir(run_dir)  # an unlistable directory raises: reported as unreadable
         reason = "no result.json (still running, or killed before writing it)"
         last = _last_log_line(run_dir)
         if last:
             reason = f"{reason}; last log line: {last}"
-        return RunRecord(run_dir, "partial", reason, hydra_overrides)
+        return RunRecord(run_dir, "partial", reason, _hydra_overrides(run_dir))
     try:
         data = read_result(run_dir)
     except ResultReadError as exc:
-        return RunRecord(run_dir, "unreadable", str(exc), hydra_overrides)
+        return RunRecord(run_dir, "unreadable", str(exc), _hydra_overrides(run_dir))
     except FileNotFoundError:  # removed between the two calls
-        return RunRecord(run_dir, "partial", "result.json disappeared", hydra_overrides)
+        return RunRecord(run_dir, "partial", "result.json disappeared", _hydra_overrides(run_dir))
     overrides = data.get("overrides")
     if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
-        overrides = hydra_overrides
+        overrides = _hydra_overrides(run_dir)
     status = data.get("status")
     if status not in RESULT_STATUSES:
         return RunRecord(run_dir, "unreadable", f"unknown status {status!r}", overrides, data)
@@ -247,6 +252,14 @@ def load_runs(paths: Iterable[Path | str]) -> list[RunRecord]:
 # --------------------------------------------------------------------------- the table
 
 
+@functools.lru_cache(maxsize=8192)
+def _read_override(text: str) -> Setting | None:
+    """One override read with Hydra's parser, cached: a sweep repeats the same few
+    overrides in every run, and Hydra's parser takes about a millisecond each."""
+    settings = parse_lenient([text])
+    return settings[0] if settings else None
+
+
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     """``["+compile=on", "decoding.num_beams=4", "~energy"]`` -> ``{key: value}`` (strings).
 
@@ -254,11 +267,12 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     removed from string values, ``~key`` (deletion) gives ``(deleted)``; ``hydra`` settings
     are not factors, and an override Hydra rejects is left out.
     """
-    return {
-        s.key: DELETED if s.deleted else str(s.value)
-        for s in parse_lenient(overrides)
-        if not s.is_hydra
-    }
+    out: dict[str, str] = {}
+    for text in overrides:
+        setting = _read_override(str(text))
+        if setting is not None and not setting.is_hydra:
+            out[setting.key] = DELETED if setting.deleted else str(setting.value)
+    return out
 
 
 def _num(value: Any, scale: float = 1.0) -> float:
@@ -298,57 +312,89 @@ def headline(rec: RunRecord) -> dict[str, Any]:
     return row
 
 
+def _error_fields(rec: RunRecord) -> tuple[str | None, str | None]:
+    """``(type, phase)`` of a recorded error (None, None without one)."""
+    error = (rec.data or {}).get("error")
+    if not isinstance(error, dict):
+        return None, None
+    etype, phase = error.get("type"), error.get("phase")
+    return (str(etype) if etype else None), (str(phase) if phase else None)
+
+
+def run_row(rec: RunRecord, full: bool = False) -> dict[str, Any]:
+    """One run's row: base columns, ``factors`` (its overrides, key -> value), headline
+    columns and, with ``full``, every dotted key of the result. Keys not yet columns."""
+    data = rec.data or {}
+    run_id = data.get("run_id")
+    error_type, error_phase = _error_fields(rec)
+    row: dict[str, Any] = {
+        "run_dir": str(rec.run_dir),
+        "run_id": run_id if isinstance(run_id, str) and run_id else rec.run_dir.name,
+        "status": rec.status,
+        "error": rec.error,
+        "error_type": error_type,
+        "error_phase": error_phase,
+        "factors": parse_overrides(rec.overrides),
+        **headline(rec),
+    }
+    if full:
+        row["flat"] = flatten(data)
+    return row
+
+
+def environment_of(rec: RunRecord) -> dict[str, Any]:
+    """The run's environment as dotted keys ({} without a readable result)."""
+    return flatten(rec.environment)
+
+
+def settings_of(rec: RunRecord) -> dict[str, Any]:
+    """The run's measurement settings (config groups :data:`SETTING_GROUPS`), dotted keys."""
+    return {k: v for k, v in flatten(rec.config).items() if k.split(".")[0] in SETTING_GROUPS}
+
+
 def _labels(rows: list[dict[str, Any]], swept: list[str]) -> list[str]:
     labels = []
     for row in rows:
         parts = [f"{k}={row[k]}" for k in swept if row.get(k) is not None]
         labels.append(", ".join(parts) or str(row["run_id"]))
-    counts: dict[str, int] = {}
+    totals = Counter(labels)
+    seen: Counter[str] = Counter()
     unique = []
     for label in labels:
-        counts[label] = counts.get(label, 0) + 1
-        unique.append(label if labels.count(label) == 1 else f"{label} #{counts[label]}")
+        seen[label] += 1
+        unique.append(label if totals[label] == 1 else f"{label} #{seen[label]}")
     return unique
 
 
-def table(records: list[RunRecord], full: bool = False) -> pd.DataFrame:
-    """One row per record; see the module docstring for units.
+def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The report table from :func:`run_row` rows; see the module docstring for units.
 
     Columns: :data:`BASE_COLUMNS`, one column per override key (``df.attrs["factors"]``),
-    :data:`HEADLINE_COLUMNS`, and with ``full`` every dotted key of the result
-    (``metrics.ttft_seconds.p99``...) that is not already a column.
+    :data:`HEADLINE_COLUMNS`, and for rows made with ``full`` every dotted key of the
+    result (``metrics.ttft_seconds.p99``...) that is not already a column.
     """
     reserved = set(BASE_COLUMNS) | set(HEADLINE_COLUMNS)
     factors: list[str] = []
-    rows: list[dict[str, Any]] = []
     extra: list[str] = []
-    for rec in records:
-        data = rec.data or {}
-        run_id = data.get("run_id")
-        row: dict[str, Any] = {
-            "run_dir": str(rec.run_dir),
-            "run_id": run_id if isinstance(run_id, str) and run_id else rec.run_dir.name,
-            "status": rec.status,
-            "error": rec.error,
-        }
-        for key, value in parse_overrides(rec.overrides).items():
+    out_rows = []
+    for source in rows:
+        row = {k: v for k, v in source.items() if k not in ("factors", "flat")}
+        for key, value in source["factors"].items():
             col = f"override.{key}" if key in reserved else key
             if col not in factors:
                 factors.append(col)
             row[col] = value
-        row.update(headline(rec))
-        if full:
-            for key, value in flatten(data).items():
-                if key not in row and key not in reserved:
-                    row[key] = value
-                    if key not in extra:
-                        extra.append(key)
-        rows.append(row)
-    swept = [f for f in factors if len({r.get(f) for r in rows}) > 1]
-    for row, label in zip(rows, _labels(rows, swept), strict=True):
+        for key, value in source.get("flat", {}).items():
+            if key not in row and key not in reserved:
+                row[key] = value
+                if key not in extra:
+                    extra.append(key)
+        out_rows.append(row)
+    swept = [f for f in factors if len({r.get(f) for r in out_rows}) > 1]
+    for row, label in zip(out_rows, _labels(out_rows, swept), strict=True):
         row["label"] = label
     columns = BASE_COLUMNS + factors + HEADLINE_COLUMNS + [c for c in extra if c not in factors]
-    df = pd.DataFrame(rows, columns=columns)
+    df = pd.DataFrame(out_rows, columns=columns)
     for col in NUMERIC_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     df["energy_is_estimate"] = df["energy_is_estimate"].astype(object)
@@ -356,9 +402,39 @@ def table(records: list[RunRecord], full: bool = False) -> pd.DataFrame:
     return df
 
 
+def table(records: list[RunRecord], full: bool = False) -> pd.DataFrame:
+    """One row per record (see :func:`frame`)."""
+    return frame([run_row(rec, full) for rec in records])
+
+
+@dataclass
+class Scan:
+    """Every run under some paths, read once: the table, and what the runs' environments
+    and settings share (aligned with the table's rows)."""
+
+    table: pd.DataFrame
+    environments: Variation
+    settings: Variation
+
+
+def scan(run_dirs: Iterable[Path]) -> Scan:
+    """Read each run directory once and keep only its row, environment and settings, so
+    memory stays small however many runs there are. Never raises on a weird directory."""
+    rows: list[dict[str, Any]] = []
+    environments, settings = Variation(), Variation()
+    for run_dir in run_dirs:
+        rec = load_run(run_dir)
+        rows.append(run_row(rec))
+        environments.add(environment_of(rec))
+        settings.add(settings_of(rec))
+    return Scan(frame(rows), environments, settings)
+
+
 def collect(paths: Iterable[Path | str], full: bool = False) -> pd.DataFrame:
     """Table of every run under ``paths`` (see :func:`table`); raises only for missing paths."""
-    return table(load_runs(paths), full=full)
+    if full:
+        return table(load_runs(paths), full=True)
+    return scan(find_run_dirs(paths)).table
 
 
 def factor_columns(df: pd.DataFrame) -> list[str]:

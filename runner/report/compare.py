@@ -17,14 +17,17 @@ steady), which makes the energy-ratio CI a lower bound on the true uncertainty.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from runner.config.overrides import split_joined
 from runner.report.collect import ReportError, factor_columns, load_run, parse_overrides, table
+from runner.report.metrics import LATENCIES, Metric, energy_metric
 from runner.results import RESULT_FILE
 
 # relative column -> (headline column of the mean, CI prefix for its relative half-width)
@@ -146,72 +149,95 @@ def ratio_ci(num: float, num_rel: float, den: float, den_rel: float) -> tuple[fl
     return ratio, ratio * math.exp(-h), ratio * math.exp(h)
 
 
+def _relative_half_widths(frame: pd.DataFrame, prefix: str) -> pd.Series:
+    """:func:`relative_half_width` of every row at once."""
+    mean = frame[f"{prefix}_mean"].astype(float)
+    half = (frame[f"{prefix}_ci95_high"].astype(float) - frame[f"{prefix}_ci95_low"]) / 2
+    rel = (half / mean).abs()
+    return rel.where(np.isfinite(rel))
+
+
 def add_relative_columns(df: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
     """Copy of ``df`` with ``is_baseline`` and, per :data:`RATIOS`, ``<name>``,
     ``<name>_ci95_low``, ``<name>_ci95_high`` (ok runs only; the baseline itself is 1 [1, 1]).
     """
     out = df.copy()
-    out["is_baseline"] = out.index == baseline.index if baseline.index is not None else False
+    is_base = out.index == baseline.index if baseline.index is not None else False
+    out["is_baseline"] = is_base
     base = baseline.row
+    ok = out["status"] == "ok"
     for name, (column, ci_prefix) in RATIOS.items():
-        values = []
-        for index, row in out.iterrows():
-            if index == baseline.index:
-                values.append((1.0, 1.0, 1.0) if float(row[column]) > 0 else (math.nan,) * 3)
-            elif row["status"] != "ok":
-                values.append((math.nan,) * 3)
-            else:
-                values.append(
-                    ratio_ci(
-                        float(row[column]),
-                        relative_half_width(row, ci_prefix),
-                        float(base[column]),
-                        relative_half_width(base, ci_prefix),
-                    )
-                )
-        for position, suffix in enumerate(("", "_ci95_low", "_ci95_high")):
-            out[name + suffix] = [v[position] for v in values]
+        num = out[column].astype(float)
+        den = float(base[column]) if base[column] is not None else math.nan
+        valid = ok & (num > 0) & (den > 0)  # False for NaN
+        h = np.hypot(_relative_half_widths(out, ci_prefix), relative_half_width(base, ci_prefix))
+        ratio = (num / den).where(valid)
+        low, high = ratio * np.exp(-h), ratio * np.exp(h)
+        if baseline.index is not None:
+            one = 1.0 if float(base[column]) > 0 else math.nan
+            for series in (ratio, low, high):
+                series[baseline.index] = one
+        out[name], out[f"{name}_ci95_low"], out[f"{name}_ci95_high"] = ratio, low, high
     return out
 
 
 # --------------------------------------------------------------------------- Pareto front
 
-LATENCY_AXES = ("e2e_ms_mean", "itl_ms_mean", "ttft_ms_mean")
+LATENCY_AXES = tuple(m.column for m in LATENCIES)
 
 
-def pareto_axes(df: pd.DataFrame) -> tuple[str, str] | None:
-    """``(latency column, energy column)`` for the Pareto plot, or None without energy.
-
-    Energy per token is net when every ok run with energy has it, else gross; latency is
-    the mean end-to-end request latency (falling back to ITL, then TTFT).
-    """
-    ok = df[df["status"] == "ok"]
-    gross = ok["energy_per_token_mj_gross"].notna()
-    net = ok["energy_per_token_mj_net"].notna()
-    if not (gross | net).any():
+def pareto_metrics(df: pd.DataFrame) -> tuple[Metric, Metric] | None:
+    """``(latency, energy)`` metrics of the energy/latency Pareto front, or None without
+    energy. Energy per token is net when every ok run with energy has it, else gross;
+    latency is the mean end-to-end request latency (falling back to ITL, then TTFT)."""
+    energy = energy_metric(df)
+    if energy is None:
         return None
-    energy = "energy_per_token_mj_net" if net[gross | net].all() else "energy_per_token_mj_gross"
-    has_energy = ok[ok[energy].notna()]
-    for latency in LATENCY_AXES:
-        if has_energy[latency].notna().any():
+    has_energy = df[(df["status"] == "ok") & df[energy.column].notna()]
+    for latency in LATENCIES:
+        if has_energy[latency.column].notna().any():
             return latency, energy
     return None
 
 
-def pareto_front(xs: list[float], ys: list[float]) -> list[bool]:
-    """True for points not dominated when minimising both x and y (NaN points: False)."""
-    points = [
-        (x, y) if math.isfinite(x) and math.isfinite(y) else None
-        for x, y in zip(xs, ys, strict=True)
-    ]
-    out = []
-    for i, p in enumerate(points):
-        if p is None:
-            out.append(False)
-            continue
-        dominated = any(
-            q is not None and j != i and q[0] <= p[0] and q[1] <= p[1] and q != p
-            for j, q in enumerate(points)
-        )
-        out.append(not dominated)
-    return out
+def pareto_axes(df: pd.DataFrame) -> tuple[str, str] | None:
+    """The columns of :func:`pareto_metrics` (latency, energy), or None without energy."""
+    metrics = pareto_metrics(df)
+    return None if metrics is None else (metrics[0].column, metrics[1].column)
+
+
+def front_mask(df: pd.DataFrame, x: Metric, y: Metric) -> pd.Series:
+    """True for the ok runs on the Pareto front of ``x`` against ``y`` (each in its own
+    direction: a higher-is-better metric is maximised), aligned with ``df``."""
+    ok = df[(df["status"] == "ok") & df[x.column].notna() & df[y.column].notna()]
+    xs = ok[x.column].astype(float) * (1 if x.lower_is_better else -1)
+    ys = ok[y.column].astype(float) * (1 if y.lower_is_better else -1)
+    mask = pd.Series(False, index=df.index)
+    mask[ok.index] = pareto_front(list(xs), list(ys))
+    return mask
+
+
+def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[bool]:
+    """True for points not dominated when minimising both x and y (NaN points: False).
+
+    A point is dominated by another that is no worse on both axes and differs from it;
+    equal points are all on the front. O(n log n): sorted by x, a point is on the front
+    when no point with a smaller x has a y as low, and none with its x a lower y.
+    """
+    x = np.asarray(xs, dtype=float)
+    y = np.asarray(ys, dtype=float)
+    out = np.zeros(len(x), dtype=bool)
+    finite = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+    best_before = math.inf  # lowest y among points with a smaller x
+    order = finite[np.lexsort((y[finite], x[finite]))]
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and x[order[j]] == x[order[i]]:
+            j += 1
+        lowest = y[order[i]]  # sorted by y within one x
+        for k in order[i:j]:
+            out[k] = y[k] < best_before and y[k] == lowest
+        best_before = min(best_before, lowest)
+        i = j
+    return out.tolist()

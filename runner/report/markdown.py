@@ -1,16 +1,28 @@
-"""``report.md`` and the terminal table: pure functions of the report table and run metadata."""
+"""``report.md`` and the terminal table: pure functions of :class:`~.data.ReportData`.
+
+``report.md`` is the concatenation of :data:`SECTIONS`, each a function
+``ReportData -> str | None`` (None: nothing to say) that writes its own ``## `` heading.
+A new section is one more function in that list; the order of the list is the order of
+the report. Output depends only on the inputs (no clock, no set order), so rebuilding a
+report from the same runs gives the same file.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from runner.report.collect import STATUSES, swept_factors
-from runner.report.compare import RATIO_METHOD, pareto_axes, pareto_front
+from runner.report.collect import SETTING_GROUPS, STATUSES, swept_factors
+from runner.report.compare import RATIO_METHOD, front_mask, pareto_metrics
+from runner.report.data import ReportData
+from runner.report.effects import Effect, levels_of, strongest
+from runner.report.failures import failure_groups
+from runner.report.metrics import Metric
+from runner.report.variation import ABSENT, Variation
 from runner.results import flatten
 
 # (header, column prefix with _mean/_ci95_low/_ci95_high, or a plain column)
@@ -33,7 +45,9 @@ RATIO_COLUMNS = [
 ]
 # Scheduler ids differ for every job by construction: listed per run, not as a difference.
 JOB_ID_KEYS = ("slurm_job_id", "slurm_array_job_id", "slurm_array_task_id")
-SETTING_GROUPS = ("measure", "energy", "workload", "model")
+PARETO_MAX_ROWS = 25  # front points listed in report.md (all are in summary.csv)
+FAILED_RUNS_LISTED = 10  # run directories listed per failure group
+VALUES_LISTED = 4  # values of a differing setting listed in a large sweep
 
 
 def fmt_num(value: Any) -> str:
@@ -135,89 +149,35 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _block(items: Mapping[str, Any]) -> str:
-    body = "\n".join(f"{k}: {v}" for k, v in items.items())
-    return f"```\n{body}\n```"
-
-
-def _shared_and_differing(
-    per_run: Mapping[str, Mapping[str, Any]], ignore: Sequence[str] = ()
-) -> tuple[dict[str, Any], list[str]]:
-    keys: list[str] = []
-    for values in per_run.values():
-        keys += [k for k in values if k not in keys and k not in ignore]
-    shared, differing = {}, []
-    for key in keys:
-        seen = {repr(values.get(key)) for values in per_run.values()}
-        if len(seen) == 1:
-            shared[key] = next(iter(per_run.values())).get(key)
-        else:
-            differing.append(key)
-    return shared, differing
-
-
-def environment_section(environments: Mapping[str, Mapping[str, Any]]) -> str:
-    """One block when every run shares its environment; else the shared part plus, per run,
-    the keys that differ. Scheduler job ids are listed per run, not counted as differences.
-    """
-    flat = {label: flatten(dict(env)) for label, env in environments.items() if env}
-    if not flat:
-        return "No environment recorded (no readable result)."
-    shared, differing = _shared_and_differing(flat, ignore=JOB_ID_KEYS)
-    parts = []
-    if differing:
-        parts.append(f"The environment differs between runs in: {', '.join(differing)}.")
-        parts.append("### Shared by all runs\n\n" + _block(shared) if shared else "")
-        for label, env in flat.items():
-            parts.append(f"### {label}\n\n" + _block({k: env.get(k) for k in differing}))
-    else:
-        parts.append(
-            f"All {len(flat)} runs with a readable result share one environment.\n\n"
-            + _block(shared)
-        )
-    job_keys = [k for k in JOB_ID_KEYS if any(k in env for env in flat.values())]
-    if job_keys:
-        rows = pd.DataFrame(
-            [[label, *(str(env.get(k, "")) for k in job_keys)] for label, env in flat.items()],
-            columns=["run", *job_keys],
-        )
-        parts.append("### Scheduler job ids\n\n" + markdown_table(rows))
-    return "\n\n".join(p for p in parts if p)
-
-
-def settings_section(configs: Mapping[str, Mapping[str, Any]]) -> str:
-    """Measurement settings (config groups measure, energy, workload, model) shared by runs."""
-    flat = {
-        label: {k: v for k, v in flatten(dict(cfg)).items() if k.split(".")[0] in SETTING_GROUPS}
-        for label, cfg in configs.items()
-        if cfg
-    }
-    if not flat:
-        return "No configuration recorded."
-    shared, differing = _shared_and_differing(flat)
-    text = _block(shared) if shared else "No setting is shared by all runs."
-    if differing:
-        text += f"\n\nDiffering between runs (see the factors): {', '.join(differing)}."
-    return text
-
-
 METHODOLOGY = """\
-- **One row per run** (one job of the sweep). Factor columns are the job's Hydra overrides;
-  only factors with more than one value are shown here, every override is in `summary.csv`;
-  `—` means the run did not override that factor (the config default applied).
+- **Factors** are the runs' Hydra overrides; tables show those with more than one value,
+  every override is a column of `summary.csv`; `—` or `(default)` means the run did not
+  override that factor (the config default applied).
 - **TTFT**: time from the start of a `generate` call to each request's first token.
   **ITL** (inter-token latency): every gap between consecutive tokens of a request, pooled
   over requests. **E2E**: per-request end-to-end latency (until `generate` returned its
   batch). **out tok/s**: output tokens / wall time of each batch, averaged over batches
   (`output_tok_s_total` in the CSV is total tokens / total measured time).
-- **Means and 95% CIs**: `mean [low, high]` is the mean over the samples of one run
-  (requests, token gaps or batches) with a two-sided Student-t 95% interval over
+- **A run's mean and 95% CI**: `mean ± half-width` is the mean over the samples of one
+  run (requests, token gaps or batches) with a two-sided Student-t 95% interval over
   independent units (`runner/measure/stats.py`): the requests and token gaps of one
   `generate` call share its clock, so TTFT, ITL and E2E intervals use a cluster-robust
   standard error over calls (`ci_unit`, `ci_units` in `result.json`). It describes the
   variability *within* a run only: run-to-run variation (clocks, thermals, other tenants)
   is not in it, so repeat the sweep to see it. `repeat_cv` in the CSV is the
   coefficient of variation of throughput between the measured passes of a run.
+- **Effects of a factor**: each level against the reference level (the baseline's, else
+  the first), as a ratio. Runs that agree on every other swept factor are matched
+  (replicates averaged first); the ratio is the geometric mean of the matched ratios
+  with a Student-t interval on their logarithms, simultaneous over the factor's levels
+  (Bonferroni: 95% for a two-level factor). Where fewer than two matches exist, the
+  ratio of the level means, with a CI from the CIs over runs (or from the runs' own
+  CIs when each level has one run); `effects.csv` says which (`ci_basis`).
+- **Main-effect figures**: per level, the mean over the ok runs at that level
+  (marginalised over the other factors) with a 95% t-interval over runs; coloured lines
+  split it by a second factor of few levels when that factor matters. **Heatmaps**:
+  the mean of each pair of levels of the two factors that matter most. **Box plots**:
+  the spread of the runs' values at each level.
 - **Peak memory** (MiB = 2^20 bytes): `cuda-max-allocated` (PyTorch's peak allocated CUDA
   memory) on GPU runs, `process-peak-rss` (peak resident set of the process) otherwise; the
   source of each run is in `peak_mem_source`.
@@ -230,77 +190,356 @@ METHODOLOGY = """\
 - **Pareto front**: a run is on it when no other ok run has lower-or-equal latency *and*
   lower-or-equal energy per token (one of them strictly lower). Energy is net when every
   run has it, else gross.
-- **Bar charts**: one bar per ok run, grouped by the other swept factors; error bars are the
-  run's own 95% CI (throughput); runs that share every factor value are averaged, with a
-  t-interval across them (the only error bars energy gets).
 - Failed, interrupted, partial and unreadable runs are listed, not drawn; an interrupted
   run's numbers cover only the part that was measured.
 """
 
 
-def _status_line(df: pd.DataFrame) -> str:
+def status_line(df: pd.DataFrame) -> str:
+    """``3 ok, 1 failed``: the runs per status, in :data:`STATUSES` order."""
     counts = df["status"].value_counts()
     return ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
 
 
-def _pareto_lines(df: pd.DataFrame) -> str:
-    axes = pareto_axes(df)
-    if axes is None:
-        return "No energy measured: no Pareto front."
-    ok = df[(df["status"] == "ok") & df[axes[0]].notna() & df[axes[1]].notna()]
-    front = ok[pareto_front(list(ok[axes[0]]), list(ok[axes[1]]))]
-    items = "\n".join(
-        f"- {r['label']}: {fmt_num(r[axes[0]])} ms, {fmt_num(r[axes[1]])} mJ/token"
-        for _, r in front.sort_values(axes[0]).iterrows()
-    )
-    return f"Axes: `{axes[0]}` against `{axes[1]}`. Runs on the front:\n\n{items}"
+def _block(items: Mapping[str, Any]) -> str:
+    body = "\n".join(f"{k}: {v}" for k, v in items.items())
+    return f"```\n{body}\n```"
 
 
-def render_report(
-    df: pd.DataFrame,
-    *,
-    environments: Mapping[str, Mapping[str, Any]],
-    configs: Mapping[str, Mapping[str, Any]] | None = None,
-    plots: Sequence[Path] = (),
-    skipped_plots: Sequence[str] = (),
-    baseline_label: str | None = None,
-    sources: Sequence[str] = (),
-) -> str:
-    """The whole ``report.md``; ``plots`` are paths relative to the report's folder."""
-    out = ["# Benchmark report", ""]
-    where = f" from {', '.join(f'`{s}`' for s in sources)}" if sources else ""
-    out.append(f"{len(df)} runs{where}: {_status_line(df)}.")
-    if baseline_label:
-        out += [
+def _variation(per_run: Mapping[str, Mapping[str, Any]]) -> tuple[Variation, list[str]]:
+    variation, labels = Variation(), []
+    for label, values in per_run.items():
+        variation.add(flatten(dict(values)) if values else {})
+        labels.append(label)
+    return variation, labels
+
+
+def environment_markdown(env: Variation, labels: Sequence[str], per_run: bool) -> str:
+    """One block when every run shares its environment; else the shared part and the keys
+    that differ: per run (``per_run``) or as values with their run counts. Scheduler job
+    ids are listed per run in small sweeps, never counted as differences."""
+    if not env.filled:
+        return "No environment recorded (no readable result)."
+    shared, differing = env.shared(ignore=JOB_ID_KEYS), env.differing(ignore=JOB_ID_KEYS)
+    parts = []
+    if differing:
+        parts.append(f"The environment differs between runs in: {', '.join(differing)}.")
+        parts.append("### Shared by all runs\n\n" + _block(shared) if shared else "")
+        if per_run:
+            for i in env.filled:
+                block = _block({k: env.value_at(k, i) for k in differing})
+                parts.append(f"### {labels[i]}\n\n" + block)
+        else:
+            parts.append("### Differing\n\n" + _block({k: _counts(env, k) for k in differing}))
+    else:
+        parts.append(
+            f"All {len(env.filled)} runs with a readable result share one environment.\n\n"
+            + _block(shared)
+        )
+    job_keys = [k for k in JOB_ID_KEYS if k in env.keys]
+    if job_keys and per_run:
+        rows = pd.DataFrame(
+            [
+                [labels[i], *(_text(env.value_at(k, i)) for k in job_keys)]
+                for i in env.filled
+                if any(env.value_at(k, i) is not ABSENT for k in job_keys)
+            ],
+            columns=["run", *job_keys],
+        )
+        parts.append("### Scheduler job ids\n\n" + markdown_table(rows))
+    elif job_keys:
+        counts = ", ".join(f"{len(env.keys[k])} distinct {k}" for k in job_keys)
+        parts.append(f"Scheduler job ids: {counts} (`environment` of each `result.json`).")
+    return "\n\n".join(p for p in parts if p)
+
+
+def _text(value: Any) -> str:
+    return "" if value is ABSENT else str(value)
+
+
+def _counts(variation: Variation, key: str) -> str:
+    counts = variation.counts(key)
+    shown = [f"{value} ({n} runs)" for value, n in counts[:VALUES_LISTED]]
+    if len(counts) > VALUES_LISTED:
+        shown.append(f"{len(counts) - VALUES_LISTED} more values")
+    return "; ".join(shown)
+
+
+def environment_section(environments: Mapping[str, Mapping[str, Any]]) -> str:
+    """:func:`environment_markdown` of ``{label: environment}``, every run listed."""
+    variation, labels = _variation(environments)
+    return environment_markdown(variation, labels, per_run=True)
+
+
+def settings_markdown(settings: Variation) -> str:
+    """Measurement settings (config groups measure, energy, workload, model) shared by runs."""
+    if not settings.filled:
+        return "No configuration recorded."
+    shared, differing = settings.shared(), settings.differing()
+    text = _block(shared) if shared else "No setting is shared by all runs."
+    if differing:
+        text += f"\n\nDiffering between runs (see the factors): {', '.join(differing)}."
+    return text
+
+
+def settings_section(configs: Mapping[str, Mapping[str, Any]]) -> str:
+    """:func:`settings_markdown` of ``{label: config}``."""
+    flat = {
+        label: {k: v for k, v in flatten(dict(cfg)).items() if k.split(".")[0] in SETTING_GROUPS}
+        for label, cfg in configs.items()
+    }
+    return settings_markdown(_variation(flat)[0])
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _value(row: pd.Series, metric: Metric) -> str:
+    """A run's value of ``metric`` with its own CI; ``*`` marks an estimated energy."""
+    if metric.ci_prefix:
+        p = metric.ci_prefix
+        text = fmt_ci(row[metric.column], row[f"{p}_ci95_low"], row[f"{p}_ci95_high"])
+    else:
+        text = fmt_num(row[metric.column])
+    estimate = metric.column.startswith("energy") and row.get("energy_is_estimate") is True
+    return text + ("*" if estimate and text else "")
+
+
+def _factor_cells(rows: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+    out = pd.DataFrame(index=rows.index)
+    for factor in factors:
+        out[factor] = [("—" if pd.isna(v) else str(v)) for v in rows[factor]]
+    if not factors:
+        out["run"] = rows["label"]
+    return out
+
+
+def summary_section(data: ReportData) -> str:
+    df = data.table
+    where = f" from {', '.join(f'`{s}`' for s in data.sources)}" if data.sources else ""
+    lines = [
+        "# Benchmark report",
+        "",
+        f"{len(df)} runs{where}: {status_line(df)}.",
+    ]
+    if data.small:
+        lines.append("Every run is in the table below and in `summary.csv`, `summary.parquet`.")
+    else:
+        lines.append(
+            f"The table of all {len(df)} runs (every column, one row per run) is in "
+            "`summary.csv` and `summary.parquet`; the effect of every level of every factor "
+            "in `effects.csv`. This report summarises them."
+        )
+    if data.baseline is not None:
+        lines += [
             "",
-            f"Baseline: **{baseline_label}**. Relative columns are run / baseline "
+            f"Baseline: **{data.baseline.label}**. Relative columns are run / baseline "
             "(speed-up > 1 is faster, ratios < 1 are lower TTFT or energy).",
         ]
-    out += ["", "## Results", "", markdown_table(display_table(df, error_width=0)), ""]
-    out.append(
-        "Values: mean ± 95% CI half-width; ratios: value [95% CI]; `*`: energy partly "
-        "estimated. Units: ms, output tokens/s, "
-        "MiB, mJ per output token, g CO2-eq. Full table: `summary.csv`, `summary.parquet`."
+    return "\n".join(lines)
+
+
+def best_section(data: ReportData) -> str | None:
+    """The best ok run for each headline metric, with its factors."""
+    if not data.metrics:
+        return None
+    factors = swept_factors(data.table)
+    base = data.baseline.row if data.baseline is not None else None
+    rows = []
+    for metric in data.metrics:
+        ranked = metric.ranked(data.table)
+        best = ranked.iloc[0]
+        cells = {"best for": f"{metric.best_word} {metric.title} ({metric.unit})"}
+        cells.update(_factor_cells(ranked.iloc[:1], factors).iloc[0].to_dict())
+        cells["value"] = _value(best, metric)
+        cells["runs ranked"] = str(len(ranked))
+        if base is not None:
+            cells["× baseline"] = fmt_num(best[metric.column] / base[metric.column])
+        rows.append(cells)
+    text = markdown_table(pd.DataFrame(rows).fillna(""))
+    return (
+        "## Best points\n\n" + text + "\n\nValues: the run's mean ± the half-width of its own "
+        "95% CI (within the run); `*`: energy partly estimated. For the runners-up, sort "
+        "`summary.csv` by the metric's column."
     )
-    bad = df[df["status"] != "ok"]
-    if len(bad):
-        out += ["", "## Runs that did not complete", ""]
-        out += [
-            f"- **{r['status']}** `{r['run_dir']}`: {r['error'] or 'no reason recorded'}"
-            for _, r in bad.iterrows()
-        ]
-    out += ["", "## Energy/latency Pareto front", "", _pareto_lines(df), "", "## Figures", ""]
-    figures = [f"![{Path(p).stem}]({Path(p).as_posix()})\n" for p in plots]
+
+
+def pareto_section(data: ReportData) -> str:
+    metrics = pareto_metrics(data.table)
+    title = "## Energy/latency Pareto front\n\n"
+    if metrics is None:
+        return title + "No energy measured: no Pareto front."
+    x, y = metrics
+    front = data.table[front_mask(data.table, x, y)].sort_values(x.column, kind="stable")
+    ok = int((data.table["status"] == "ok").sum())
+    shown = front.iloc[:PARETO_MAX_ROWS]
+    frame = _factor_cells(shown, swept_factors(data.table))
+    frame[x.header or x.column] = [_value(r, x) for _, r in shown.iterrows()]
+    frame[y.header or y.column] = [_value(r, y) for _, r in shown.iterrows()]
+    frame.insert(0, "#", [str(i) for i in range(1, len(shown) + 1)])
+    more = len(front) - len(shown)
+    tail = f"\n\n{more} more on the front: `summary.csv`, column `on_pareto_front`." if more else ""
+    return (
+        f"{title}{x.title.capitalize()} (`{x.column}`) against {y.title} (`{y.column}`), "
+        f"lower is better on both: {len(front)} of {ok} ok runs are on the front (no other "
+        "run is at least as good on both and better on one), by increasing latency:\n\n"
+        + markdown_table(frame)
+        + tail
+    )
+
+
+def effect_cell(effects: list[Effect]) -> str:
+    """The strongest level of a factor as ``level ×ratio [CI]``; ``none (...)`` when its
+    interval includes 1 (no level differs detectably from the reference)."""
+    top = strongest(effects)
+    if top is None or not top.ratio > 0:
+        return ""
+    text = f"{top.level} ×{fmt_num(top.ratio)}"
+    if math.isfinite(top.ratio_ci95_low) and math.isfinite(top.ratio_ci95_high):
+        text += f" [{fmt_num(top.ratio_ci95_low)}, {fmt_num(top.ratio_ci95_high)}]"
+    else:
+        text += " (no CI)"
+    return text if top.detectable else f"none ({text})"
+
+
+def effects_section(data: ReportData) -> str | None:
+    if not data.factors or not data.summary_metrics:
+        return None
+    lead_metric = data.summary_metrics[0]
+    ranked = data.ranked_factors(lead_metric)
+    found, none = [], []
+    for factor in ranked:
+        top = strongest(data.effects(lead_metric, factor))
+        if top is not None and top.detectable:
+            found.append(f"**{factor}** ({top.level} ×{fmt_num(top.ratio)} vs {top.reference})")
+        else:
+            none.append(factor)
+    lead = f"On {lead_metric.title}: "
+    lead += (
+        f"detectable effects, largest first: {', '.join(found)}."
+        if found
+        else ("no factor has a detectable effect.")
+    )
+    if none and found:
+        lead += f" No detectable effect: {', '.join(none)}."
+    rows = []
+    for factor in ranked:
+        levels = levels_of(data.ok[factor]).nunique()
+        effects = [data.effects(m, factor) for m in data.summary_metrics]
+        reference = next((e[0].reference for e in effects if e), "")
+        row = {"factor": factor, "levels": str(levels), "reference": reference}
+        for metric, eff in zip(data.summary_metrics, effects, strict=True):
+            row[metric.header or metric.column] = effect_cell(eff)
+        rows.append(row)
+    return (
+        "## Effect of each factor\n\n"
+        + lead
+        + "\n\n"
+        + markdown_table(pd.DataFrame(rows))
+        + "\n\nEach cell: the level that changes the metric most, as level ÷ reference "
+        "level with a 95% CI, paired over the other factors (runs that agree on every other "
+        "factor are compared); `none (...)`: no level differs detectably from the "
+        "reference (the CI includes 1). Every level of every factor: `effects.csv`."
+    )
+
+
+def failures_section(data: ReportData) -> str | None:
+    groups = failure_groups(data.table)
+    if not groups:
+        return None
+    bad = sum(len(g.rows) for g in groups)
+    lines = [
+        "## Runs that did not complete",
+        "",
+        f"{bad} of {len(data.table)} runs: {status_line(data.table[data.table['status'] != 'ok'])}"
+        ". They are not in the figures, the best points or the effects; each is in "
+        "`summary.csv` with its `status` and `error`.",
+    ]
+    for group in groups:
+        n = len(group.rows)
+        lines += ["", f"### {group.status}: {group.cause} ({n} run{'s' if n > 1 else ''})", ""]
+        if n > 1 or group.example != group.cause:
+            lines += [f"Example: {group.example}", ""]
+        listed = group.rows["run_dir"].iloc[:FAILED_RUNS_LISTED]
+        lines += [f"- `{d}`" for d in listed]
+        if n > len(listed):
+            lines.append(f"- and {n - len(listed)} more")
+        if group.commands:
+            note = (
+                " (once it has stopped: a run in progress holds its lock)"
+                if (group.status == "partial")
+                else ""
+            )
+            lines += [
+                "",
+                f"Rerun{note}; points already `ok` are skipped:",
+                "",
+                "```bash",
+                *group.commands,
+                "```",
+            ]
+    return "\n".join(lines)
+
+
+def table_section(data: ReportData) -> str | None:
+    if not data.small:
+        return None
+    return (
+        "## All runs\n\n"
+        + markdown_table(display_table(data.table, error_width=0))
+        + "\n\nValues: mean ± 95% CI half-width; ratios: value [95% CI]; `*`: energy partly "
+        "estimated. Units: ms, output tokens/s, MiB, mJ per output token, g CO2-eq. Full "
+        "table: `summary.csv`, `summary.parquet`."
+    )
+
+
+def figures_section(data: ReportData) -> str:
+    out = ["## Figures", ""]
+    figures = [f"![{Path(p).stem}]({Path(p).as_posix()})\n" for p in data.plots]
     out += figures or ["No figure drawn."]
-    if skipped_plots:
-        out += ["", "Not drawn:", ""] + [f"- {reason}" for reason in skipped_plots]
-    out += ["", "## Environment", "", environment_section(environments)]
-    if configs is not None:
-        out += ["", "## Measurement settings", "", settings_section(configs)]
-    out += ["", "## Methodology", "", METHODOLOGY.rstrip()]
-    if baseline_label:
-        out.append(
-            f"- **Ratios against the baseline**: {RATIO_METHOD}. Runs are assumed "
+    if data.skipped_plots:
+        out += ["", "Not drawn:", ""] + [f"- {reason}" for reason in data.skipped_plots]
+    return "\n".join(out).rstrip()
+
+
+def environment_part(data: ReportData) -> str:
+    labels = list(data.table["label"])
+    return "## Environment\n\n" + environment_markdown(
+        data.environments, labels, per_run=data.small
+    )
+
+
+def settings_part(data: ReportData) -> str:
+    return "## Measurement settings\n\n" + settings_markdown(data.settings)
+
+
+def methodology_section(data: ReportData) -> str:
+    text = "## Methodology\n\n" + METHODOLOGY.rstrip()
+    if data.baseline is not None:
+        text += (
+            f"\n- **Ratios against the baseline**: {RATIO_METHOD}. Runs are assumed "
             "independent; `<column>_ci95_low/high` in the CSV hold the intervals."
         )
-    return "\n".join(out)
+    return text
+
+
+Section = Callable[[ReportData], "str | None"]
+# The order of report.md: what a reader needs first, reference material last.
+SECTIONS: list[Section] = [
+    summary_section,
+    best_section,
+    pareto_section,
+    effects_section,
+    failures_section,
+    table_section,
+    figures_section,
+    environment_part,
+    settings_part,
+    methodology_section,
+]
+
+
+def render_report(data: ReportData, sections: Sequence[Section] = tuple(SECTIONS)) -> str:
+    """The whole ``report.md``: the non-empty sections, separated by blank lines."""
+    parts = [section(data) for section in sections]
+    return "\n\n".join(p.strip("\n") for p in parts if p)

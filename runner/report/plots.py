@@ -1,8 +1,14 @@
-"""PNG figures of a report table (matplotlib Agg canvas, no pyplot state).
+"""PNG figures of a report (matplotlib Agg canvas, no pyplot state), readable at any size.
 
-Each ``plot_*`` function writes one PNG and returns its path, or raises :class:`NoData`
-with the reason when the table has nothing to draw; :func:`make_plots` draws what it
-can, logs why the others were skipped, and never raises. Only ``ok`` runs are drawn.
+Figures aggregate instead of listing one mark per run, so a sweep of a thousand points
+draws as clearly as one of four: main effects (mean and CI per level), an interaction
+heatmap, box plots per level, the Pareto front with labels only where they fit, and the
+per-request distributions of the few best runs only. Every PNG fits in :data:`MAX_PX`.
+
+:data:`FIGURES` lists the figure makers, each ``ReportData -> list[Plot]``; a
+:class:`Plot` draws one PNG or raises :class:`NoData` with the reason. A new figure is one
+more maker in that list. :func:`make_plots` draws what it can, records why the others were
+skipped, and never raises. Only ``ok`` runs are drawn.
 """
 
 from __future__ import annotations
@@ -10,30 +16,35 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+from matplotlib.transforms import Bbox
 
-from runner.measure.stats import summarize
-from runner.report.collect import swept_factors
-from runner.report.compare import pareto_axes, pareto_front
-from runner.report.samples import LatencySamples
+from runner.report.compare import front_mask, pareto_metrics
+from runner.report.data import ReportData
+from runner.report.effects import interaction_means, level_key, level_means, strongest
+from runner.report.markdown import fmt_num
+from runner.report.metrics import Metric, energy_metric
+from runner.report.samples import LatencySamples, read_latency_samples
 
 log = logging.getLogger(__name__)
 
-AXIS_LABELS = {
-    "e2e_ms_mean": "end-to-end request latency, mean (ms)",
-    "itl_ms_mean": "inter-token latency, mean (ms)",
-    "ttft_ms_mean": "time to first token, mean (ms)",
-    "energy_per_token_mj_gross": "energy per output token, gross (mJ)",
-    "energy_per_token_mj_net": "energy per output token, net (mJ)",
-    "output_tok_s_mean": "output throughput, mean over batches (tok/s)",
-}
-
+DPI = 100
+MAX_PX = (1600, 1200)  # width, height: no PNG is larger
+MAX_PANELS = 8  # factors drawn in one figure (the ones that matter most)
+MAX_TICKS = 12  # level labels on an axis; more levels: every k-th labelled
+MAX_FACET_LEVELS = 4  # a second factor splits the main effects only with this few levels
+MAX_LABELS = 30  # Pareto points labelled at most
+BEST_RUNS = 8  # runs whose per-request distributions are drawn (plus the baseline)
+MIN_BOX_RUNS = 5  # box plots need about this many runs per level
+ANNOTATE_CELLS = 80  # heatmaps with up to this many cells print their values
 
 # ``vert=False`` is deprecated from matplotlib 3.10, which added ``orientation``.
 _HORIZONTAL = (
@@ -47,202 +58,549 @@ class NoData(Exception):
     """Nothing to draw; the message says why."""
 
 
+@dataclass(frozen=True)
+class Plot:
+    """One figure: its name in messages, its file name, and how to draw it there."""
+
+    name: str
+    filename: str
+    draw: Callable[[Path], Path]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _figure(width_in: float, height_in: float) -> Figure:
+    """A figure no larger than :data:`MAX_PX` at :data:`DPI`."""
+    width = min(width_in, MAX_PX[0] / DPI)
+    height = min(height_in, MAX_PX[1] / DPI)
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    width, height = fig.get_size_inches()
+    dpi = min(DPI, MAX_PX[0] / width, MAX_PX[1] / height)
+    fig.savefig(path, dpi=dpi)  # no bbox_inches="tight": the size stays the figure's
     return path
 
 
-def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "ok"]
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
-def _ci_err(frame: pd.DataFrame, prefix: str) -> list[list[float]] | None:
-    mean, low, high = (frame[f"{prefix}_{s}"] for s in ("mean", "ci95_low", "ci95_high"))
-    lower, upper = (mean - low).fillna(0).clip(lower=0), (high - mean).fillna(0).clip(lower=0)
-    return [list(lower), list(upper)] if (lower > 0).any() or (upper > 0).any() else None
+def _level_ticks(ax, labels: Sequence[str], axis: str = "x") -> None:
+    """Ticks at 0..n-1, every k-th labelled so that at most :data:`MAX_TICKS` show."""
+    step = max(1, math.ceil(len(labels) / MAX_TICKS))
+    positions = list(range(0, len(labels), step))
+    shown = [labels[i] for i in positions]
+    if axis == "x":
+        long = max((len(s) for s in shown), default=0) > 6
+        ax.set_xticks(
+            positions, shown, rotation=45 if long else 0, ha="right" if long else "center"
+        )
+    else:
+        ax.set_yticks(positions, shown)
+    ax.tick_params(labelsize=7)
 
 
-def plot_pareto(df: pd.DataFrame, path: Path) -> Path:
-    """Energy per token against mean latency, Pareto front (minimise both) marked, labelled."""
-    axes = pareto_axes(df)
-    if axes is None:
-        raise NoData("no ok run has energy per token (energy off or not measured)")
-    xcol, ycol = axes
-    data = _ok(df)[lambda d: d[xcol].notna() & d[ycol].notna()]
-    front = pareto_front(list(data[xcol]), list(data[ycol]))
-    fig = Figure(figsize=(8, 6), layout="constrained")
+def _grid(fig: Figure, n: int, ncols: int = 4) -> list:
+    ncols = min(n, ncols)
+    nrows = math.ceil(n / ncols)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return list(axes[:n])
+
+
+def _numeric(levels: Sequence[str]) -> bool:
+    return all(level_key(lv)[0] == 0 for lv in levels)
+
+
+def _short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """``workload.batch_size`` -> ``batch_size`` where the last part is unambiguous."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
+
+
+def _short_labels(rows: pd.DataFrame, factors: Sequence[str]) -> list[str]:
+    """Labels naming only the factors that differ among ``rows``."""
+    varying = [f for f in factors if rows[f].astype(str).nunique() > 1]
+    short = _short_keys(varying)
+    if not varying:
+        return [str(label) for label in rows["label"]]
+    return [", ".join(f"{short[f]}={r[f]}" for f in varying) for _, r in rows.iterrows()]
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def place_labels(fig: Figure, ax, points: Sequence[tuple[float, float, str]]) -> int:
+    """Annotate each point with its text where it fits inside the axes without touching
+    another label or a labelled point (four positions tried); returns how many
+    were placed. The figure's layout must be final (suptitle set) before this is called."""
+    fig.draw_without_rendering()  # lays the figure out: extents are then final
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken = []
+    for x, y, _ in points:  # the markers themselves, about 6 px across
+        px, py = ax.transData.transform((x, y))
+        taken.append(Bbox.from_extents(px - 4, py - 4, px + 4, py + 4))
+    offsets = [(5, 3, "left", "bottom"), (5, -3, "left", "top")]
+    offsets += [(-5, 3, "right", "bottom"), (-5, -3, "right", "top")]
+    placed = 0
+    for x, y, text in points[:MAX_LABELS]:
+        for dx, dy, ha, va in offsets:
+            label = ax.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=7,
+                color="tab:red",
+            )
+            label.set_in_layout(False)
+            box = label.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0
+            if inside and box.y1 <= frame.y1 and not any(_overlaps(box, t) for t in taken):
+                taken.append(box)
+                placed += 1
+                break
+            label.remove()
+    return placed
+
+
+def _plain_log_label(value: float, _position: object = None) -> str:
+    """Tick text of a log axis: plain numbers, minor ticks at 2 and 5 only."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
+    return fmt_num(value) if round(mantissa, 6) in (1.0, 2.0, 5.0) else ""
+
+
+def _log_scale_if_wide(ax, values: pd.Series, axis: str) -> None:
+    """A log axis when the values span more than a factor 20, with plain tick labels."""
+    values = values[values > 0]
+    if len(values) and values.max() / values.min() > 20:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        target = ax.xaxis if axis == "x" else ax.yaxis
+        target.set_major_formatter(FuncFormatter(_plain_log_label))
+        target.set_minor_formatter(FuncFormatter(_plain_log_label))
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def plot_pareto(
+    df: pd.DataFrame,
+    x: Metric,
+    y: Metric,
+    path: Path,
+    factors: Sequence[str] = (),
+    baseline_index: object = None,
+) -> Path:
+    """Every ok run as a grey point, the Pareto front of ``x`` against ``y`` (each in its
+    own direction) in red, labelled by its factors where the labels fit."""
+    data = df[(df["status"] == "ok") & df[x.column].notna() & df[y.column].notna()]
+    if data.empty:
+        raise NoData(f"no ok run has both {x.column} and {y.column}")
+    on_front = front_mask(data, x, y)
+    front = data[on_front].sort_values(x.column, kind="stable")
+    fig = _figure(9, 6.5)
     ax = fig.subplots()
-    prefix = xcol.removesuffix("_mean")
-    xerr = _ci_err(data, prefix)
-    colors = ["tab:red" if f else "tab:gray" for f in front]
-    ax.errorbar(data[xcol], data[ycol], xerr=xerr, fmt="none", ecolor="lightgray", zorder=1)
-    ax.scatter(data[xcol], data[ycol], c=colors, zorder=2)
-    on_front = data[front].sort_values(xcol)
-    if len(on_front):
-        ax.step(
-            on_front[xcol],
-            on_front[ycol],
-            where="post",
-            color="tab:red",
+    rest = data[~on_front]
+    ax.scatter(
+        rest[x.column],
+        rest[y.column],
+        s=10 if len(data) > 50 else 30,
+        c="tab:gray",
+        alpha=0.5,
+        lw=0,
+        label=f"other runs ({len(rest)})",
+    )
+    if x.ci_prefix:
+        p = x.ci_prefix
+        low = (front[x.column] - front[f"{p}_ci95_low"]).clip(lower=0).fillna(0)
+        high = (front[f"{p}_ci95_high"] - front[x.column]).clip(lower=0).fillna(0)
+        ax.errorbar(
+            front[x.column],
+            front[y.column],
+            xerr=[low, high],
+            fmt="none",
+            ecolor="salmon",
             lw=1,
-            label="Pareto front (lower is better on both axes)",
+            zorder=2,
         )
-        ax.legend(loc="best", fontsize=8)
-    for (_, row), is_front in zip(data.iterrows(), front, strict=True):
-        ax.annotate(
-            row["label"],
-            (row[xcol], row[ycol]),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=7,
-            color="tab:red" if is_front else "black",
+    ax.step(front[x.column], front[y.column], where="post", color="tab:red", lw=1, zorder=3)
+    ax.scatter(
+        front[x.column],
+        front[y.column],
+        s=28,
+        c="tab:red",
+        zorder=4,
+        label=f"Pareto front ({len(front)})",
+    )
+    if baseline_index is not None and baseline_index in data.index:
+        base = data.loc[baseline_index]
+        ax.scatter(
+            [base[x.column]],
+            [base[y.column]],
+            marker="*",
+            s=140,
+            c="black",
+            zorder=5,
+            label="baseline",
         )
-    ax.set_xlabel(AXIS_LABELS[xcol] + (" ±95% CI" if xerr else ""))
-    ax.set_ylabel(AXIS_LABELS[ycol])
-    ax.set_title("Energy per token vs latency")
+    _log_scale_if_wide(ax, data[x.column], "x")
+    _log_scale_if_wide(ax, data[y.column], "y")
+    ax.set_xlabel(x.axis_label + (" (front: ±95% CI)" if x.ci_prefix else ""))
+    ax.set_ylabel(y.axis_label)
+    if x.lower_is_better == y.lower_is_better:
+        better = f"{x.best_word.removesuffix('est')}er is better on both axes"
+    else:
+        better = f"better: {x.best_word} {x.title}, {y.best_word} {y.title}"
+    ax.set_title(f"{y.title} vs {x.title} ({better})", fontsize=10)
     ax.grid(alpha=0.3)
+    # Below the axes: a legend inside would hide points or labels.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
+    labels = _short_labels(front, factors) if len(front) > 1 else list(front["label"])
+    points = list(zip(front[x.column], front[y.column], labels, strict=True))
+    note = fig.suptitle(" ", fontsize=8)  # its room is part of the layout labels are placed in
+    placed = place_labels(fig, ax, points)
+    if placed < len(front):
+        note.set_text(
+            f"{placed} of {len(front)} front points labelled (the others would overlap); "
+            "all are listed in report.md"
+        )
     return _save(fig, path)
 
 
-def _level_key(value: object) -> tuple[int, float, str]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return (2, 0.0, "")
-    try:
-        return (0, float(str(value)), "")
-    except ValueError:
-        return (1, 0.0, str(value))
+def _facet(data: ReportData, metric: Metric, factor: str) -> str | None:
+    """The factor splitting ``factor``'s panel: the one that matters most for ``metric``
+    among those with few levels, if its effect is detectable (in a small sweep, where
+    little is detectable, always: the lines then show the runs themselves)."""
+    for other in data.ranked_factors(metric):
+        if other == factor or data.ok[other].astype(str).nunique() > MAX_FACET_LEVELS:
+            continue
+        top = strongest(data.effects(metric, other))
+        return other if data.small or (top is not None and top.detectable) else None
+    return None
 
 
-def _bar_value(rows: pd.DataFrame, column: str, prefix: str | None) -> tuple[float, ...]:
-    """``(value, low, high)``: one run's mean and CI, or mean and t-CI across replicates."""
-    values = [v for v in rows[column] if math.isfinite(v)]
-    if not values:
-        return math.nan, math.nan, math.nan
-    if len(values) > 1:
-        stats = summarize(values)
-        return stats.mean, stats.ci95_low, stats.ci95_high
-    if prefix is None:
-        return values[0], math.nan, math.nan
-    row = rows[rows[column].notna()].iloc[0]
-    return values[0], row[f"{prefix}_ci95_low"], row[f"{prefix}_ci95_high"]
+def _mean_ci(ax, xs: Sequence[float], stats: pd.DataFrame, joined: bool, **style) -> None:
+    low = (stats["mean"] - stats["ci95_low"]).clip(lower=0).fillna(0)
+    high = (stats["ci95_high"] - stats["mean"]).clip(lower=0).fillna(0)
+    ax.errorbar(
+        xs,
+        stats["mean"],
+        yerr=[low, high],
+        capsize=2,
+        markersize=4,
+        fmt="o-" if joined else "o",
+        **style,
+    )
 
 
-def _fmt_level(factor: str, value: object) -> str:
-    return "(default)" if _level_key(value)[0] == 2 else str(value)
-
-
-def plot_factor_bars(df: pd.DataFrame, factor: str, path: Path) -> Path:
-    """Output throughput and energy per token for each level of ``factor``, 95% CI bars.
-
-    One bar per run (grouped by the other swept factors); runs with identical factors
-    are averaged with a t-interval across them.
-    """
-    data = _ok(df)
-    if data["output_tok_s_mean"].notna().sum() == 0:
-        raise NoData("no ok run has output throughput")
-    panels = [("output_tok_s_mean", "output_tok_s")]
-    energy = pareto_axes(df)
-    if energy is not None:
-        panels.append((energy[1], None))
-    others = [f for f in swept_factors(data) if f != factor]
-    levels = sorted(data[factor].astype(object).unique(), key=_level_key)
-    groups = data.groupby(others, dropna=False, sort=True) if others else [((), data)]
-    groups = [(g if isinstance(g, tuple) else (g,), frame) for g, frame in groups]
-    width_in = 4 * len(panels) + 0.5 * len(levels) * len(groups) ** 0.5 + (2 if others else 0)
-    fig = Figure(figsize=(width_in, 4.5), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    width = 0.8 / len(groups)
-    for ax, (column, prefix) in zip(axes, panels, strict=True):
-        for j, (key, frame) in enumerate(groups):
-            bars = [
-                _bar_value(frame[frame[factor].astype(object).eq(level)], column, prefix)
-                if not pd.isna(level)
-                else _bar_value(frame[frame[factor].isna()], column, prefix)
-                for level in levels
-            ]
-            label = ", ".join(f"{f}={_fmt_level(f, v)}" for f, v in zip(others, key, strict=True))
-            xs = [i - 0.4 + width * (j + 0.5) for i in range(len(levels))]
-            ax.bar(xs, [b[0] for b in bars], width, label=label or None)
-            with_ci = [(x, b) for x, b in zip(xs, bars, strict=True) if all(map(math.isfinite, b))]
-            if with_ci:
-                ax.errorbar(
-                    [x for x, _ in with_ci],
-                    [b[0] for _, b in with_ci],
-                    yerr=[
-                        [max(b[0] - b[1], 0) for _, b in with_ci],
-                        [max(b[2] - b[0], 0) for _, b in with_ci],
-                    ],
-                    fmt="none",
-                    ecolor="black",
-                    capsize=3,
-                )
-        ax.set_xticks(range(len(levels)), [_fmt_level(factor, lv) for lv in levels])
-        ax.set_xlabel(factor)
-        ax.set_ylabel(AXIS_LABELS[column])
+def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
+    """One panel per factor (those that matter most first): ``metric``'s mean per level
+    over the runs at that level, with a 95% CI over runs; split by a second factor with
+    few levels when that one matters."""
+    if not data.factors:
+        raise NoData("fewer than two values of any factor among ok runs")
+    factors = data.ranked_factors(metric)[:MAX_PANELS]
+    fig = _figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 0.8)
+    single_run_level = False
+    for ax, factor in zip(_grid(fig, len(factors)), factors, strict=True):
+        overall = level_means(data.table, factor, metric)
+        single_run_level |= bool((overall["runs"] == 1).any())
+        levels = list(overall[factor])
+        position = {lv: i for i, lv in enumerate(levels)}
+        joined = _numeric(levels)
+        facet = _facet(data, metric, factor)
+        if facet is not None:
+            split = level_means(data.table, factor, metric, by=facet)
+            facet_levels = sorted(split[facet].unique(), key=level_key)
+            width = 0.3 / max(len(facet_levels) - 1, 1)
+            for j, lv in enumerate(facet_levels):
+                part = split[split[facet] == lv]
+                xs = [position[v] - 0.15 + j * width for v in part[factor]]
+                _mean_ci(ax, xs, part, joined, color=f"C{j}", lw=1, label=f"{facet}={lv}")
+            ax.legend(fontsize=6, loc="best")
+        _mean_ci(
+            ax,
+            range(len(levels)),
+            overall,
+            joined,
+            color="black",
+            lw=1.5,
+            label="all runs" if facet else None,
+        )
+        _level_ticks(ax, levels)
+        ax.set_xlabel(factor, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    if others:
-        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle(f"{factor}: throughput and energy (error bars: 95% CI)")
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(metric.axis_label, fontsize=8)
+    shown = (
+        ""
+        if len(factors) == len(data.factors)
+        else f" ({len(factors)} of {len(data.factors)} factors)"
+    )
+    single = "; a level with one run: its own CI" if single_run_level else ""
+    fig.suptitle(
+        f"Main effects on {metric.title}: mean ± 95% CI over runs{single}{shown}", fontsize=10
+    )
     return _save(fig, path)
 
 
-def plot_latency_distributions(samples: Mapping[str, LatencySamples], path: Path) -> Path:
+def plot_interaction(data: ReportData, metric: Metric, path: Path) -> Path:
+    """Heatmap of ``metric``'s mean for each pair of levels of the two factors that
+    matter most for it (the one with more levels across)."""
+    if len(data.factors) < 2:
+        raise NoData("fewer than two swept factors among ok runs")
+    a, b = data.ranked_factors(metric)[:2]
+    if data.ok[a].astype(str).nunique() > data.ok[b].astype(str).nunique():
+        a, b = b, a
+    table = interaction_means(data.table, a, b, metric)
+    rows, cols = len(table.index), len(table.columns)
+    fig = _figure(max(6.0, min(2.5 + 0.4 * cols, 14)), max(3.0, min(1.5 + 0.4 * rows, 9)))
+    ax = fig.subplots()
+    image = ax.imshow(table.to_numpy(dtype=float), aspect="auto", cmap="viridis")
+    fig.colorbar(image, ax=ax, label=metric.axis_label)
+    _level_ticks(ax, [str(c) for c in table.columns], "x")
+    _level_ticks(ax, [str(r) for r in table.index], "y")
+    ax.set_xlabel(b)
+    ax.set_ylabel(a)
+    if rows * cols <= ANNOTATE_CELLS:
+        values = table.to_numpy(dtype=float)
+        middle = (pd.Series(values.ravel()).max() + pd.Series(values.ravel()).min()) / 2
+        for i in range(rows):
+            for j in range(cols):
+                if math.isfinite(values[i, j]):
+                    ax.text(
+                        j,
+                        i,
+                        fmt_num(values[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if values[i, j] > middle else "white",
+                    )
+    ax.set_title(f"{metric.title}, mean per cell\n{a} × {b}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_distributions(data: ReportData, metric: Metric, path: Path) -> Path:
+    """One panel per factor: a box of the runs' ``metric`` values at each level."""
+    if not data.factors:
+        raise NoData("fewer than two values of any factor among ok runs")
+    ok = data.ok[data.ok[metric.column].notna()]
+    if len(ok) < MIN_BOX_RUNS * min(ok[f].astype(str).nunique() for f in data.factors):
+        raise NoData(f"fewer than {MIN_BOX_RUNS} runs per level: the main effects show them")
+    factors = data.ranked_factors(metric)[:MAX_PANELS]
+    fig = _figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 0.8)
+    for ax, factor in zip(_grid(fig, len(factors)), factors, strict=True):
+        levels = level_means(data.table, factor, metric)[factor].tolist()
+        values = ok[factor].astype(object).where(ok[factor].notna(), "(default)").astype(str)
+        boxes = [list(ok.loc[values == lv, metric.column]) for lv in levels]
+        ax.boxplot(
+            boxes,
+            positions=range(len(levels)),
+            widths=0.6,
+            showmeans=True,
+            flierprops={"markersize": 2},
+            meanprops={"markersize": 4},
+        )
+        _level_ticks(ax, levels)
+        ax.set_xlabel(factor, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(metric.axis_label, fontsize=8)
+    fig.suptitle(
+        f"{metric.title} of the runs at each level (box: quartiles, whiskers: 1.5 IQR, ▲: mean)",
+        fontsize=10,
+    )
+    return _save(fig, path)
+
+
+def plot_latency_distributions(
+    samples: Mapping[str, LatencySamples], path: Path, title: str = "Per-request latency"
+) -> Path:
     """Box plots of per-request TTFT and of every inter-token gap, one box per run."""
     panels = [
         ("time to first token (ms)", {k: s.ttft_ms for k, s in samples.items() if s.ttft_ms}),
         ("inter-token latency (ms)", {k: s.itl_ms for k, s in samples.items() if s.itl_ms}),
     ]
-    panels = [(title, data) for title, data in panels if data]
+    panels = [(title, d) for title, d in panels if d]
     if not panels:
         raise NoData("no run has per-request latency samples (requests.parquet)")
-    rows = max(len(data) for _, data in panels)
-    fig = Figure(figsize=(6 * len(panels), max(3.0, 0.35 * rows + 1.5)), layout="constrained")
+    rows = max(len(d) for _, d in panels)
+    fig = _figure(6 * len(panels), max(3.0, 0.35 * rows + 1.5))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, data) in zip(axes, panels, strict=True):
-        labels = list(data)[::-1]
+    for ax, (title, d) in zip(axes, panels, strict=True):
+        labels = list(d)[::-1]
         ax.boxplot(
-            [data[k] for k in labels], showmeans=True, flierprops={"markersize": 2}, **_HORIZONTAL
+            [d[k] for k in labels], showmeans=True, flierprops={"markersize": 2}, **_HORIZONTAL
         )
         ax.set_yticks(range(1, len(labels) + 1), labels)
         ax.set_xlabel(title)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("Latency distributions per run (box: quartiles, whiskers: 1.5 IQR, ▲: mean)")
+    fig.suptitle("Per-request latency (box: quartiles, whiskers: 1.5 IQR, ▲: mean)", fontsize=10)
     return _save(fig, path)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "factor"
+# --------------------------------------------------------------------------- makers
+
+
+def pareto_figures(data: ReportData) -> list[Plot]:
+    metrics = pareto_metrics(data.table)
+    if metrics is None:
+        return [
+            Plot(
+                "pareto",
+                "pareto_energy_latency.png",
+                _no("no ok run has energy per token (energy off or not measured)"),
+            )
+        ]
+    x, y = metrics
+    base = data.baseline.index if data.baseline is not None else None
+    return [
+        Plot(
+            "pareto",
+            "pareto_energy_latency.png",
+            lambda p: plot_pareto(data.table, x, y, p, data.factors, base),
+        )
+    ]
+
+
+def main_effect_figures(data: ReportData) -> list[Plot]:
+    return [
+        Plot(
+            f"main effects on {m.column}",
+            f"main_effects_{_slug(m.column)}.png",
+            lambda p, m=m: plot_main_effects(data, m, p),
+        )
+        for m in data.summary_metrics
+        if m.column != "peak_mem_mib"
+    ]
+
+
+def interaction_figures(data: ReportData) -> list[Plot]:
+    metrics = [m for m in (data.latency, energy_metric(data.table)) if m is not None]
+    return [
+        Plot(
+            f"interaction on {m.column}",
+            f"interaction_{_slug(m.column)}.png",
+            lambda p, m=m: plot_interaction(data, m, p),
+        )
+        for m in metrics
+    ]
+
+
+def distribution_figures(data: ReportData) -> list[Plot]:
+    if data.latency is None:
+        return []
+    m = data.latency
+    return [
+        Plot(
+            f"distribution of {m.column}",
+            f"distribution_{_slug(m.column)}.png",
+            lambda p: plot_distributions(data, m, p),
+        )
+    ]
+
+
+def best_runs(data: ReportData, n: int = BEST_RUNS) -> pd.DataFrame:
+    """The ``n`` best ok runs by the primary latency, and the baseline."""
+    if data.latency is None:
+        return data.ok.iloc[:n]
+    chosen = data.latency.ranked(data.table).iloc[:n]
+    base = data.baseline.index if data.baseline is not None else None
+    if base is not None and base in data.table.index and base not in chosen.index:
+        chosen = pd.concat([chosen, data.table.loc[[base]]])
+    return chosen
+
+
+def _samples_of(data: ReportData) -> dict[str, LatencySamples]:
+    """Per-request samples of :func:`best_runs` only: the only per-request files read."""
+    chosen = best_runs(data)
+    labels = _short_labels(chosen, data.factors) if len(chosen) > 1 else list(chosen["label"])
+    out: dict[str, LatencySamples] = {}
+    for label, (_, row) in zip(labels, chosen.iterrows(), strict=True):
+        if data.baseline is not None and row.name == data.baseline.index:
+            label = f"{label} (baseline)"
+        try:
+            out[label] = read_latency_samples(Path(row["run_dir"]))
+        except ValueError as exc:
+            log.debug("latency distribution of %s skipped: %s", label, exc)
+    return out
+
+
+def _best_title(data: ReportData) -> str:
+    if data.latency is None or len(data.ok) <= BEST_RUNS:
+        return "Per-request latency of every ok run"
+    base = " and the baseline" if data.baseline is not None else ""
+    return f"Per-request latency of the {BEST_RUNS} runs with the lowest {data.latency.title}{base}"
+
+
+def latency_distribution_figures(data: ReportData) -> list[Plot]:
+    return [
+        Plot(
+            "latency distributions",
+            "latency_distributions.png",
+            lambda p: plot_latency_distributions(_samples_of(data), p, _best_title(data)),
+        )
+    ]
+
+
+def _no(reason: str) -> Callable[[Path], Path]:
+    def draw(path: Path) -> Path:
+        raise NoData(reason)
+
+    return draw
+
+
+Maker = Callable[[ReportData], list[Plot]]
+# In the order report.md shows them.
+FIGURES: list[Maker] = [
+    pareto_figures,
+    main_effect_figures,
+    interaction_figures,
+    distribution_figures,
+    latency_distribution_figures,
+]
 
 
 def make_plots(
-    df: pd.DataFrame, samples: Mapping[str, LatencySamples], out_dir: Path
+    data: ReportData, out_dir: Path, makers: Sequence[Maker] = tuple(FIGURES)
 ) -> tuple[list[Path], list[str]]:
     """Every figure that can be drawn into ``out_dir``; returns (paths, skip reasons)."""
-    jobs = [("pareto", lambda p: plot_pareto(df, p), out_dir / "pareto_energy_latency.png")]
-    for factor in swept_factors(_ok(df)):
-        path = out_dir / f"factor_{_slug(factor)}.png"
-        jobs.append((f"factor {factor}", lambda p, f=factor: plot_factor_bars(df, f, p), path))
-    jobs.append(
-        (
-            "latency distributions",
-            lambda p: plot_latency_distributions(samples, p),
-            out_dir / "latency_distributions.png",
-        )
-    )
     made: list[Path] = []
     skipped: list[str] = []
-    for name, draw, path in jobs:
+    # plots/ belongs to the report: figures of an earlier build that this one does not
+    # draw would be stale, so they go.
+    old = set(out_dir.glob("*.png")) if out_dir.is_dir() else set()
+    for maker in makers:
         try:
-            made.append(draw(path))
-        except NoData as exc:
-            skipped.append(f"{name}: {exc}")
-            log.info("plot %s skipped: %s", name, exc)
-        except Exception as exc:  # one broken figure must not lose the others
-            skipped.append(f"{name}: failed ({type(exc).__name__}: {exc})")
-            log.warning("plot %s failed: %s: %s", name, type(exc).__name__, exc)
-    if not swept_factors(_ok(df)):
-        skipped.append("factor bar charts: fewer than two values of any factor among ok runs")
+            plots = maker(data)
+        except Exception as exc:  # one broken maker must not lose the other figures
+            skipped.append(f"{maker.__name__}: failed ({type(exc).__name__}: {exc})")
+            log.warning("figures of %s failed: %s: %s", maker.__name__, type(exc).__name__, exc)
+            continue
+        for plot in plots:
+            try:
+                made.append(plot.draw(out_dir / plot.filename))
+            except NoData as exc:
+                skipped.append(f"{plot.name}: {exc}")
+                log.info("plot %s skipped: %s", plot.name, exc)
+            except Exception as exc:  # one broken figure must not lose the others
+                skipped.append(f"{plot.name}: failed ({type(exc).__name__}: {exc})")
+                log.warning("plot %s failed: %s: %s", plot.name, type(exc).__name__, exc)
+    for path in old - set(made):
+        path.unlink(missing_ok=True)
     return made, skipped

@@ -53,24 +53,42 @@ class Section:
     def from_dict(cls: type[S], data: Any) -> S:
         """The section from its dict (anything that is not a dict reads as empty)."""
         data = data if isinstance(data, Mapping) else {}
-        hints = _hints(cls)
         kwargs: dict[str, Any] = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            kind = hints[f.name]
-            if f.metadata.get("inline"):
-                section = _section_of(kind)
-                if any(g.name in data for g in fields(section)):
-                    kwargs[f.name] = section.from_dict(data)
-            elif f.name in data:
-                value = _load(kind, data[f.name])
+        for name, kind, section, section_keys in _plan(cls):
+            if section is not None:
+                if not section_keys.isdisjoint(data):
+                    kwargs[name] = section.from_dict(data)
+            elif name in data:
+                value = _load(kind, data[name])
                 if value is not _BAD:
-                    kwargs[f.name] = value
+                    kwargs[name] = value
         return cls(**kwargs)
 
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _plan(cls: type) -> tuple[tuple[str, Any, type[Section] | None, frozenset[str]], ...]:
+    """Per field: name, type, and for an inline field its section and that one's keys.
+    Worked out once per class: a report reads thousands of results."""
+    hints = _hints(cls)
+    plan = []
+    for f in fields(cls):
+        if f.metadata.get("inline"):
+            section = _section_of(hints[f.name])
+            keys = frozenset(g.name for g in fields(section))
+            plan.append((f.name, hints[f.name], section, keys))
+        else:
+            plan.append((f.name, hints[f.name], None, frozenset()))
+    return tuple(plan)
+
+
+@functools.cache
+def _shape(kind: Any) -> tuple[Any, tuple[Any, ...]]:
+    return typing.get_origin(kind), typing.get_args(kind)
 
 
 def _section_of(kind: Any) -> type[Section]:
@@ -93,7 +111,7 @@ def _dump(value: Any) -> Any:
 
 def _load(kind: Any, value: Any) -> Any:
     """``value`` as type ``kind``, or ``_BAD``."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    origin, args = _shape(kind)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

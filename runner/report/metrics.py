@@ -1,0 +1,101 @@
+"""The metrics a report ranks, compares and plots: one :class:`Metric` per table column.
+
+Everything the report says about "the best point", "the effect of a factor" or a Pareto
+front is written once, generic over a :class:`Metric`; a new headline metric (a quality
+score, say) is one more entry in :data:`HEADLINE` with its column added by the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-run value in column ``column`` of the report table.
+
+    ``ci_prefix``: the run's own 95% CI is in ``{ci_prefix}_ci95_low/high`` (None: the
+    metric has no CI of its own). ``header``: short name for table headers.
+    """
+
+    column: str
+    title: str
+    unit: str
+    lower_is_better: bool = True
+    ci_prefix: str | None = None
+    header: str = ""
+
+    @property
+    def axis_label(self) -> str:
+        return f"{self.title} ({self.unit})" if self.unit else self.title
+
+    @property
+    def best_word(self) -> str:
+        return "lowest" if self.lower_is_better else "highest"
+
+    def has_data(self, df: pd.DataFrame) -> bool:
+        """Some ok run has a value."""
+        if self.column not in df.columns:
+            return False
+        return bool(df.loc[df["status"] == "ok", self.column].notna().any())
+
+    def ranked(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Ok runs with a value, best first; ties keep the table's order (deterministic)."""
+        ok = df[(df["status"] == "ok") & df[self.column].notna()]
+        return ok.sort_values(self.column, ascending=self.lower_is_better, kind="stable")
+
+
+E2E = Metric("e2e_ms_mean", "end-to-end request latency", "ms", True, "e2e_ms", "E2E ms")
+TTFT = Metric("ttft_ms_mean", "time to first token", "ms", True, "ttft_ms", "TTFT ms")
+ITL = Metric("itl_ms_mean", "inter-token latency", "ms", True, "itl_ms", "ITL ms")
+THROUGHPUT = Metric(
+    "output_tok_s_mean", "output throughput", "tok/s", False, "output_tok_s", "out tok/s"
+)
+ENERGY_NET = Metric(
+    "energy_per_token_mj_net", "energy per output token, net", "mJ", True, None, "mJ/tok net"
+)
+ENERGY_GROSS = Metric(
+    "energy_per_token_mj_gross", "energy per output token, gross", "mJ", True, None, "mJ/tok gross"
+)
+PEAK_MEMORY = Metric("peak_mem_mib", "peak memory", "MiB", True, None, "peak MiB")
+
+# In the order the report lists them; latency first (the metric most sweeps are about).
+HEADLINE: tuple[Metric, ...] = (E2E, TTFT, ITL, THROUGHPUT, ENERGY_NET, PEAK_MEMORY)
+LATENCIES = (E2E, ITL, TTFT)  # the primary latency: the first with data
+
+
+def energy_metric(df: pd.DataFrame) -> Metric | None:
+    """Energy per token: net when every ok run with energy has it, else gross; None
+    when no ok run has energy."""
+    ok = df[df["status"] == "ok"]
+    gross = ok[ENERGY_GROSS.column].notna()
+    net = ok[ENERGY_NET.column].notna()
+    if not (gross | net).any():
+        return None
+    return ENERGY_NET if net[gross | net].all() else ENERGY_GROSS
+
+
+def latency_metric(df: pd.DataFrame) -> Metric | None:
+    """The primary latency: mean end-to-end request latency, else ITL, else TTFT."""
+    return next((m for m in LATENCIES if m.has_data(df)), None)
+
+
+def headline_metrics(df: pd.DataFrame) -> list[Metric]:
+    """:data:`HEADLINE` metrics that some ok run has (energy as :func:`energy_metric`)."""
+    energy = energy_metric(df)
+    out = []
+    for metric in HEADLINE:
+        if metric in (ENERGY_NET, ENERGY_GROSS):
+            metric = energy
+        if metric is not None and metric.has_data(df):
+            out.append(metric)
+    return out
+
+
+def summary_metrics(df: pd.DataFrame) -> list[Metric]:
+    """The few metrics effects and figures are drawn for: the primary latency,
+    throughput, energy per token and peak memory (those with data)."""
+    wanted = [latency_metric(df), THROUGHPUT, energy_metric(df), PEAK_MEMORY]
+    return [m for m in wanted if m is not None and m.has_data(df)]
