@@ -238,6 +238,23 @@ METHODOLOGY = """\
 """
 
 
+def _warnings_lines(df: pd.DataFrame) -> list[str]:
+    """Named warnings (silent fallbacks the runner caught) per run; library warnings counted."""
+    if "named_warnings" not in df.columns:
+        return []
+    named = df[df["named_warnings"].notna()]
+    if not len(named):
+        return []
+    out = ["", "## Warnings", ""]
+    out += [f"- `{r['label']}`: {r['named_warnings']}" for _, r in named.iterrows()]
+    out += [
+        "",
+        "Named warnings are fallbacks the runner caught (docs/methodology.md); every "
+        "library warning is in each run's `result.json` (`warnings`).",
+    ]
+    return out
+
+
 def _status_line(df: pd.DataFrame) -> str:
     counts = df["status"].value_counts()
     return ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
@@ -289,6 +306,7 @@ def render_report(
             f"- **{r['status']}** `{r['run_dir']}`: {r['error'] or 'no reason recorded'}"
             for _, r in bad.iterrows()
         ]
+    out += _warnings_lines(df)
     out += ["", "## Energy/latency Pareto front", "", _pareto_lines(df), "", "## Figures", ""]
     figures = [f"![{Path(p).stem}]({Path(p).as_posix()})\n" for p in plots]
     out += figures or ["No figure drawn."]
