@@ -91,7 +91,9 @@ def _recorded_status(run_dir: Path) -> Status:
 
 class CollectOutcomes(Callback):
     """Outcomes of jobs that ran in other processes (submitit launchers), read back from
-    their result.json, so the exit code means the same with every launcher."""
+    their result.json, so the exit code means the same with every launcher; each job's
+    summary is printed here, as the basic launcher prints it after each job (a submitit job
+    prints into its own log file under ``.submitit/``)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if JOB_OUTCOMES:  # the basic launcher ran the jobs in this process
@@ -113,6 +115,10 @@ class CollectOutcomes(Callback):
             no_result = (Status.failed, sweep_dir / "(no result)")
             status, run_dir = found.get(tuple(sorted(job)), no_result)
             JOB_OUTCOMES.append(JobOutcome(status, run_dir, tuple(job)))
+            if run_dir.name == "(no result)":
+                print(f"[{status.value}] {', '.join(job)}: no result was recorded", flush=True)
+            else:
+                _print_result(run_dir)
 
 
 def _one_job_at_a_time(argv: list[str]) -> list[str]:
