@@ -28,7 +28,7 @@ from runner.measure.libwarnings import LibraryWarnings
 from runner.measure.memory import model_footprint_bytes, track_memory
 from runner.measure.timing import synchronize
 from runner.models.context import check_workload_fits
-from runner.models.fallbacks import compile_fallbacks
+from runner.models.fallbacks import compile_evidence, compile_fallbacks
 from runner.models.load import input_device, load_model
 from runner.models.readback import (
     FrameCount,
@@ -344,10 +344,11 @@ def _verify_after_warmup(
     frames: FrameCount,
     progress: _Progress,
 ) -> None:
-    """Evidence from real calls: this run's warmup compiled frames and did not fall back to
-    eager (:mod:`runner.models.fallbacks`), beams multiplied the rows."""
+    """Evidence from real calls: this run's warmup compiled frames (and where Dynamo fell
+    back to eager, :mod:`runner.models.fallbacks`), beams multiplied the rows."""
     if compiled:
         result.applied["model"]["compiled_frames"] = frames.frames
+        result.applied["model"].update(compile_evidence(frames))
     problems = compile_evidence_mismatches(compiled, cfg.measure.warmup, frames.frames)
     if problems:
         raise VerificationError("; ".join(problems))
@@ -357,14 +358,11 @@ def _verify_after_warmup(
 
 
 def _check_fallbacks(frames: FrameCount, phase: Phase, progress: _Progress) -> None:
-    """A fallback that changes what ran fails verification; the others are named warnings."""
-    problems, named = compile_fallbacks(frames, phase.value)
+    """Dynamo's fallbacks during ``phase`` become named warnings (runner.models.fallbacks)."""
+    named = compile_fallbacks(frames, phase.value)
     progress.named += named
     for w in named:
         log.warning("%s: %s", w.name, w.message)
-    if problems:
-        progress.phase = Phase.verify
-        raise VerificationError("; ".join(problems))
 
 
 def _measured_loop(

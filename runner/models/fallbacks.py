@@ -1,18 +1,22 @@
 """Silent fallbacks: where a library quietly does less than was asked, and what the run does.
 
 Each known case is either a verification failure (the run is ``failed`` with a one-line
-reason: what ran is not what was asked) or a named warning (recorded in ``warnings`` and
-``warnings_detail.named``, shown by the summary, the report and ``summary.csv``: what ran
-is what was asked, with a caveat). :data:`POLICY` is the list; docs/methodology.md
-describes it for users (a test keeps the two in step).
+reason: what ran is not what was asked) or a named warning (in ``warnings`` and
+``warnings_detail.named``, shown by the summary, the report and ``summary.csv``: the run
+measured what was asked, partly through a fallback the figures must be read with).
+:data:`POLICY` is the list; docs/methodology.md states it for users (a test keeps the two
+in step).
 
-The generate case (a kwarg transformers calls "not valid and may be ignored") is checked
-at read-back, before warmup, by :func:`runner.models.readback.flags_transformers_ignores`.
-The compile cases come from what Dynamo counted during warmup and during measurement
+Where each is checked: a generate kwarg transformers would drop, at read-back before warmup
+(:func:`runner.models.readback.flags_transformers_ignores`); a compiled run that compiled
+nothing, after warmup (:func:`runner.models.readback.compile_evidence_mismatches`); the
+Dynamo fallbacks below, from what Dynamo counted during warmup and during measurement
 (:func:`runner.models.readback.compiled_frames`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from runner.models.readback import FrameCount
 from runner.sections.warnings import NamedWarning
@@ -23,40 +27,58 @@ FAIL, WARN = "fails verification", "named warning"
 POLICY: dict[str, tuple[str, str]] = {
     "generate.ignored_flag": (
         FAIL,
-        "a generate kwarg transformers' validation calls not valid and may be ignored "
-        "(e.g. output_scores without return_dict_in_generate)",
+        "a generate kwarg that transformers' own validation calls not valid and may be "
+        "ignored (e.g. output_scores without return_dict_in_generate): it would be dropped",
+    ),
+    "compile.not_used": (
+        FAIL,
+        "compile on, but Dynamo compiled no frame during warmup: the model ran eager",
     ),
     "compile.recompile_limit": (
-        FAIL,
-        "Dynamo hit its recompile limit: every shape after it runs eager",
+        WARN,
+        "Dynamo hit its recompile limit for a frame: that frame runs eager for every new "
+        "shape after it, while frames that compiled inside it stay compiled",
     ),
     "compile.graph_breaks": (
         WARN,
-        "Dynamo split the forward at graph breaks, or gave up on whole frames: those parts "
-        "run eager between compiled graphs (compile.fullgraph=true refuses them)",
+        "Dynamo split a frame at graph breaks, or gave up on whole frames: those parts run "
+        "eager between compiled graphs (compile.fullgraph=true refuses them instead)",
     ),
     "compile.compiled_during_measure": (
         WARN,
         "Dynamo compiled frames inside the measured window (a shape warmup did not see): "
-        "compilation time is in the measured figures",
+        "the measured figures include compilation",
     ),
 }
 
 
-def compile_fallbacks(count: FrameCount, phase: str) -> tuple[list[str], list[NamedWarning]]:
-    """(verification problems, named warnings) from what Dynamo did during ``phase``
-    (``warmup`` or ``measure``); nothing when compilation is off (``frames`` is None)."""
+def compile_evidence(count: FrameCount) -> dict[str, Any]:
+    """What Dynamo did in warmup, for ``applied.model`` next to ``compiled_frames``."""
+    return {
+        "graph_breaks": sum(count.graph_breaks.values()),
+        "frames_left_eager": count.skipped,
+        "recompile_limit_hit": count.recompile_limit,
+    }
+
+
+def compile_fallbacks(count: FrameCount, phase: str) -> list[NamedWarning]:
+    """The named warnings from what Dynamo did during ``phase`` (``warmup`` or ``measure``);
+    none when compilation is off (``frames`` is None)."""
     if count.frames is None:
-        return [], []
-    problems: list[str] = []
+        return []
     named: list[NamedWarning] = []
     if count.recompile_limit:
-        problems.append(
-            f"compile: torch._dynamo hit its recompile limit during {phase}, and the shapes "
-            "after it ran eager (one graph per new shape: leave compile.dynamic unset, or "
-            "use decoding.cache_implementation=static)"
+        named.append(
+            NamedWarning(
+                "compile.recompile_limit",
+                f"torch._dynamo hit its recompile limit during {phase}: that frame ran eager "
+                "for the shapes after it (one graph per new shape; leaving compile.dynamic "
+                "unset, or decoding.cache_implementation=static, avoids it where no graph "
+                "break prevents it)",
+                phase,
+            )
         )
-    # Frames past the recompile limit are skipped too: that failure already says so.
+    # Frames past the recompile limit count as left eager too: that warning says so.
     if count.graph_breaks or (count.skipped and not count.recompile_limit):
         breaks = sum(count.graph_breaks.values())
         reasons = ", ".join(f"{r} ×{n}" for r, n in sorted(count.graph_breaks.items()))
@@ -73,4 +95,4 @@ def compile_fallbacks(count: FrameCount, phase: str) -> tuple[list[str], list[Na
                 phase,
             )
         )
-    return problems, named
+    return named
