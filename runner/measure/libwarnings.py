@@ -232,7 +232,9 @@ def _boundaries() -> list[logging.Logger]:
     logger, and every logger below one with handlers of its own or no propagation."""
     found = [logging.getLogger(name) for name in LIBRARIES]
     for name, logger in list(logging.root.manager.loggerDict.items()):
-        below = any(name.startswith(f"{lib}.") for lib in LIBRARIES)
+        # torch's artifact and trace loggers (``torch.__trace``, ``...__recompiles``) carry
+        # structured debug output, never warnings: left alone.
+        below = any(name.startswith(f"{lib}.") for lib in LIBRARIES) and "__" not in name
         ends = isinstance(logger, logging.Logger) and (logger.handlers or not logger.propagate)
         if below and ends:
             found.append(logger)
