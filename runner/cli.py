@@ -91,9 +91,7 @@ def _recorded_status(run_dir: Path) -> Status:
 
 class CollectOutcomes(Callback):
     """Outcomes of jobs that ran in other processes (submitit launchers), read back from
-    their result.json, so the exit code means the same with every launcher; each job's
-    summary is printed here, as the basic launcher prints it after each job (a submitit job
-    prints into its own log file under ``.submitit/``)."""
+    their result.json, so the exit code means the same with every launcher."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if JOB_OUTCOMES:  # the basic launcher ran the jobs in this process
@@ -115,10 +113,6 @@ class CollectOutcomes(Callback):
             no_result = (Status.failed, sweep_dir / "(no result)")
             status, run_dir = found.get(tuple(sorted(job)), no_result)
             JOB_OUTCOMES.append(JobOutcome(status, run_dir, tuple(job)))
-            if run_dir.name == "(no result)":
-                print(f"[{status.value}] {', '.join(job)}: no result was recorded", flush=True)
-            else:
-                _print_result(run_dir)
 
 
 def _one_job_at_a_time(argv: list[str]) -> list[str]:
@@ -254,3 +248,35 @@ def _report_interrupted_sweep(outcomes: list[JobOutcome], multirun: bool) -> Non
         build_report([sweep_dir], sweep_dir)
     except Exception as exc:  # the results are on disk; the summary can be rebuilt later
         log.error("sweep summary failed: %s (run python -m runner.report %s)", exc, sweep_dir)
+
+
+class PrintJobSummaries(Callback):
+    """Each job's summary on the terminal when the jobs ran in other processes.
+
+    The basic launcher runs each job in this process, which prints its summary when it
+    ends; a submitit job prints into its own log under ``.submitit/``. For those, the
+    summaries of the jobs this sweep ran (their result.json written since it started) are
+    read back and printed, in the order the jobs finished, when the sweep ends.
+    """
+
+    def __init__(self) -> None:
+        self._since = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import time
+
+        self._since = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from runner.results import RESULT_FILE
+
+        if "BasicLauncher" in str(config.hydra.launcher.get("_target_", "")):
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        written = []
+        for path in sweep_dir.glob(f"*/{RESULT_FILE}"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime >= self._since:
+                    written.append((path.stat().st_mtime, path.parent))
+        for _, run_dir in sorted(written):
+            _print_result(run_dir)

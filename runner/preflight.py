@@ -86,11 +86,6 @@ def _flag(arg: str) -> str:
     return arg.split("=", 1)[0]
 
 
-def prints_config(argv: list[str]) -> bool:
-    """``--cfg job`` and the like: the command prints the config and runs nothing."""
-    return any(_flag(a) in ("--cfg", "-c") for a in argv)
-
-
 def split_argv(argv: list[str]) -> tuple[bool, list[str], bool]:
     """(multirun, overrides, checkable). Other flags make the command uncheckable here."""
     multirun, overrides, checkable = False, [], True
@@ -164,7 +159,7 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
 
     Raises :class:`UserError` with a one-line message for the first bad job.
     ``facts`` of ``None`` skips machine-dependent rules (jobs run elsewhere). A command that
-    only prints its config (``--cfg job``) is checked the same way, but writes nothing.
+    only prints its config (``--cfg job``) is checked the same way.
     """
     multirun, overrides, checkable = split_argv(argv)
     if not checkable:
@@ -193,7 +188,7 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
             raise UserError(str(exc)) from exc
         if facts is not None:
             check_inputs(cfg)
-    if facts is not None and not prints_config(argv):
+    if facts is not None:
         check_output_dir(settings, multirun)
     GlobalHydra.instance().clear()
     return len(jobs)

@@ -151,6 +151,7 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
 
     Not live: signals are only recorded here, and checked before and after each step.
     """
+    _fold_warnings(result, progress)
     latency = None
     if progress.records:
         latency = latency_metrics(progress.records, progress.batches)
@@ -177,7 +178,6 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
                     type(exc).__name__, str(exc), traceback.format_exc(), Phase.energy.value
                 )
         _note_late_stop(result, progress, guard)
-    _fold_warnings(result, progress)
     _enter(progress, Phase.write, guard)
     while True:
         seen = guard.count

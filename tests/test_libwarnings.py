@@ -48,9 +48,11 @@ def own_handler_logger():
     own = Lines()
     logger.addHandler(own)
     logger.propagate = False
+    logger.setLevel(logging.INFO)  # transformers, once imported, sets WARNING above it
     yield logger, own
     logger.removeHandler(own)
     logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 def test_repeats_are_counted_per_phase_and_printed_once(run_log):
