@@ -261,3 +261,35 @@ def _report_interrupted_sweep(outcomes: list[JobOutcome], multirun: bool) -> Non
         build_report([sweep_dir], sweep_dir)
     except Exception as exc:  # the results are on disk; the summary can be rebuilt later
         log.error("sweep summary failed: %s (run python -m runner.report %s)", exc, sweep_dir)
+
+
+class PrintJobSummaries(Callback):
+    """Each job's summary on the terminal when the jobs ran in other processes.
+
+    The basic launcher runs each job in this process, which prints its summary when it
+    ends; a submitit job prints into its own log under ``.submitit/``. For those, the
+    summaries of the jobs this sweep ran (their result.json written since it started) are
+    read back and printed, in the order the jobs finished, when the sweep ends.
+    """
+
+    def __init__(self) -> None:
+        self._since = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import time
+
+        self._since = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from runner.results import RESULT_FILE
+
+        if "BasicLauncher" in str(config.hydra.launcher.get("_target_", "")):
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        written = []
+        for path in sweep_dir.glob(f"*/{RESULT_FILE}"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime >= self._since:
+                    written.append((path.stat().st_mtime, path.parent))
+        for _, run_dir in sorted(written):
+            _print_result(run_dir)

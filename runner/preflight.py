@@ -33,6 +33,10 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+def unknown_option(group: str, value: str) -> str:
+    return f"{group}={value}: unknown option; allowed: {', '.join(group_options(group))}"
+
+
 def _allowed_keys(full_key: str) -> str:
     group = full_key.split(".")[0]
     schema = GROUP_SCHEMAS.get(group)
@@ -49,8 +53,7 @@ def one_line(exc: BaseException, overrides: list[str]) -> str:
     text = str(exc)
     missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
     if missing:
-        group, value = missing.groups()
-        return f"{group}={value}: unknown option; allowed: {', '.join(group_options(group))}"
+        return unknown_option(*missing.groups())
     missing_group = re.search(r"Could not override '([^']+)'. No match in the defaults list", text)
     if missing_group:
         return f"{missing_group.group(1)}: unknown config group; groups: {', '.join(GROUP_SCHEMAS)}"
@@ -73,15 +76,29 @@ def _first_quoted(text: str) -> str:
     return found.group(1) if found else "?"
 
 
+# Hydra's flags that print this command's config instead of running it: checked like a run.
+# --cfg/-c and --package/-p take a value (``--cfg job``, ``--cfg=job``).
+PRINTING_FLAGS = ("--cfg", "-c", "--package", "-p", "--resolve")
+_TAKES_VALUE = ("--cfg", "-c", "--package", "-p")
+
+
+def _flag(arg: str) -> str:
+    return arg.split("=", 1)[0]
+
+
 def split_argv(argv: list[str]) -> tuple[bool, list[str], bool]:
-    """(multirun, overrides, checkable). Unknown flags make the command uncheckable here."""
+    """(multirun, overrides, checkable). Other flags make the command uncheckable here."""
     multirun, overrides, checkable = False, [], True
+    value_next = False
     for arg in argv:
-        if arg in ("-m", "--multirun"):
+        if value_next:
+            value_next = False
+        elif arg in ("-m", "--multirun"):
             multirun = True
         elif arg.startswith("-"):
-            # --help, --cfg, --info, other config names: Hydra's own business.
-            checkable = False
+            # --help, --info, other config names: Hydra's own business.
+            checkable = checkable and _flag(arg) in PRINTING_FLAGS
+            value_next = arg in _TAKES_VALUE
         else:
             overrides.append(arg)
     return multirun, overrides, checkable
@@ -109,6 +126,29 @@ def _refuse_unknown_keys(cfg) -> None:
                 raise UserError(f"{group}.{key}: unknown key; {_allowed_keys(group)}")
 
 
+def _check_group_options(settings: list[Setting]) -> None:
+    """A group takes the options of its folder: ``quant=base_quant`` (the schema Hydra
+    also finds under that name) would compose with its required fields missing."""
+    for s in settings:
+        if s.key in GROUP_SCHEMAS and s.value and s.value not in group_options(s.key):
+            raise UserError(unknown_option(s.key, s.value))
+
+
+def _check_split_mappings(settings: list[Setting]) -> None:
+    """``++loading.max_memory={0:20GiB,cpu:64GiB}`` unquoted: bash's brace expansion turns
+    it into two overrides, ``...=0:20GiB`` and ``...=cpu:64GiB``, before Python sees it."""
+    pair = re.compile(r"[^:{},=\s]+:[^:{},=\s]+")
+    for s in settings:
+        same = [o for o in settings if o.key == s.key]
+        if len(same) > 1 and all(o.value and pair.fullmatch(o.value) for o in same):
+            prefix = s.text.split("=", 1)[0]
+            whole = ",".join(str(o.value) for o in same)
+            raise UserError(
+                f"{s.key}={s.value}: the shell split a mapping into {len(same)} overrides; "
+                f"quote it: '{prefix}={{{whole}}}'"
+            )
+
+
 def _launcher_is_remote(settings: list[Setting]) -> bool:
     # "" is a deletion (~hydra/launcher): Hydra falls back to the basic launcher.
     return value_of("hydra/launcher", settings) not in (None, "", "basic", "local")
@@ -118,7 +158,8 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
     """Validate every job of the command; return the number of jobs checked.
 
     Raises :class:`UserError` with a one-line message for the first bad job.
-    ``facts`` of ``None`` skips machine-dependent rules (jobs run elsewhere).
+    ``facts`` of ``None`` skips machine-dependent rules (jobs run elsewhere). A command that
+    only prints its config (``--cfg job``) is checked the same way.
     """
     multirun, overrides, checkable = split_argv(argv)
     if not checkable:
@@ -130,8 +171,10 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
         raise UserError(" ".join(str(exc).split())) from exc
     if _launcher_is_remote(settings):
         facts = None
+    _check_split_mappings(settings)
     for job in jobs:
         task = [s.text for s in parse(job) if not s.is_hydra]
+        _check_group_options(parse(task))
         try:
             cfg = compose_typed(task)
         except UserError:
@@ -202,13 +245,14 @@ def check_inputs(cfg: RunConfig) -> None:
     from runner.config.schema import ModelSource, WorkloadKind
     from runner.models.cache import cache_root
     from runner.models.context import check_configured_lengths
-    from runner.models.load import ModelNotFoundError, local_model_dir
+    from runner.models.load import ModelNotFoundError, check_subfolder, local_model_dir
     from runner.models.smollm2 import check_available
     from runner.workload import WorkloadError, load_prompts
 
     if cfg.model.source is ModelSource.local:
         try:
-            local_model_dir(cfg.model.path)
+            found = local_model_dir(cfg.model.path)
+            check_subfolder(str(found), cfg.loading.extra.get("subfolder"))
         except ModelNotFoundError as exc:
             raise UserError(str(exc)) from exc
     if cfg.model.source is ModelSource.smollm2:

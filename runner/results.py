@@ -12,7 +12,10 @@
 - ``requested``: the kwargs the runner passed (``from_pretrained``,
   ``generate``, ``compile``); ``applied``: what the loaded model and
   ``generate`` actually used, read back after loading.
-- ``warnings``: list of strings (library overrides, quality warnings).
+- ``warnings``: list of one-line strings for people: named warnings (silent fallbacks the
+  runner caught, :mod:`runner.models.fallbacks`), the runner's own warnings, and one line
+  per distinct library warning with its count per phase.
+- ``warnings_detail``: the same typed, :class:`runner.sections.warnings.WarningsDetail`.
 - ``workload``: a summary of the requests.
 - ``metrics``: timing, throughput and memory, :class:`runner.sections.metrics.Metrics`
   (see README "Result fields"); distributions are :class:`~runner.sections.metrics.Stats`.
@@ -20,8 +23,8 @@
 - ``environment``: versions, hardware, git commit, Slurm ids.
 - ``error``: ``null`` or ``{type, message, traceback, phase}``.
 
-``metrics`` and ``energy`` are typed sections: written and read only through their
-``to_dict``/``from_dict`` (see :mod:`runner.sections.base` for how unknown, missing or
+``metrics``, ``energy`` and ``warnings_detail`` are typed sections: written and read only
+through their ``to_dict``/``from_dict`` (see :mod:`runner.sections.base` for how unknown, missing or
 mistyped keys are read). The per-request table is :mod:`runner.sections.requests`.
 """
 
@@ -40,6 +43,7 @@ from typing import Any
 
 from runner.sections.energy import Energy
 from runner.sections.metrics import Metrics
+from runner.sections.warnings import WarningsDetail
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
@@ -90,6 +94,7 @@ class RunResult:
     requested: dict[str, Any] = field(default_factory=dict)
     applied: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    warnings_detail: WarningsDetail = field(default_factory=WarningsDetail)
     workload: dict[str, Any] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     energy: Energy | None = None
@@ -101,6 +106,7 @@ class RunResult:
         data = asdict(self)  # deep copies of the plain dicts; sections replaced below
         data["status"] = self.status.value
         data["metrics"] = self.metrics.to_dict()
+        data["warnings_detail"] = self.warnings_detail.to_dict()
         data["energy"] = None if self.energy is None else self.energy.to_dict()
         # schema_version first: a reader can dispatch on it before anything else.
         return {"schema_version": data.pop("schema_version"), **data}
@@ -130,6 +136,7 @@ class RunResult:
             requested=typed("requested", dict, {}),
             applied=typed("applied", dict, {}),
             warnings=[str(w) for w in typed("warnings", list, [])],
+            warnings_detail=WarningsDetail.from_dict(data.get("warnings_detail")),
             workload=typed("workload", dict, None),
             metrics=Metrics.from_dict(data.get("metrics")),
             energy=Energy.from_dict(energy) if isinstance(energy, dict) else None,

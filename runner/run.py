@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,11 +24,14 @@ from runner.config.validate import Facts, validate
 from runner.measure.energy import EnergyMeter
 from runner.measure.generation import CallResult, eos_token_ids, timed_generate
 from runner.measure.latency import BatchRecord, latency_metrics, records_for_call
+from runner.measure.libwarnings import LibraryWarnings
 from runner.measure.memory import model_footprint_bytes, track_memory
 from runner.measure.timing import synchronize
 from runner.models.context import check_workload_fits
+from runner.models.fallbacks import compile_evidence, compile_fallbacks
 from runner.models.load import input_device, load_model
 from runner.models.readback import (
+    FrameCount,
     VerificationError,
     compile_evidence_mismatches,
     compiled_frames,
@@ -41,6 +43,7 @@ from runner.models.readback import (
 from runner.results import Phase, RunError, RunResult, Status, write_result
 from runner.sections.metrics import Latency, Memory, Metrics
 from runner.sections.requests import REQUESTS_FILE, RequestRecord, write_requests
+from runner.sections.warnings import NamedWarning, WarningsDetail
 from runner.slurm import share
 from runner.slurm.stops import stop_message
 from runner.stop import StopRequested
@@ -70,6 +73,8 @@ class _Progress:
     metrics: Metrics = dataclasses.field(default_factory=Metrics)  # all but the latency part
     meter: EnergyMeter | None = None
     stopped_by: str | None = None
+    said: LibraryWarnings = dataclasses.field(default_factory=LibraryWarnings)
+    named: list[NamedWarning] = dataclasses.field(default_factory=list)
 
 
 def run(
@@ -99,9 +104,10 @@ def run(
         was_live = guard.set_live(True)
         try:
             try:
-                _enter(progress, Phase.config, guard)
-                result.environment = environment.snapshot()
-                _measure(cfg, run_dir, result, progress, guard)
+                with progress.said.capture(lambda: progress.phase.value):
+                    _enter(progress, Phase.config, guard)
+                    result.environment = environment.snapshot()
+                    _measure(cfg, run_dir, result, progress, guard)
                 result.status = Status.ok
             finally:
                 # From here a signal is recorded, never raised: nothing may cut the write.
@@ -148,6 +154,7 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
 
     Not live: signals are only recorded here, and checked before and after each step.
     """
+    _fold_warnings(result, progress)
     latency = None
     if progress.records:
         latency = latency_metrics(progress.records, progress.batches)
@@ -186,6 +193,17 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
         write_result(run_dir, result)
         if guard.count == seen:  # no signal arrived while writing: the file is final
             return
+
+
+def _fold_warnings(result: RunResult, progress: _Progress) -> None:
+    """Named warnings first, then the runner's own, then one line per library warning."""
+    named = tuple(progress.named)
+    result.warnings_detail = WarningsDetail(named=named, library=progress.said.entries())
+    result.warnings = [
+        *(f"{w.name}: {w.message}" for w in named),
+        *result.warnings,
+        *progress.said.lines(),
+    ]
 
 
 # One generate call on one batch of the workload.
@@ -264,15 +282,19 @@ def _measure(
 
     _enter(progress, Phase.compile if spec.enabled else Phase.warmup, guard)
     with compiled_frames(spec.enabled) as frames:
-        first = _warmup(cfg, workload, call, progress, result, spec.enabled, guard)
+        first = _warmup(cfg, workload, call, progress, spec.enabled, guard)
     if first is not None:
         result.applied["generate"]["sample_output"] = tokenizer.decode(list(first.first_row_ids))
-    _verify_after_warmup(cfg, spec.enabled, result, first, frames.frames)
+    _verify_after_warmup(cfg, spec.enabled, result, first, frames, progress)
 
     _enter(progress, Phase.measure, guard)
     window = None
     try:
-        with track_memory(device) as window, meter.tracking():
+        with (
+            compiled_frames(spec.enabled, fresh=False) as measured_frames,
+            track_memory(device) as window,
+            meter.tracking(),
+        ):
             _measured_loop(cfg, workload, call, meter, progress, device, guard)
     finally:
         # Also after an interruption: the peak so far belongs with what was measured.
@@ -280,6 +302,7 @@ def _measure(
             footprint = progress.metrics.memory.model_footprint_bytes
             memory = dataclasses.replace(window.value, model_footprint_bytes=footprint)
             progress.metrics = dataclasses.replace(progress.metrics, memory=memory)
+    _check_fallbacks(measured_frames, Phase.measure, progress)
     progress.phase = Phase.write
 
 
@@ -292,7 +315,6 @@ def _warmup(
     workload: Workload,
     call: Call,
     progress: _Progress,
-    result: RunResult,
     compiled: bool,
     guard: stop.StopGuard,
 ) -> CallResult | None:
@@ -305,19 +327,13 @@ def _warmup(
     t0 = time.perf_counter()
     first: CallResult | None = None
     calls = max(cfg.measure.warmup, len(workload.batches)) if compiled else cfg.measure.warmup
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for i in range(calls):
-            batch = workload.batches[i % len(workload.batches)]
-            res = call(batch)
-            if first is None:
-                first = res
-                _enter(progress, Phase.warmup, guard)
-            guard.check()
-    for w in caught:
-        msg = f"{w.category.__name__}: {w.message}"
-        if msg not in result.warnings:
-            result.warnings.append(msg)
+    for i in range(calls):
+        batch = workload.batches[i % len(workload.batches)]
+        res = call(batch)
+        if first is None:
+            first = res
+            _enter(progress, Phase.warmup, guard)
+        guard.check()
     progress.metrics = dataclasses.replace(
         progress.metrics,
         warmup_seconds=time.perf_counter() - t0,
@@ -332,16 +348,28 @@ def _verify_after_warmup(
     compiled: bool,
     result: RunResult,
     first: CallResult | None,
-    frames: int | None,
+    frames: FrameCount,
+    progress: _Progress,
 ) -> None:
-    """Evidence from real calls: this run's warmup compiled frames, beams multiplied the rows."""
+    """Evidence from real calls: this run's warmup compiled frames (and where Dynamo fell
+    back to eager, :mod:`runner.models.fallbacks`), beams multiplied the rows."""
     if compiled:
-        result.applied["model"]["compiled_frames"] = frames
-    problems = compile_evidence_mismatches(compiled, cfg.measure.warmup, frames)
+        result.applied["model"]["compiled_frames"] = frames.frames
+        result.applied["model"].update(compile_evidence(frames))
+    problems = compile_evidence_mismatches(compiled, cfg.measure.warmup, frames.frames)
     if problems:
         raise VerificationError("; ".join(problems))
+    _check_fallbacks(frames, Phase.warmup, progress)
     rows = first.timing.rows if first is not None else None
     result.applied["generate"]["rows_per_step_in_warmup"] = rows
+
+
+def _check_fallbacks(frames: FrameCount, phase: Phase, progress: _Progress) -> None:
+    """Dynamo's fallbacks during ``phase`` become named warnings (runner.models.fallbacks)."""
+    named = compile_fallbacks(frames, phase.value)
+    progress.named += named
+    for w in named:
+        log.warning("%s: %s", w.name, w.message)
 
 
 def _measured_loop(

@@ -41,6 +41,19 @@ def _seconds(label: str, value: float | None) -> str:
     return f"{label} {value:.2f} s" if value else ""
 
 
+MAX_WARNINGS = 5  # lines of warnings; named ones are always all shown
+
+
+def _warning_lines(result: RunResult) -> list[str]:
+    """Named warnings (silent fallbacks caught) all, then the others up to MAX_WARNINGS."""
+    named = len(result.warnings_detail.named)
+    shown = result.warnings[: max(named, MAX_WARNINGS)]
+    lines = [f"  warning: {w[:200]}" for w in shown]
+    if len(result.warnings) > len(shown):
+        lines.append(f"  ({len(result.warnings) - len(shown)} more warnings in result.json)")
+    return lines
+
+
 def render(result: RunResult | Mapping[str, Any], run_dir: str) -> str:
     """A few lines: status, what ran, headline figures with 95% CIs, where the files are.
 
@@ -97,7 +110,6 @@ def render(result: RunResult | Mapping[str, Any], run_dir: str) -> str:
             lines.append(
                 "  note: CPU/RAM energy is CodeCarbon's model-based ESTIMATE, not a measurement"
             )
-    for w in result.warnings[:5]:
-        lines.append(f"  warning: {w[:200]}")
+    lines += _warning_lines(result)
     lines.append(f"  -> {run_dir}/{RESULT_FILE}")
     return "\n".join(lines)

@@ -98,6 +98,18 @@ CATALOGUE = [
     ),
     (["hydra.run.dir=/proc/no/such/dir"], "hydra.run.dir=/proc/no/such/dir: cannot write there"),
     (["-m", "quant=none,int8", "compile=off,sometimes"], "compile=sometimes: unknown option"),
+    # the schema is not an option: it composes with its required fields missing
+    (["quant=base_quant"], "quant=base_quant: unknown option; allowed: fp4, int8"),
+    # printing the config is checked like a run
+    (["quant=base_quant", "--cfg", "job"], "quant=base_quant: unknown option"),
+    (["--cfg=job", "decoding.temperature=-1"], "decoding.temperature=-1.0: must be > 0"),
+    (["--cfg", "hydra", "-m", "quant=none,nf5"], "quant=nf5: unknown option"),
+    # ++loading.max_memory={0:20GiB,cpu:64GiB} unquoted, after bash's brace expansion
+    (
+        ["loading=auto", "++loading.max_memory=0:20GiB", "++loading.max_memory=cpu:64GiB"],
+        "loading.max_memory=0:20GiB: the shell split a mapping into 2 overrides; "
+        "quote it: '++loading.max_memory={0:20GiB,cpu:64GiB}'",
+    ),
 ]
 
 
@@ -109,6 +121,21 @@ def test_catalogue(argv, fragment, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err, err
     assert fragment in err
+
+
+def test_printing_the_config_runs_the_checks_and_then_prints(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["model=tiny", "quant=nf4", "--cfg", "job"])
+    assert info.value.code == 0
+    assert "load_in_4bit: true" in capsys.readouterr().out
+
+
+def test_a_missing_subfolder_is_named(tiny_dir, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["model=local", f"model.path={tiny_dir}", "+loading.extra.subfolder=sub"])
+    assert info.value.code == EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: loading.extra.subfolder=sub: {tiny_dir}/sub does not exist"
 
 
 def test_malformed_jsonl_names_the_line(bad_jsonl, no_prompt_jsonl, capsys):
@@ -161,3 +188,13 @@ def test_ok_result_with_other_config_hash_is_rerun(tmp_path):
     )
     assert previous_ok(tmp_path, "new") is None
     assert previous_ok(tmp_path, "old") is not None
+
+
+def test_a_missing_subfolder_is_named_where_any_model_loads(tiny_dir):
+    """model=tiny and model=smollm2 resolve their directory only when the job runs."""
+    from runner.models.load import ModelNotFoundError, check_subfolder
+
+    with pytest.raises(ModelNotFoundError, match=r"^loading.extra.subfolder=sub: .*/sub does"):
+        check_subfolder(str(tiny_dir), "sub")
+    check_subfolder(str(tiny_dir), None)
+    check_subfolder("org/hub-model", "sub")  # a hub id: transformers resolves it

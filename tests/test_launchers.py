@@ -78,9 +78,14 @@ def test_local_preset_runs_a_sweep_end_to_end(local_sweep):
     ) == [False, True]
     for name in ("summary.csv", "report.md"):
         assert (sweep / name).is_file(), name
-    # Each job ran in its own submitit process: one job folder (and result pickle) per job.
-    assert len(list(sweep.glob(".submitit/*/*_result.pkl"))) == 2
-    assert seconds < 300
+    # Each job ran in its own submitit process: one result pickle per job, no stray folder
+    # (submitit's default pattern .submitit/%j leaves one literally named "%j").
+    assert len(list(sweep.glob(".submitit/*_result.pkl"))) == 2
+    assert not [p for p in sweep.rglob("*") if p.is_dir() and "%" in p.name]
+    # Each job's summary on the terminal, as with the basic launcher (not only in its log).
+    assert proc.stdout.count("[ok] tiny-llama") == 2, proc.stdout[-3000:]
+    for run in runs:
+        assert f"-> {run}/result.json" in proc.stdout
 
 
 @pytest.mark.slow
@@ -140,7 +145,7 @@ EXPECTED_SLURM = {
 
 EXPECTED_LOCAL = {
     "_target_": "hydra_plugins.runner_launcher.launcher.LocalLauncher",
-    "submitit_folder": "${hydra.sweep.dir}/.submitit/%j",
+    "submitit_folder": "${hydra.sweep.dir}/.submitit",
     "name": "${hydra.job.name}",
     "nodes": 1,
     "tasks_per_node": 1,

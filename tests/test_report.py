@@ -40,6 +40,7 @@ from runner.sections.requests import (
     read_requests,
     write_requests,
 )
+from runner.sections.warnings import LibraryWarning, NamedWarning, WarningsDetail
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parent.parent
@@ -71,6 +72,7 @@ def result(
     energy_j_per_tok: float | None = 0.2,
     error: RunError | None = None,
     environment: dict[str, Any] | None = None,
+    said: WarningsDetail | None = None,
 ) -> dict[str, Any]:
     """A result.json dict, built from the result's own types."""
     energy = None
@@ -126,6 +128,7 @@ def result(
         energy=energy,
         environment=environment if environment is not None else dict(ENV_A),
         error=error,
+        warnings_detail=said or WarningsDetail(),
     ).to_dict()
 
 
@@ -435,6 +438,29 @@ def test_build_report_writes_everything(sweep: Path, tmp_path: Path) -> None:
     assert "OutOfMemoryError" in text and "partial" in text and "unreadable" in text
     assert "plots/pareto_energy_latency.png" in text
     assert "## Methodology" in text
+
+
+def test_named_warnings_reach_the_csv_and_the_report(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    cast = "MatMul8bitLt: inputs will be cast from torch.float32 to float16"
+    said = WarningsDetail(
+        named=(NamedWarning("compile.recompile_limit", "hit during warmup", "warmup"),),
+        library=(
+            LibraryWarning("bitsandbytes", "WARNING", cast, "warmup", 448),
+            LibraryWarning("bitsandbytes", "WARNING", cast, "measure", 7168),
+            LibraryWarning("bitsandbytes", "WARNING", "pip install kernels", "load", 1, True),
+        ),
+    )
+    write_run(root, "a", result(["quant=none"]), requests=False)
+    write_run(root, "b", result(["quant=int8"], said=said), requests=False)
+    outputs = build_report([root], root)
+    csv = pd.read_csv(outputs.summary_csv).set_index("quant")
+    assert csv.loc["int8", "named_warnings"] == "compile.recompile_limit: hit during warmup"
+    assert pd.isna(csv.loc["none", "named_warnings"])
+    # One distinct library warning: the same one in two phases, the noise left out.
+    assert csv.loc["int8", "library_warnings"] == 1 and csv.loc["none", "library_warnings"] == 0
+    text = outputs.report_md.read_text()
+    assert "## Warnings\n\n- `quant=int8`: compile.recompile_limit: hit during warmup\n" in text
 
 
 def test_build_report_without_energy_or_requests(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from runner.measure.stats import STAT_KEYS, summarize
 from runner.results import RunError, RunResult, Status, read_result, write_result
 from runner.sections.energy import Energy, EnergyBaseline, EnergyComponent, GpuNvml, GrossNet
 from runner.sections.metrics import Latency, Memory, Metrics, Stats, Throughput
+from runner.sections.warnings import LibraryWarning, NamedWarning, WarningsDetail
 
 LATENCY_KEYS = [f.name for f in fields(Latency)]
 
@@ -63,6 +64,11 @@ def _full_result() -> RunResult:
         metrics=metrics,
         energy=energy,
         error=RunError("E", "boom\nmore", None, "measure"),
+        warnings=["compile.graph_breaks: 2 graph break(s)", "bitsandbytes WARNING: cast"],
+        warnings_detail=WarningsDetail(
+            named=(NamedWarning("compile.graph_breaks", "2 graph break(s)", "warmup"),),
+            library=(LibraryWarning("bitsandbytes", "WARNING", "cast", "measure", 7168),),
+        ),
     )
 
 
@@ -86,6 +92,11 @@ def test_the_json_layout():
     assert energy["gpu_nvml"]["per_repeat_joules"] == [4.0, 5.0]  # JSON lists, not tuples
     assert energy["per_request_joules"] == {"gross": None, "net": None}
     assert data["error"]["phase"] == "measure"
+    said = data["warnings_detail"]
+    assert said["named"] == [
+        {"name": "compile.graph_breaks", "message": "2 graph break(s)", "phase": "warmup"}
+    ]
+    assert said["library"][0]["count"] == 7168 and said["library"][0]["noise"] is False
 
 
 def test_before_measuring_metrics_hold_nulls_and_no_latency_keys():

@@ -277,11 +277,13 @@ class LoadingConfig:
     GPU; flash attention needs dtype float16 or bfloat16. ``max_memory`` works only with
     device_map auto, balanced, balanced_low_0 or sequential (transformers ignores it
     otherwise): keys are GPU indices, cpu or disk, sizes carry a unit (GiB, MiB, KiB, GB,
-    MB, KB), e.g. ``++loading.max_memory={0:20GiB,cpu:64GiB}``. The placement accelerate
+    MB, KB), e.g. ``'++loading.max_memory={0:20GiB,cpu:64GiB}'`` (quoted: unquoted, bash
+    splits ``{a,b}`` into two arguments). The placement accelerate
     chose is recorded in ``applied.model.hf_device_map`` when the model is split or
     offloaded, else ``applied.model.parameter_devices`` shows the one device.
     ``low_cpu_mem_usage`` is refused when set: transformers 5 ignores it. ``extra``
-    (``+loading.extra.subfolder=sub``) is merged last and recorded; since an unknown
+    (``+loading.extra.subfolder=sub``: the checkpoint in that subfolder of the model's
+    directory, which must hold a config.json) is merged last and recorded; since an unknown
     ``from_pretrained`` key would silently become a model-config attribute, only the
     kwargs transformers consumes are accepted (listed below).
     """

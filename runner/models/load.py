@@ -53,6 +53,17 @@ def local_model_dir(path: str) -> Path:
     return found
 
 
+def check_subfolder(source: str, subfolder: str | None) -> None:
+    """``loading.extra.subfolder`` names a checkpoint folder inside a local model directory
+    (transformers would otherwise blame a missing ``model_type``)."""
+    if not subfolder or not Path(source).is_dir():
+        return
+    found = Path(source) / subfolder
+    if not (found / "config.json").is_file():
+        what = "does not exist" if not found.exists() else "holds no config.json"
+        raise ModelNotFoundError(f"loading.extra.subfolder={subfolder}: {found} {what}")
+
+
 def resolve_source(
     m: ModelConfig, configured_cache: str | None, spent: ProvisionTime | None = None
 ) -> str:
@@ -110,6 +121,7 @@ def load_model(m: ModelConfig, kwargs: dict[str, Any], configured_cache: str | N
     source = resolve_source(m, configured_cache, spent)
     if m.weights is Weights.random:
         source = _random_checkpoint(source, m, configured_cache, kwargs, spent)
+    check_subfolder(source, kwargs.get("subfolder"))
     log.info("loading %s from %s", m.name, source)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     model.eval()

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -104,9 +105,26 @@ def read_back_generation(model: Any, gen_kwargs: dict[str, Any]) -> dict[str, An
     out["logits_processors"] = [type(p).__name__ for p in processors]
     mode = gen_cfg.get_generation_mode()
     out["generation_mode"] = getattr(mode, "value", str(mode))
+    out["ignored_by_transformers"] = flags_transformers_ignores(gen_cfg, gen_kwargs)
     out["eos_token_id"] = gen_cfg.eos_token_id
     out["pad_token_id"] = gen_cfg.pad_token_id
     return out
+
+
+def flags_transformers_ignores(gen_cfg: Any, requested: Iterable[str]) -> dict[str, str]:
+    """Requested kwargs that transformers' own validation calls "not valid and may be
+    ignored" for this generation, each with its reason.
+
+    transformers only warns about these (and once per process), then drops them; its
+    strict validation lists them instead, so the check does not depend on the warning.
+    """
+    requested = set(requested)
+    try:
+        gen_cfg.validate(strict=True, user_set_attributes=requested)
+    except ValueError as exc:
+        issues = re.findall(r"^- `(\w+)`: (.*)$", str(exc), flags=re.MULTILINE)
+        return {name: reason.strip() for name, reason in issues if name in requested}
+    return {}
 
 
 def _majority(counter: dict[str, int]) -> str | None:
@@ -187,6 +205,9 @@ def generation_mismatches(requested: dict[str, Any], applied: dict[str, Any]) ->
         got = applied.get(key)
         if got != want:
             problems.append(f"generate.{key}: requested {want!r}, generate used {got!r}")
+    for key, reason in (applied.get("ignored_by_transformers") or {}).items():
+        want = requested.get(key)
+        problems.append(f"generate.{key}={want!r}: transformers ignores it ({reason})")
     built = set(applied.get("logits_processors", ()))
     for key, (processor, off) in PROCESSOR_OF.items():
         if key in requested and (requested[key] != off) != (processor in built):
@@ -205,20 +226,34 @@ def compile_evidence_mismatches(compiled: bool, warmup: int, frames: int | None)
 
 @dataclass
 class FrameCount:
-    """Frames Dynamo compiled inside a :func:`compiled_frames` block; set when it exits."""
+    """What Dynamo did inside a :func:`compiled_frames` block; set when it exits.
+
+    ``frames``: frames compiled; ``skipped``: frames Dynamo tried and gave up on (they ran
+    eager); ``graph_breaks``: where it split a frame into graphs with eager code between
+    them (first line of the reason -> count); ``recompile_limit``: it hit its recompile
+    limit, after which the frame runs eager for every new shape.
+    """
 
     frames: int | None = None
+    skipped: int = 0
+    graph_breaks: dict[str, int] = field(default_factory=dict)
+    recompile_limit: bool = False
+
+
+# The reason Dynamo gives (its gb_type) when a frame exceeds the recompile limit.
+RECOMPILE_LIMIT = "Dynamo recompile limit exceeded"
 
 
 @contextlib.contextmanager
-def compiled_frames(enabled: bool = True) -> Iterator[FrameCount]:
-    """Count the frames Dynamo compiles inside the block, starting from empty code caches.
+def compiled_frames(enabled: bool = True, fresh: bool = True) -> Iterator[FrameCount]:
+    """Count what Dynamo compiles inside the block; ``fresh`` starts from empty code caches.
 
     Dynamo's frame counter is process-wide and its code cache outlives the model it was
     built for: in one process (isolation=inline) a second compiled run of the same
     architecture reuses the first run's code and compiles nothing, while the counter still
     shows the first run's frames. Resetting the caches on entry makes this run compile (and
-    be timed compiling) its own frames, as in a fresh process. ``enabled=False`` counts
+    be timed compiling) its own frames, as in a fresh process. ``fresh=False`` keeps them
+    (the measured window must reuse what warmup compiled). ``enabled=False`` counts
     nothing and leaves Dynamo alone.
     """
     box = FrameCount()
@@ -228,9 +263,21 @@ def compiled_frames(enabled: bool = True) -> Iterator[FrameCount]:
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    torch._dynamo.reset()
-    before = int(counters["frames"]["ok"])
+    if fresh:
+        torch._dynamo.reset()
+    before = {k: Counter(counters[k]) for k in ("frames", "graph_break", "unimplemented")}
     try:
         yield box
     finally:
-        box.frames = int(counters["frames"]["ok"]) - before
+        new = {k: Counter(counters[k]) - before[k] for k in before}
+        box.frames = new["frames"]["ok"]
+        box.skipped = max(new["frames"]["total"] - new["frames"]["ok"], 0)
+        box.graph_breaks = dict(_first_lines(new["graph_break"]))
+        box.recompile_limit = any(r.startswith(RECOMPILE_LIMIT) for r in new["unimplemented"])
+
+
+def _first_lines(reasons: Counter[str]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for reason, n in reasons.items():
+        out[reason.strip().splitlines()[0] if reason.strip() else "?"] += n
+    return out

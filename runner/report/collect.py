@@ -27,6 +27,7 @@ from runner.report.variation import Variation
 from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
 from runner.sections.energy import Energy
 from runner.sections.metrics import Latency, Metrics, Stats, Throughput
+from runner.sections.warnings import WarningsDetail
 
 HYDRA_DIR = ".hydra"
 RESULT_STATUSES = ("ok", "failed", "interrupted")
@@ -61,6 +62,8 @@ HEADLINE_COLUMNS = [
     "peak_mem_source",
     "energy_is_estimate",
     "energy_warnings",
+    "named_warnings",
+    "library_warnings",
     "config_hash",
 ]
 MIB = 2**20
@@ -93,6 +96,10 @@ class RunRecord:
     @property
     def metrics(self) -> Metrics:
         return Metrics.from_dict((self.data or {}).get("metrics"))
+
+    @property
+    def warnings_detail(self) -> WarningsDetail:
+        return WarningsDetail.from_dict((self.data or {}).get("warnings_detail"))
 
     @property
     def energy(self) -> Energy | None:
@@ -307,6 +314,10 @@ def headline(rec: RunRecord) -> dict[str, Any]:
     row["peak_mem_source"] = memory.peak_source
     row["energy_is_estimate"] = energy.is_estimate
     row["energy_warnings"] = "; ".join(energy.warnings) or None
+    said = rec.warnings_detail
+    row["named_warnings"] = "; ".join(f"{w.name}: {w.message}" for w in said.named) or None
+    distinct = {(w.source, w.category, w.message) for w in said.library if not w.noise}
+    row["library_warnings"] = len(distinct) if rec.data else None
     config_hash = (rec.data or {}).get("config_hash")
     row["config_hash"] = config_hash if isinstance(config_hash, str) else None
     return row

@@ -502,6 +502,37 @@ def figures_section(data: ReportData) -> str:
     return "\n".join(out).rstrip()
 
 
+def warnings_section(data: ReportData) -> str | None:
+    """Runs with named warnings (silent fallbacks the runner caught), at most
+    :data:`WARNING_RUNS_LISTED` of them; library warnings stay in each run's result."""
+    df = data.table
+    if "named_warnings" not in df.columns:
+        return None
+    named = df[df["named_warnings"].notna() & (df["named_warnings"] != "")]
+    if not len(named):
+        return None
+    lines = ["## Warnings", ""]
+    lines += [
+        f"- `{r['label']}`: {r['named_warnings']}"
+        for _, r in named.head(WARNING_RUNS_LISTED).iterrows()
+    ]
+    if len(named) > WARNING_RUNS_LISTED:
+        lines.append(
+            f"- ... and {len(named) - WARNING_RUNS_LISTED} more runs (`named_warnings` in "
+            "`summary.csv`)"
+        )
+    lines += [
+        "",
+        'Named warnings are fallbacks the runner caught (docs/methodology.md, "Warnings and '
+        "silent fallbacks\"); every library warning is in each run's `result.json` "
+        "(`warnings`, `warnings_detail`).",
+    ]
+    return "\n".join(lines)
+
+
+WARNING_RUNS_LISTED = 20
+
+
 def environment_part(data: ReportData) -> str:
     labels = list(data.table["label"])
     return "## Environment\n\n" + environment_markdown(
@@ -531,6 +562,7 @@ SECTIONS: list[Section] = [
     pareto_section,
     effects_section,
     failures_section,
+    warnings_section,
     table_section,
     figures_section,
     environment_part,

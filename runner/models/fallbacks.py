@@ -1,0 +1,98 @@
+"""Silent fallbacks: where a library quietly does less than was asked, and what the run does.
+
+Each known case is either a verification failure (the run is ``failed`` with a one-line
+reason: what ran is not what was asked) or a named warning (in ``warnings`` and
+``warnings_detail.named``, shown by the summary, the report and ``summary.csv``: the run
+measured what was asked, partly through a fallback the figures must be read with).
+:data:`POLICY` is the list; docs/methodology.md states it for users (a test keeps the two
+in step).
+
+Where each is checked: a generate kwarg transformers would drop, at read-back before warmup
+(:func:`runner.models.readback.flags_transformers_ignores`); a compiled run that compiled
+nothing, after warmup (:func:`runner.models.readback.compile_evidence_mismatches`); the
+Dynamo fallbacks below, from what Dynamo counted during warmup and during measurement
+(:func:`runner.models.readback.compiled_frames`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.models.readback import FrameCount
+from runner.sections.warnings import NamedWarning
+
+FAIL, WARN = "fails verification", "named warning"
+
+# name -> (policy, what happened)
+POLICY: dict[str, tuple[str, str]] = {
+    "generate.ignored_flag": (
+        FAIL,
+        "a generate kwarg that transformers' own validation calls not valid and may be "
+        "ignored (e.g. output_scores without return_dict_in_generate): it would be dropped",
+    ),
+    "compile.not_used": (
+        FAIL,
+        "compile on, but Dynamo compiled no frame during warmup: the model ran eager",
+    ),
+    "compile.recompile_limit": (
+        WARN,
+        "Dynamo hit its recompile limit for a frame: that frame runs eager for every new "
+        "shape after it, while frames that compiled inside it stay compiled",
+    ),
+    "compile.graph_breaks": (
+        WARN,
+        "Dynamo split a frame at graph breaks, or gave up on whole frames: those parts run "
+        "eager between compiled graphs (compile.fullgraph=true refuses them instead)",
+    ),
+    "compile.compiled_during_measure": (
+        WARN,
+        "Dynamo compiled frames inside the measured window (a shape warmup did not see): "
+        "the measured figures include compilation",
+    ),
+}
+
+
+def compile_evidence(count: FrameCount) -> dict[str, Any]:
+    """What Dynamo did in warmup, for ``applied.model`` next to ``compiled_frames``."""
+    return {
+        "graph_breaks": sum(count.graph_breaks.values()),
+        "frames_left_eager": count.skipped,
+        "recompile_limit_hit": count.recompile_limit,
+    }
+
+
+def compile_fallbacks(count: FrameCount, phase: str) -> list[NamedWarning]:
+    """The named warnings from what Dynamo did during ``phase`` (``warmup`` or ``measure``);
+    none when compilation is off (``frames`` is None)."""
+    if count.frames is None:
+        return []
+    named: list[NamedWarning] = []
+    if count.recompile_limit:
+        named.append(
+            NamedWarning(
+                "compile.recompile_limit",
+                f"torch._dynamo hit its recompile limit during {phase}: that frame ran eager "
+                "for the shapes after it (one graph per new shape; leaving compile.dynamic "
+                "unset, or decoding.cache_implementation=static, avoids it where no graph "
+                "break prevents it)",
+                phase,
+            )
+        )
+    # Frames past the recompile limit count as left eager too: that warning says so.
+    if count.graph_breaks or (count.skipped and not count.recompile_limit):
+        breaks = sum(count.graph_breaks.values())
+        reasons = ", ".join(f"{r} ×{n}" for r, n in sorted(count.graph_breaks.items()))
+        text = f"{breaks} graph break(s) and {count.skipped} frame(s) left eager during {phase}"
+        named.append(
+            NamedWarning("compile.graph_breaks", text + (f": {reasons}" if reasons else ""), phase)
+        )
+    if phase == "measure" and count.frames:
+        named.append(
+            NamedWarning(
+                "compile.compiled_during_measure",
+                f"{count.frames} frame(s) compiled inside the measured window: its figures "
+                "include compilation",
+                phase,
+            )
+        )
+    return named

@@ -1,0 +1,54 @@
+"""``python`` for the README-commands test (tests/readme_commands.py): a measured run.
+
+``python -m runner ARGS`` runs the runner in this process with the substitutions of
+:data:`TINY_RUN` (the keys it sets are dropped from ARGS first) and torch.compile's eager
+backend; anything else runs the real interpreter unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+TINY_RUN = [
+    "model=tiny",
+    "loading=cpu",
+    "measure=quick",
+    "energy=off",
+    "workload.num_prompts=2",
+    "decoding.max_new_tokens=4",
+    "measure.isolation=inline",  # the eager backend below exists only in this process
+]
+
+
+def substitute(args: list[str]) -> list[str]:
+    keys = {o.split("=", 1)[0] for o in TINY_RUN}
+    kept = [a for a in args if a.lstrip("+~").split("=", 1)[0] not in keys]
+    return [*kept, *TINY_RUN]
+
+
+def _eager_compile() -> None:
+    """Inductor needs a minute per compiled run on two CPUs; Dynamo with the eager backend
+    still traces, counts frames and falls back exactly as the runner checks."""
+    import torch
+
+    compile_ = torch.nn.Module.compile
+
+    def compile_eager(self, *args, **kwargs):
+        kwargs.setdefault("backend", "eager")
+        return compile_(self, *args, **kwargs)
+
+    torch.nn.Module.compile = compile_eager
+
+
+def main(argv: list[str]) -> None:
+    if argv[:2] != ["-m", "runner"]:
+        os.execv(sys.executable, [sys.executable, *argv])
+    _eager_compile()
+    sys.argv = ["runner", *substitute(argv[2:])]
+    runpy.run_module("runner", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
