@@ -27,6 +27,11 @@ SKIPS: list[tuple[str, str]] = [
     ("python3 -m venv", "creates and activates a virtualenv"),
     ("make test", "runs this test suite itself"),
     ("hydra/launcher=slurm", "submits to a Slurm cluster (there is none here)"),
+    (
+        "tests/slurm/cluster.sh",
+        "starts and stops the suite's own Slurm cluster (tests/test_slurm.py runs it; "
+        "stopping it here would pull it from under those tests)",
+    ),
 ]
 
 # Whole commands replaced by what they run (the recipe, without make's install step, which
