@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_subpackage_and_conf_are_listed():
     setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     on_disk = {
-        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "runner").rglob("__init__.py")
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("runner", "hydra_plugins")
+        for p in (ROOT / top).rglob("__init__.py")
     }
     assert on_disk | {"runner.conf"} == set(setup["packages"])
     # The wheel carries conf/ as runner/conf; runner.config.store.CONF_DIR finds either.
