@@ -28,6 +28,7 @@ from runner.report.compare import add_relative_columns, resolve_baseline
 from runner.report.markdown import display_table, render_report
 from runner.report.plots import make_plots
 from runner.report.samples import LatencySamples, read_latency_samples
+from runner.report.search import search_section
 from runner.results import atomic_path
 
 __all__ = [
@@ -121,6 +122,9 @@ def build_report(
         baseline_label=base.label if base is not None else None,
         sources=[str(p) for p in paths],
     )
+    search_text, search_plots = search_section(paths, out_dir / PLOTS_DIR)
+    text += search_text
+    plots += search_plots
     report_path = out_dir / REPORT_MD
     with atomic_path(report_path) as tmp:
         tmp.write_text(text + "\n")

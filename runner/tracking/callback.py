@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def _enabled(config: DictConfig) -> bool:
-    return str(config.get("tracking", {}).get("backend", "off")) == "mlflow"
+    backend = (config.get("tracking") or {}).get("backend")
+    return getattr(backend, "value", backend) == "mlflow"  # an Enum in a structured config
 
 
 def _is_multirun(config: DictConfig) -> bool:
