@@ -175,6 +175,22 @@ def read_sweep(overrides: list[str]) -> Sweep:
     )
 
 
+def _read_sweep(overrides: list[str], settings: list[Setting]) -> Sweep:
+    try:
+        return read_sweep(overrides)
+    except (HydraException, OmegaConfBaseException):
+        raise
+    except Exception as exc:  # OmegaConf 2.3 crashes on some overrides of null nodes
+        params = [s.text for s in settings if s.key.startswith("hydra.sweeper.params")]
+        if params:
+            raise UserError(
+                f"{params[0]}: Hydra 1.3 cannot set hydra.sweeper.params on the command line "
+                "while it is null; give the grid as overrides, or in an experiment file "
+                "(docs/search.md)"
+            ) from exc
+        raise UserError(f"the sweep's Hydra settings do not compose: {exc}") from exc
+
+
 def _points(task: list[str], multirun: bool, sweep: Sweep) -> list[list[str]]:
     """Every job to check: the grid of the basic sweeper, or every value of a search."""
     if not multirun:
@@ -273,7 +289,7 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
     try:
         settings = parse(overrides)
         _require_plugins(settings)
-        sweep = read_sweep(overrides) if multirun else Sweep()
+        sweep = _read_sweep(overrides, settings) if multirun else Sweep()
         task = [s.text for s in settings if not s.is_hydra]
         jobs = _points(task, multirun, sweep)
     except UserError:

@@ -28,6 +28,9 @@ def no_prompt_jsonl(tmp_path):
     return path
 
 
+SEARCH = ["-m", "hydra/sweeper=pareto", "energy=off", "quant=choice(none,nf4)"]
+E2E = ["search.objectives=[e2e_ms_mean:minimize]"]
+
 CATALOGUE = [
     # unknown group options and keys
     (["quant=nf5"], "quant=nf5: unknown option"),
@@ -98,6 +101,39 @@ CATALOGUE = [
     ),
     (["hydra.run.dir=/proc/no/such/dir"], "hydra.run.dir=/proc/no/such/dir: cannot write there"),
     (["-m", "quant=none,int8", "compile=off,sometimes"], "compile=sometimes: unknown option"),
+    # searches (hydra/sweeper=pareto) and tracking
+    (
+        [*SEARCH, "search.objectives=[latency:minimize]"],
+        "search.objectives=latency:minimize: 'latency' names no result metric; valid: "
+        "ttft_ms_mean,",
+    ),
+    ([*SEARCH, "search.objectives=[e2e_ms_mean:down]"], "direction 'down': minimize or maximize"),
+    ([*SEARCH, *E2E, "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0: must be an integer"),
+    ([*SEARCH], "search.objectives=energy_per_token_mj_net: needs energy, and energy=off"),
+    ([*SEARCH, *E2E, "search.constraints=[e2e_ms_mean:max:fast]"], "not a finite number"),
+    (
+        ["-m", "decoding=sample", "decoding.temperature=interval(0.5,1.0)"],
+        "decoding.temperature=interval(0.5,1.0): interval() needs a search sweeper",
+    ),
+    (  # every value a search can take is checked: here an interval's end
+        [*SEARCH, *E2E, "decoding=sample", "decoding.temperature=interval(0,1)"],
+        "decoding.temperature=0.0: temperature 0",
+    ),
+    ([*SEARCH, *E2E, "workload.batch_size=range(0,3)"], "workload.batch_size=0: must be >= 1"),
+    (
+        [
+            *SEARCH[:1],
+            "hydra/sweeper=optuna",
+            *SEARCH[2:],
+            *E2E,
+            "hydra.sweeper.direction=[minimize,minimize]",
+        ],
+        "one direction per objective of search.objectives (e2e_ms_mean:minimize)",
+    ),
+    (
+        ["tracking=mlflow", "tracking.uri=sqlite:////proc/no/mlflow.db"],
+        "tracking.uri=sqlite:////proc/no/mlflow.db: cannot write to /proc/no",
+    ),
 ]
 
 
@@ -161,3 +197,18 @@ def test_ok_result_with_other_config_hash_is_rerun(tmp_path):
     )
     assert previous_ok(tmp_path, "new") is None
     assert previous_ok(tmp_path, "old") is not None
+
+
+def test_help_offers_only_real_options():
+    """The schemas are stored outside the groups: --help does not offer base_quant & co."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "quant: fp4, int8, nf4, nf4-double, none" in groups
+    assert "tracking: mlflow, off" in groups
+    assert "base_" not in groups

@@ -140,6 +140,14 @@ def test_sweep_checks_every_point():
     assert check_command(["-m", "quant=none,nf4", "compile=off,on"], Facts(False)) == 4
 
 
+@pytest.mark.slow  # 64 compositions
+def test_search_space_of_an_experiment_file_is_checked_value_by_value():
+    # conf/experiment/search-tiny.yaml: hydra.sweeper.params quant x batch_size x compile
+    assert check_command(["-m", "experiment=search-tiny"], Facts(False)) == 3 * 8 * 2
+    # the command line replaces a key of hydra.sweeper.params, as in the sweepers
+    assert check_command(["-m", "experiment=search-tiny", "quant=nf4"], Facts(False)) == 16
+
+
 def test_job_dirname_keeps_factors_and_drops_noise():
     from runner.config.dirname import job_dirname, sweep_exclude_keys
 

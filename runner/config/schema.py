@@ -430,8 +430,9 @@ class SearchConfig:
         default_factory=lambda: ["energy_per_token_mj_net:minimize", "e2e_ms_mean:minimize"],
     )
     constraints: list[str] = _help(
-        "bounds on result metrics a trial must meet, metric<=number or metric>=number, "
-        "e.g. [e2e_ms_mean<=250]; a trial whose metric is missing violates it",
+        "bounds on result metrics a trial must meet, metric:max:number (<=) or "
+        "metric:min:number (>=), e.g. [e2e_ms_mean:max:250]; a trial whose metric is "
+        "missing violates it",
         default_factory=list,
     )
     violation: Violation = _help(

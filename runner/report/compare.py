@@ -200,18 +200,8 @@ def pareto_axes(df: pd.DataFrame) -> tuple[str, str] | None:
 
 def pareto_front(xs: list[float], ys: list[float]) -> list[bool]:
     """True for points not dominated when minimising both x and y (NaN points: False)."""
-    points = [
-        (x, y) if math.isfinite(x) and math.isfinite(y) else None
-        for x, y in zip(xs, ys, strict=True)
-    ]
-    out = []
-    for i, p in enumerate(points):
-        if p is None:
-            out.append(False)
-            continue
-        dominated = any(
-            q is not None and j != i and q[0] <= p[0] and q[1] <= p[1] and q != p
-            for j, q in enumerate(points)
-        )
-        out.append(not dominated)
-    return out
+    from runner.search.pareto import pareto_front as front
+
+    finite = [i for i, (x, y) in enumerate(zip(xs, ys, strict=True)) if math.isfinite(x + y)]
+    on = {finite[k] for k in front([(xs[i], ys[i]) for i in finite], ["minimize"] * 2)}
+    return [i in on for i in range(len(xs))]

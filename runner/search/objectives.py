@@ -80,18 +80,27 @@ def parse_objectives(items: Sequence[str]) -> list[Objective]:
     return out
 
 
-_CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(<=|>=)\s*(\S+)\s*$")
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(<=|>=|:max:|:min:)\s*(\S+)\s*$")
+# metric:max:250 is metric<=250 and needs no quoting on a command line (Hydra's override
+# grammar reads < and > only inside quotes).
+_OPS = {"<=": "<=", ">=": ">=", ":max:": "<=", ":min:": ">="}
 
 
 def parse_constraints(items: Sequence[str]) -> list[Constraint]:
-    """``["e2e_ms_mean<=250", "quality.accuracy>=0.6"]`` -> constraints."""
+    """``["e2e_ms_mean:max:250", "quality.accuracy>=0.6"]`` -> constraints."""
     field = "search.constraints"
     out: list[Constraint] = []
     for item in items:
         found = _CONSTRAINT.match(str(item))
         if not found:
-            raise ConfigError(field, item, "expected metric<=number or metric>=number")
+            raise ConfigError(
+                field,
+                item,
+                "expected metric:max:number or metric:min:number "
+                "(or metric<=number, metric>=number)",
+            )
         name, op, text = found.groups()
+        op = _OPS[op]
         try:
             bound = float(text)
         except ValueError:

@@ -24,6 +24,7 @@ Optuna is 2.10: hydra-optuna-sweeper 1.3.0 requires optuna<3.
 from __future__ import annotations
 
 import logging
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,9 @@ def _settle_and_requeue(study: optuna.Study) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         key = f"requeued:{trial.number}"
         if trial.user_attrs.get("status") == INTERRUPTED and key not in requeued and trial.params:
-            study.enqueue_trial(dict(trial.params))
+            with warnings.catch_warnings():  # "experimental" in optuna 2.10, stable since
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.enqueue_trial(dict(trial.params))
             study.set_user_attr(key, True)
             log.info("trial %d was interrupted: asking %s again", trial.number, trial.params)
 
