@@ -40,12 +40,12 @@ test-fast: $(STAMP) ## the suite without slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
-	$(PY) -m ruff check runner tests bench
-	$(PY) -m ruff format --check runner tests bench
+	$(PY) -m ruff check runner hydra_plugins tests bench
+	$(PY) -m ruff format --check runner hydra_plugins tests bench
 
 format: $(STAMP) ## apply ruff formatting and autofixes
-	$(PY) -m ruff format runner tests bench
-	$(PY) -m ruff check --fix runner tests bench
+	$(PY) -m ruff format runner hydra_plugins tests bench
+	$(PY) -m ruff check --fix runner hydra_plugins tests bench
 
 docs: $(STAMP) ## regenerate docs/options.md from the schema and conf/ (a test checks it)
 	$(PY) -m runner.config.docs > docs/options.md
