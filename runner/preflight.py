@@ -225,7 +225,7 @@ def check_search_settings(sweep: Sweep, cfg: RunConfig) -> None:
     directions = sweep.directions
     if directions is not None:
         listed = directions if isinstance(directions, list) else [directions]
-        listed = [str(d) for d in listed]
+        listed = [str(getattr(d, "name", d)) for d in listed]  # the plugin's Direction enum
         bad = [d for d in listed if d not in ("minimize", "maximize")]
         if bad:
             raise UserError(f"hydra.sweeper.direction={bad[0]}: minimize or maximize")
