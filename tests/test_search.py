@@ -158,8 +158,15 @@ class Launcher:
     """Stands in for Hydra's launcher: writes each job's result.json like a run would and
     returns what the task function would return (None for a failed run)."""
 
-    def __init__(self, root: Path, stop_at: int | None = None, fail: set[str] = frozenset()):
+    def __init__(
+        self,
+        root: Path,
+        stop_at: int | None = None,
+        fail: set[str] = frozenset(),
+        stop_after_write: bool = False,
+    ):
         self.root, self.stop_at, self.fail, self.calls = root, stop_at, fail, 0
+        self.stop_after_write = stop_after_write
 
     def launch(self, job_overrides, initial_job_idx):
         from hydra.core.utils import JobReturn, JobStatus
@@ -170,7 +177,8 @@ class Launcher:
         returns = []
         for overrides in job_overrides:
             self.calls += 1
-            if self.stop_at is not None and self.calls == self.stop_at:
+            stop = self.stop_at is not None and self.calls == self.stop_at
+            if stop and not self.stop_after_write:
                 raise StopRequested(2)
             params = dict(o.split("=", 1) for o in overrides)
             b = int(params["b"])
@@ -178,6 +186,8 @@ class Launcher:
             run_dir = self.root / ",".join(overrides)
             data = result(list(overrides), status=status, tok_s=10.0 * b, ttft_s=0.01 * b)
             write_json_atomic(run_dir / "result.json", data)
+            if stop:
+                raise StopRequested(2)  # the run had finished ok: only the tell was lost
             ret = JobReturn()
             ret.hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(run_dir)}}})
             ret.status = JobStatus.COMPLETED
@@ -288,3 +298,15 @@ def test_a_stopped_search_resumes_where_it_was(tmp_path):
     again = Launcher(tmp_path)
     _sweeper(tmp_path, again, 5).sweep(space)
     assert again.calls == 0
+
+
+def test_a_stop_after_the_run_finished_keeps_its_values(tmp_path):
+    from runner.stop import StopRequested
+
+    with pytest.raises(StopRequested):
+        _sweeper(tmp_path, Launcher(tmp_path, stop_at=2, stop_after_write=True), 5).sweep(
+            ["q=choice(good)", "b=range(1,9)"]
+        )
+    trials = _trials(tmp_path)
+    assert [(t["state"], t["status"]) for t in trials] == [("COMPLETE", "ok")] * 2
+    assert Path(trials[1]["run_dir"]).name == f"q=good,b={trials[1]['params']['b']}"

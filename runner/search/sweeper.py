@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,13 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from runner.config.schema import Violation
-from runner.results import ResultReadError, read_result, write_json_atomic
-from runner.search.objectives import parse_constraints, parse_objectives, violations
+from runner.results import RESULT_FILE, ResultReadError, read_result, write_json_atomic
+from runner.search.objectives import (
+    objective_values,
+    parse_constraints,
+    parse_objectives,
+    violations,
+)
 from runner.search.pareto import pareto_front
 
 log = logging.getLogger(__name__)
@@ -125,15 +131,19 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
             try:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except BaseException:
-                # A stop signal (or a launcher error): these trials never got their values.
-                for trial in trials:
-                    trial.set_user_attr("status", INTERRUPTED)
-                    study.tell(trial, state=TrialState.FAIL)
+                # A stop signal (or a launcher error) before the values came back: a run
+                # that had finished ok is told from its result, the others FAIL, to be
+                # asked again on resume.
+                for trial, job in zip(trials, overrides, strict=True):
+                    run_dir = _find_run_dir(sweep_dir, job)
+                    values = objective_values(objectives, _read(run_dir))
+                    _tell(study, trial, run_dir, values, constraints, prune, stopped=True)
                 export.write()
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns, strict=True):
-                _tell(study, trial, ret, len(objectives), constraints, prune)
+                values = _returned(ret, len(objectives))
+                _tell(study, trial, _run_dir(ret), values, constraints, prune)
             export.write()
             todo -= batch
         front = export.write()
@@ -192,30 +202,46 @@ def _run_dir(ret: JobReturn) -> Path | None:
         return None
 
 
+def _read(run_dir: Path | None) -> dict[str, Any] | None:
+    if run_dir is None:
+        return None
+    try:
+        return read_result(run_dir)
+    except (OSError, ResultReadError):
+        return None
+
+
+def _find_run_dir(sweep_dir: Path, overrides: Sequence[str]) -> Path | None:
+    """The directory of the job run with these overrides (its result records them)."""
+    wanted = sorted(overrides)
+    for path in Path(sweep_dir).glob(f"*/{RESULT_FILE}"):
+        data = _read(path.parent)
+        if data is not None and sorted(data.get("overrides") or []) == wanted:
+            return path.parent
+    return None
+
+
 def _tell(
     study: optuna.Study,
     trial: optuna.Trial,
-    ret: JobReturn,
-    n_objectives: int,
+    run_dir: Path | None,
+    values: list[float] | None,
     constraints: list,
     prune: bool,
+    stopped: bool = False,
 ) -> None:
-    run_dir = _run_dir(ret)
-    result = None
+    """Tell Optuna how the trial's run ended: values (COMPLETE or, violating a constraint
+    with ``prune``, PRUNED) or FAIL, with its status, run directory and violations."""
+    result = _read(run_dir)
     if run_dir is not None:
         trial.set_user_attr("run_dir", str(run_dir))
-        try:
-            result = read_result(run_dir)
-        except (OSError, ResultReadError):
-            result = None
     status = str(result.get("status")) if result else "no result"
-    trial.set_user_attr("status", status)
-    value = ret.return_value if ret.status is JobStatus.COMPLETED else None
-    values = None if value is None else ([value] if n_objectives == 1 else list(value))
     if values is None:
+        trial.set_user_attr("status", INTERRUPTED if stopped else status)
         log.warning("trial %d: the run ended %s; told to Optuna as FAIL", trial.number, status)
         study.tell(trial, state=TrialState.FAIL)
         return
+    trial.set_user_attr("status", status)
     violation = violations(constraints, result)
     trial.set_user_attr("constraints", violation)
     if prune and any(v > 0 for v in violation):
@@ -223,6 +249,14 @@ def _tell(
         study.tell(trial, state=TrialState.PRUNED)
         return
     study.tell(trial, values=[float(v) for v in values])
+
+
+def _returned(ret: JobReturn, n_objectives: int) -> list[float] | None:
+    """What the task function returned, as a list (None: the run failed)."""
+    value = ret.return_value if ret.status is JobStatus.COMPLETED else None
+    if value is None:
+        return None
+    return [value] if n_objectives == 1 else list(value)
 
 
 class _Exporter:
