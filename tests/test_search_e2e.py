@@ -23,9 +23,21 @@ OBJECTIVES = "search.objectives=[e2e_ms_mean:minimize,output_tok_s_total:maximiz
 def _command(sweep: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "runner", "-m", "hydra/sweeper=pareto", "hydra.sweeper.n_trials=3",
-        *FACTORS, *TINY, "measure.isolation=inline", OBJECTIVES, "tracking=mlflow",
+        *FACTORS, *TINY, "measure.isolation=inline", "measure.min_seconds=8", OBJECTIVES,
+        "tracking=mlflow",
         f"hydra.sweep.dir={sweep}", *extra,
     ]  # fmt: skip
+
+
+def _running(sweep: Path) -> list[Path]:
+    """Jobs that started (the tracking callback wrote their pointer) and have no result."""
+    if not sweep.is_dir():
+        return []
+    return [
+        d
+        for d in sweep.iterdir()
+        if (d / "tracking.json").is_file() and not (d / "result.json").exists()
+    ]
 
 
 @pytest.mark.slow
@@ -36,27 +48,32 @@ def test_search_stopped_by_sigint_resumes_and_is_tracked(tmp_path):
     proc = subprocess.Popen(_command(sweep), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     deadline = time.time() + 600
-    while proc.poll() is None and not list(sweep.glob("*/result.json")):
+    while proc.poll() is None and not (list(sweep.glob("*/result.json")) and _running(sweep)):
         assert time.time() < deadline
         time.sleep(0.2)
-    time.sleep(2)  # into the second trial
+    # A later trial's job started (tracking.json, no result yet) and measures for 8 s.
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out[-3000:]
     trials = json.loads((sweep / "search.json").read_text())["trials"]
-    assert [(t["state"], t["status"]) for t in trials] == [
-        ("COMPLETE", "ok"),
-        ("FAIL", "interrupted"),
-    ]
-    stopped = trials[1]
+    assert [(t["state"], t["status"]) for t in trials[:-1]] == [("COMPLETE", "ok")] * (
+        len(trials) - 1
+    )
+    stopped = trials[-1]
+    assert (stopped["state"], stopped["status"]) == ("FAIL", "interrupted")
+    assert json.loads((Path(stopped["run_dir"]) / "result.json").read_text())["status"] == (
+        "interrupted"
+    )
 
     again = subprocess.run(_command(sweep), cwd=REPO, capture_output=True, text=True,
                            timeout=900)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     trials = json.loads((sweep / "search.json").read_text())["trials"]
-    assert len(trials) == 4 and trials[:2][1]["state"] == "FAIL"
-    assert trials[2]["params"] == stopped["params"]  # the interrupted point, asked again
-    assert all(t["state"] == "COMPLETE" and t["status"] == "ok" for t in trials[2:])
+    n = stopped["number"]
+    assert len(trials) == 4 and trials[n]["state"] == "FAIL"
+    assert trials[n + 1]["params"] == stopped["params"]  # the interrupted point, asked again
+    others = [t for t in trials if t["number"] != n]
+    assert all(t["state"] == "COMPLETE" and t["status"] == "ok" for t in others)
     assert trials[0]["pareto"] or any(t["pareto"] for t in trials)
     for t in trials:
         assert 1 <= t["params"]["workload.batch_size"] <= 3  # range(1,4) as Hydra reads it
