@@ -4,11 +4,16 @@ start-up, so Optuna is imported only when the sweeper is built); see
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+# Optuna 2.10 calls NSGA-II's constraints_func experimental (it is stable since 3.x); Hydra
+# builds the sampler before this class, so the filter is set at import, for that one message.
+warnings.filterwarnings("ignore", message="The constraints_func option is an experimental")
 
 
 class ParetoSweeper(Sweeper):
