@@ -248,6 +248,17 @@ def test_failed_runs_are_failed_trials_and_the_front_is_marked(tmp_path):
     expected = pareto_front([t["values"] for t in done], ["minimize", "maximize"])
     assert [t["pareto"] for t in done] == [i in expected for i in range(len(done))]
 
+    # The report lists the trials in order and marks the front.
+    from runner.report import build_report
+
+    outputs = build_report([tmp_path], tmp_path)
+    text = outputs.report_md.read_text()
+    section = text[text.index("### Trials in order") :]
+    rows = [line for line in section.splitlines() if line[:3].strip("| ").isdigit()]
+    assert [int(r.split("|")[1]) for r in rows] == list(range(8))
+    assert [("★" in r.split("|")[2]) for r in rows] == [t["pareto"] for t in trials]
+    assert (tmp_path / "plots" / "search_pareto.png").read_bytes()[:4] == b"\x89PNG"
+
 
 def test_constraints_prune_or_penalise(tmp_path):
     # ttft = 10 ms * b: a budget of 25 ms allows b = 1, 2 only

@@ -44,7 +44,7 @@ def _fmt(value: Any) -> str:
 
 
 def _params(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items())
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
 def trials_markdown(search: dict[str, Any]) -> str:
@@ -54,8 +54,10 @@ def trials_markdown(search: dict[str, Any]) -> str:
     trials = [t for t in search["trials"] if isinstance(t, dict)]
     front = [t for t in trials if t.get("pareto")]
     out = ["", "## Search", ""]
+    stopped = sum(t.get("status") == "interrupted" and t.get("state") == "FAIL" for t in trials)
+    counted = f" ({stopped} interrupted, asked again)" if stopped else ""
     out.append(
-        f"{len(trials)} trial(s) of n_trials={search.get('n_trials')}, sampler "
+        f"{len(trials)} trial(s){counted} of n_trials={search.get('n_trials')}, sampler "
         f"{search.get('sampler')}, objectives {', '.join(f'`{o}`' for o in objectives)}"
         + (
             f", constraints {', '.join(f'`{c}`' for c in constraints)} "
