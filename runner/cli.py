@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,16 +49,23 @@ def _submitit_job(launcher_target: str) -> bool:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def task(dcfg: DictConfig) -> None:
-    """One job. Never raises but to stop the sweep: failures are recorded in ``result.json``."""
+def task(dcfg: DictConfig) -> Any:
+    """One job. Never raises but to stop the sweep: failures are recorded in ``result.json``.
+
+    Returns the values of ``search.objectives`` for a sweeper to optimize (a float for one
+    objective, a list for several), or None when the job did not end ``ok``: a failure is
+    never reported as a number.
+    """
     from runner import summary
     from runner.job import RunDirLocked, execute
+    from runner.search.objectives import task_return
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     failed = JobOutcome(Status.failed, run_dir, tuple(overrides))
     outcome = failed  # until the job tells otherwise
+    cfg = None
     try:
         cfg = OmegaConf.to_object(dcfg)
         isolation = _isolation_for(str(hc.launcher.get("_target_", "")), cfg.measure.isolation)
@@ -82,6 +90,7 @@ def task(dcfg: DictConfig) -> None:
         log.exception("job failed outside the run: %s", exc)
     finally:
         JOB_OUTCOMES.append(outcome)
+    return None if cfg is None else task_return(cfg.search, outcome.result)
 
 
 def _print_result(run_dir: Path) -> None:
@@ -192,15 +201,15 @@ def _main(argv: list[str], guard: stop.StopGuard) -> None:
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
-        _export_swept_keys(argv)
-        sys.argv = [sys.argv[0], *argv]
-        task()
+        with _hydra_argv(_name_jobs_by_swept_keys(argv)):
+            task()
         guard.check()  # a stop that a library swallowed after the last job
     except (StopRequested, KeyboardInterrupt):
         guard.set_live(False)  # report what was recorded; a second signal cannot cut that
         multirun = "-m" in argv or "--multirun" in argv
         _report_stop(JOB_OUTCOMES, guard, multirun)
         _report_interrupted_sweep(JOB_OUTCOMES, multirun)
+        _track_interrupted(JOB_OUTCOMES, multirun)
         _report_failures(JOB_OUTCOMES)
         sys.exit(EXIT_INTERRUPTED)
     guard.set_live(False)
@@ -232,22 +241,37 @@ def _report_stop(outcomes: list[JobOutcome], guard: stop.StopGuard, multirun: bo
     print(f"stopped by {signame}: {run_dir.name} {what}{later}", file=sys.stderr)
 
 
-def _export_swept_keys(argv: list[str]) -> None:
-    """Sweep job directories are named by the swept factors only (see config.dirname)."""
-    import os
+@contextlib.contextmanager
+def _hydra_argv(args: list[str]) -> Iterator[None]:
+    """``@hydra.main`` reads its command line from ``sys.argv``, and Hydra has no public way
+    to hand it one (``hydra._internal.utils._run_hydra`` takes it, privately): set it for
+    the call only, so an in-process caller (tests) gets its own back."""
+    saved = sys.argv
+    sys.argv = [saved[0], *args]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
+
+def _name_jobs_by_swept_keys(argv: list[str]) -> list[str]:
+    """A sweep's job directories are named by the swept keys only (see config.dirname):
+    the other keys go to Hydra's ``override_dirname.exclude_keys``, as an override placed
+    among the others (argparse takes the overrides as one run of positionals)."""
     from hydra.errors import HydraException
 
-    from runner.config.dirname import SWEPT_ENV
-    from runner.config.overrides import swept_keys
+    from runner.config.dirname import EXCLUDE_KEYS, sweep_exclude_override
     from runner.preflight import split_argv
 
     multirun, overrides, _ = split_argv(argv)
-    os.environ.pop(SWEPT_ENV, None)
-    if multirun:
-        # A malformed override is reported by Hydra itself.
-        with contextlib.suppress(HydraException):
-            os.environ[SWEPT_ENV] = ",".join(swept_keys(overrides))
+    if not multirun or any(o.lstrip("+").startswith(EXCLUDE_KEYS + "=") for o in overrides):
+        return argv
+    try:
+        extra = sweep_exclude_override(overrides)
+    except HydraException:
+        return argv  # a malformed override: Hydra reports it itself
+    at = argv.index(overrides[0]) if overrides else len(argv)
+    return [*argv[:at], extra, *argv[at:]]
 
 
 def _report_interrupted_sweep(outcomes: list[JobOutcome], multirun: bool) -> None:
@@ -293,3 +317,16 @@ class PrintJobSummaries(Callback):
                     written.append((path.stat().st_mtime, path.parent))
         for _, run_dir in sorted(written):
             _print_result(run_dir)
+
+
+def _track_interrupted(outcomes: list[JobOutcome], multirun: bool) -> None:
+    """Hydra calls no end-of-job or end-of-sweep callback after an interruption: log the
+    stopped jobs (KILLED) and the sweep to the tracker here, as the callback would have."""
+    if not outcomes:
+        return
+    from runner.tracking.callback import settle_interrupted
+
+    try:
+        settle_interrupted([o.run_dir for o in outcomes], multirun)
+    except Exception as exc:  # the results are on disk; tracking must not hide the stop
+        log.error("tracking after the stop failed: %s", exc)

@@ -7,10 +7,12 @@ point is checked first, so a typo in point 37 does not cost points 1 to 36.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tempfile
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -18,7 +20,14 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from runner.config.overrides import Setting, expand, parse, parse_lenient, value_of
+from runner.config.overrides import (
+    Setting,
+    expand,
+    parse,
+    parse_lenient,
+    search_points,
+    value_of,
+)
 from runner.config.schema import RunConfig
 from runner.config.store import CONF_DIR, GROUP_SCHEMAS
 from runner.config.validate import ConfigError, Facts, validate
@@ -154,6 +163,158 @@ def _launcher_is_remote(settings: list[Setting]) -> bool:
     return value_of("hydra/launcher", settings) not in (None, "", "basic", "local")
 
 
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+PARETO_SWEEPER = "hydra_plugins.runner_search.pareto_sweeper.ParetoSweeper"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What the sweeper of a multirun will do, read from the composed Hydra config."""
+
+    target: str = BASIC_SWEEPER
+    params: tuple[str, ...] = ()  # hydra.sweeper.params as overrides (key=sweep)
+    n_trials: Any = None
+    directions: Any = None
+    storage: str | None = None
+    sweep_dir: str | None = None
+
+    @property
+    def is_search(self) -> bool:
+        return self.target != BASIC_SWEEPER
+
+
+def _require_plugins(settings: list[Setting]) -> None:
+    sweeper = value_of("hydra/sweeper", settings)
+    if (
+        sweeper in ("pareto", "optuna")
+        and importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None
+    ):
+        raise UserError(
+            f"hydra/sweeper={sweeper}: needs hydra-optuna-sweeper; pip install -e '.[search]'"
+        )
+
+
+def read_sweep(overrides: list[str]) -> Sweep:
+    """Compose the Hydra config of a multirun (without its swept values, which only a
+    multirun accepts) and read the sweeper's target, grid and search settings."""
+    fixed = [s.text for s in parse(overrides) if not s.swept]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    params = OmegaConf.select(sweeper, "params") or {}
+    return Sweep(
+        target=str(sweeper.get("_target_", BASIC_SWEEPER)),
+        params=tuple(f"{k}={v}" for k, v in params.items()),
+        n_trials=OmegaConf.select(sweeper, "n_trials"),
+        directions=OmegaConf.to_container(sweeper, resolve=True).get("direction")
+        if "direction" in sweeper
+        else None,
+        storage=OmegaConf.select(sweeper, "storage", throw_on_resolution_failure=False),
+        sweep_dir=str(cfg.hydra.sweep.dir),
+    )
+
+
+def _read_sweep(overrides: list[str], settings: list[Setting]) -> Sweep:
+    try:
+        return read_sweep(overrides)
+    except (HydraException, OmegaConfBaseException):
+        raise
+    except Exception as exc:  # OmegaConf 2.3 crashes on some overrides of null nodes
+        params = [s.text for s in settings if s.key.startswith("hydra.sweeper.params")]
+        if params:
+            raise UserError(
+                f"{params[0]}: Hydra 1.3 cannot set hydra.sweeper.params on the command line "
+                "while it is null; give the grid as overrides, or in an experiment file "
+                "(docs/search.md)"
+            ) from exc
+        raise UserError(f"the sweep's Hydra settings do not compose: {exc}") from exc
+
+
+def _points(task: list[str], multirun: bool, sweep: Sweep) -> list[list[str]]:
+    """Every job to check: the grid of the basic sweeper, or every value of a search."""
+    if not multirun:
+        return [task]
+    # The command line wins over hydra.sweeper.params, as in both sweepers.
+    given = {s.key for s in parse(task)}
+    merged = [
+        p for p, s in zip(sweep.params, parse(sweep.params), strict=True) if s.key not in given
+    ] + task
+    if not sweep.is_search:
+        interval = [s.text for s in parse(merged) if s.swept and "interval(" in s.text]
+        if interval:
+            raise UserError(
+                f"{interval[0]}: interval() needs a search sweeper, not the basic grid "
+                "(add hydra/sweeper=pareto, docs/search.md), or list values: key=a,b,c"
+            )
+        return expand(merged, multirun=True)
+    # hydra-optuna-sweeper's own sweeper includes a range's stop; the runner's does not.
+    return search_points(merged, range_stop_included=sweep.target != PARETO_SWEEPER)
+
+
+def check_search_settings(sweep: Sweep, cfg: RunConfig) -> None:
+    """n_trials, directions and a resumed study agree with ``search.*``."""
+    from runner.search.objectives import parse_objectives
+
+    if not sweep.is_search:
+        return
+    n = sweep.n_trials
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise UserError(f"hydra.sweeper.n_trials={n}: must be an integer >= 1")
+    objectives = parse_objectives(cfg.search.objectives)
+    directions = sweep.directions
+    if directions is not None:
+        listed = directions if isinstance(directions, list) else [directions]
+        listed = [str(getattr(d, "name", d)) for d in listed]  # the plugin's Direction enum
+        bad = [d for d in listed if d not in ("minimize", "maximize")]
+        if bad:
+            raise UserError(f"hydra.sweeper.direction={bad[0]}: minimize or maximize")
+        if len(listed) != len(objectives):
+            raise UserError(
+                f"hydra.sweeper.direction={listed}: one direction per objective of "
+                f"search.objectives ({', '.join(map(str, objectives))})"
+            )
+    if sweep.target == PARETO_SWEEPER:
+        _check_resumed_study(sweep, [str(o) for o in objectives])
+
+
+def _check_resumed_study(sweep: Sweep, objectives: list[str]) -> None:
+    db = Path(str(sweep.sweep_dir)) / "optuna.db"
+    if not db.is_file() or not sweep.storage:
+        return
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        summaries = optuna.get_all_study_summaries(storage=str(sweep.storage))
+    except Exception as exc:
+        raise UserError(f"{db}: the stored study cannot be read ({exc})") from exc
+    for summary in summaries:
+        stored = summary.user_attrs.get("objectives")
+        if stored and list(stored) != objectives:
+            raise UserError(
+                f"search.objectives={objectives}: the study in {db} optimizes {list(stored)}; "
+                "resume it with the same objectives or use another hydra.sweep.dir"
+            )
+
+
+def check_tracking(cfg: RunConfig) -> None:
+    """``tracking=mlflow``: MLflow is installed and the store can be written."""
+    from runner.config.schema import TrackingBackend
+
+    if cfg.tracking.backend is not TrackingBackend.mlflow:
+        return
+    if importlib.util.find_spec("mlflow") is None:
+        raise UserError("tracking=mlflow: needs mlflow; pip install -e '.[tracking]'")
+    if cfg.tracking.uri:  # unset: in the output directory, checked below
+        from runner.tracking.store import TrackingError, check_uri
+
+        try:
+            check_uri(cfg.tracking.uri)
+        except TrackingError as exc:
+            raise UserError(str(exc)) from exc
+
+
 def check_command(argv: list[str], facts: Facts | None) -> int:
     """Validate every job of the command; return the number of jobs checked.
 
@@ -161,37 +322,48 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
     ``facts`` of ``None`` skips machine-dependent rules (jobs run elsewhere). A command that
     only prints its config (``--cfg job``) is checked the same way.
     """
+    from runner.search.objectives import check_search
+
     multirun, overrides, checkable = split_argv(argv)
     if not checkable:
         return 0
     try:
         settings = parse(overrides)
-        jobs = expand(overrides, multirun)
-    except HydraException as exc:
-        raise UserError(" ".join(str(exc).split())) from exc
+        _require_plugins(settings)
+        sweep = _read_sweep(overrides, settings) if multirun else Sweep()
+        task = [s.text for s in settings if not s.is_hydra]
+        jobs = _points(task, multirun, sweep)
+    except UserError:
+        raise
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise UserError(one_line(exc, overrides)) from exc
     if _launcher_is_remote(settings):
         facts = None
     _check_split_mappings(settings)
-    for job in jobs:
-        task = [s.text for s in parse(job) if not s.is_hydra]
-        _check_group_options(parse(task))
+    for i, job in enumerate(jobs):
+        _check_group_options(parse(job))
         try:
-            cfg = compose_typed(task)
+            cfg = compose_typed(job)
         except UserError:
             raise
         except (HydraException, OmegaConfBaseException, ValueError) as exc:
-            raise UserError(one_line(exc, task)) from exc
+            raise UserError(one_line(exc, job)) from exc
         try:
             validate(cfg, facts)
             check_country(cfg)
+            check_search(cfg, sweep.is_search)
         except ConfigError as exc:
             raise UserError(str(exc)) from exc
+        if i == 0:
+            check_search_settings(sweep, cfg)
+            check_tracking(cfg)
         if facts is not None:
             check_inputs(cfg)
     if facts is not None:
         check_output_dir(settings, multirun)
     if multirun:
-        check_launcher_request(jobs[0])
+        # The launcher is a hydra setting: the composed point needs those back.
+        check_launcher_request([*(s.text for s in settings if s.is_hydra), *jobs[0]])
     GlobalHydra.instance().clear()
     return len(jobs)
 

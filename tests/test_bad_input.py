@@ -28,6 +28,9 @@ def no_prompt_jsonl(tmp_path):
     return path
 
 
+SEARCH = ["-m", "hydra/sweeper=pareto", "energy=off", "quant=choice(none,nf4)"]
+E2E = ["search.objectives=[e2e_ms_mean:minimize]"]
+
 CATALOGUE = [
     # unknown group options and keys
     (["quant=nf5"], "quant=nf5: unknown option"),
@@ -109,6 +112,39 @@ CATALOGUE = [
         ["loading=auto", "++loading.max_memory=0:20GiB", "++loading.max_memory=cpu:64GiB"],
         "loading.max_memory=0:20GiB: the shell split a mapping into 2 overrides; "
         "quote it: '++loading.max_memory={0:20GiB,cpu:64GiB}'",
+    ),
+    # searches (hydra/sweeper=pareto) and tracking
+    (
+        [*SEARCH, "search.objectives=[latency:minimize]"],
+        "search.objectives=latency:minimize: 'latency' names no result metric; valid: "
+        "ttft_ms_mean,",
+    ),
+    ([*SEARCH, "search.objectives=[e2e_ms_mean:down]"], "direction 'down': minimize or maximize"),
+    ([*SEARCH, *E2E, "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0: must be an integer"),
+    ([*SEARCH], "search.objectives=energy_per_token_mj_net: needs energy, and energy=off"),
+    ([*SEARCH, *E2E, "search.constraints=[e2e_ms_mean:max:fast]"], "not a finite number"),
+    (
+        ["-m", "decoding=sample", "decoding.temperature=interval(0.5,1.0)"],
+        "decoding.temperature=interval(0.5,1.0): interval() needs a search sweeper",
+    ),
+    (  # every value a search can take is checked: here an interval's end
+        [*SEARCH, *E2E, "decoding=sample", "decoding.temperature=interval(0,1)"],
+        "decoding.temperature=0.0: temperature 0",
+    ),
+    ([*SEARCH, *E2E, "workload.batch_size=range(0,3)"], "workload.batch_size=0: must be >= 1"),
+    (
+        [
+            *SEARCH[:1],
+            "hydra/sweeper=optuna",
+            *SEARCH[2:],
+            *E2E,
+            "hydra.sweeper.direction=[minimize,minimize]",
+        ],
+        "one direction per objective of search.objectives (e2e_ms_mean:minimize)",
+    ),
+    (
+        ["tracking=mlflow", "tracking.uri=sqlite:////proc/no/mlflow.db"],
+        "tracking.uri=sqlite:////proc/no/mlflow.db: cannot write to /proc/no",
     ),
 ]
 
@@ -198,3 +234,18 @@ def test_a_missing_subfolder_is_named_where_any_model_loads(tiny_dir):
         check_subfolder(str(tiny_dir), "sub")
     check_subfolder(str(tiny_dir), None)
     check_subfolder("org/hub-model", "sub")  # a hub id: transformers resolves it
+
+
+def test_help_offers_only_real_options():
+    """The schemas are stored outside the groups: --help does not offer base_quant & co."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "quant: fp4, int8, nf4, nf4-double, none" in groups
+    assert "tracking: mlflow, off" in groups
+    assert "base_" not in groups

@@ -140,19 +140,52 @@ def test_sweep_checks_every_point():
     assert check_command(["-m", "quant=none,nf4", "compile=off,on"], Facts(False)) == 4
 
 
+@pytest.mark.slow  # 64 compositions
+def test_search_space_of_an_experiment_file_is_checked_value_by_value():
+    # conf/experiment/search-tiny.yaml: hydra.sweeper.params quant x batch_size x compile
+    assert check_command(["-m", "experiment=search-tiny"], Facts(False)) == 3 * 8 * 2
+    # the command line replaces a key of hydra.sweeper.params, as in the sweepers
+    assert check_command(["-m", "experiment=search-tiny", "quant=nf4"], Facts(False)) == 16
+
+
 def test_job_dirname_keeps_factors_and_drops_noise():
-    from runner.config.dirname import job_dirname
+    from runner.config.dirname import job_dirname, sweep_exclude_keys
 
     assert job_dirname([]) == "default"
     assert job_dirname(["quant=nf4", "compile=on"]) == "compile=on,quant=nf4"
     assert job_dirname(["quant=nf4", "decoding.seed=3", "cache_dir=/x"]) == "quant=nf4"
     # In a sweep only the swept keys name the job; a swept seed is a factor.
-    swept = ["decoding.seed"]
-    assert job_dirname(["model=tiny", "decoding.seed=3"], swept) == "decoding.seed=3"
+    exclude = sweep_exclude_keys(["model=tiny", "decoding.seed=1,2,3"])
+    assert "model" in exclude and "decoding.seed" not in exclude
+    assert job_dirname(["model=tiny", "decoding.seed=3"], exclude) == "decoding.seed=3"
     # A swept path stays unique after being made path-safe.
-    a = job_dirname(["model.path=/m/a_b"], ["model.path"])
-    b = job_dirname(["model.path=/m/a/b"], ["model.path"])
+    exclude = sweep_exclude_keys(["model.path=/m/a_b,/m/a/b"])
+    a = job_dirname(["model.path=/m/a_b"], exclude)
+    b = job_dirname(["model.path=/m/a/b"], exclude)
     assert a != b and "/" not in a + b
+
+
+def test_sweep_job_names_travel_as_a_hydra_override(tmp_path):
+    """The swept keys reach every job's config through Hydra's own exclude_keys, which the
+    run-directory name reads (no environment variable)."""
+    from hydra import compose, initialize_config_dir
+
+    from runner.config.dirname import sweep_exclude_override
+    from runner.preflight import CONF_DIR
+
+    sweep = ["model=tiny", "quant=none,nf4", "+decoding.num_beams=2"]
+    job = ["model=tiny", "quant=nf4", "+decoding.num_beams=2"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[*job, sweep_exclude_override(sweep)],
+            return_hydra_config=True,
+        )
+    from omegaconf import OmegaConf
+
+    hydra_cfg = OmegaConf.to_container(cfg.hydra.job.config.override_dirname)
+    assert set(hydra_cfg["exclude_keys"]) >= {"model", "decoding.num_beams", "cache_dir"}
+    assert "quant" not in hydra_cfg["exclude_keys"]
 
 
 def test_config_hash_ignores_where_files_go_and_how_the_job_is_isolated(compose):

@@ -10,12 +10,13 @@ and sweeps.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import Override, Transformer
 from hydra.errors import HydraException
 
 
@@ -129,3 +130,44 @@ def split_joined(text: str) -> list[str]:
     if items is None:
         raise ValueError(f"{text!r}: expected key=value[,key=value...]")
     return list(items)
+
+
+# Above this many points a search space is checked one factor at a time (each value of each
+# factor with the others at their first value) instead of as a full product.
+MAX_CHECKED_POINTS = 256
+
+
+def _values(o: Override, range_stop_included: bool) -> list[str]:
+    """Every value a search sweeper can give this override, as override texts; for an
+    interval, its two ends (rules on a number are ranges, so the ends decide)."""
+    key = o.get_key_element()
+    if not o.is_sweep_override():
+        return [f"{key}={o.get_value_element_as_str()}" if o.value_type is not None else key]
+    if o.is_interval_sweep():
+        sweep = o.value()
+        ends = [sweep.start, sweep.end]
+        if not all(isinstance(e, int) for e in ends):
+            ends = [float(e) for e in ends]
+        return [f"{key}={e}" for e in ends]
+    values = list(o.sweep_iterator(transformer=Transformer.encode))
+    if o.is_range_sweep() and range_stop_included and not o.value().shuffle:
+        values.append(o.value().stop)  # hydra-optuna-sweeper's own optuna sweeper takes it
+    return [f"{key}={v}" for v in values]
+
+
+def search_points(overrides: list[str], range_stop_included: bool = False) -> list[list[str]]:
+    """Override lists that cover every value of every ``choice``/``range``/``interval`` of a
+    search (an Optuna sweeper): the full product when it has at most
+    :data:`MAX_CHECKED_POINTS` points, else each value once with the others at their first.
+    Raises Hydra's parse errors."""
+    per_key = [_values(o, range_stop_included) for o in _parser().parse_overrides(overrides)]
+    size = 1
+    for values in per_key:
+        size *= max(len(values), 1)
+    if size <= MAX_CHECKED_POINTS:
+        return [list(p) for p in itertools.product(*per_key)]
+    first = [values[0] for values in per_key]
+    points = [first]
+    for i, values in enumerate(per_key):
+        points += [[*first[:i], v, *first[i + 1 :]] for v in values[1:]]
+    return points

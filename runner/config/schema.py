@@ -118,6 +118,16 @@ class EnergyBackend(str, Enum):
     off = "off"
 
 
+class Violation(str, Enum):
+    penalise = "penalise"
+    prune = "prune"
+
+
+class TrackingBackend(str, Enum):
+    off = "off"
+    mlflow = "mlflow"
+
+
 # Which fields apply when: the one table validation, translation and the docs read.
 LOCAL_OR_HUB = OnlyWith(
     "source", (ModelSource.local, ModelSource.hub), "model.source=local or hub", required=True
@@ -404,6 +414,55 @@ class EnergyConfig:
 
 
 @dataclass
+class SearchConfig:
+    """What a search optimizes (``hydra/sweeper=pareto``, see docs/search.md).
+
+    The task returns the values of ``objectives`` to the sweeper, in order; a run that did
+    not end ``ok``, or lacks an objective's value, is reported as failed, never as a number.
+    A metric is a headline column of the report (``e2e_ms_mean``, ``peak_mem_mib``,
+    ``energy_per_token_mj_net``...) or a numeric key of a result section
+    (``metrics.ttft_seconds.p99``). These fields do not change what is measured: they are
+    not part of the config hash, so a finished run is reused by a search with other
+    objectives.
+    """
+
+    objectives: list[str] = _help(
+        "metric:direction pairs, direction minimize or maximize, e.g. "
+        "[energy_per_token_mj_net:minimize,e2e_ms_mean:minimize]",
+        default_factory=lambda: ["energy_per_token_mj_net:minimize", "e2e_ms_mean:minimize"],
+    )
+    constraints: list[str] = _help(
+        "bounds on result metrics a trial must meet, metric:max:number (<=) or "
+        "metric:min:number (>=), e.g. [e2e_ms_mean:max:250]; a trial whose metric is "
+        "missing violates it",
+        default_factory=list,
+    )
+    violation: Violation = _help(
+        "what happens to a trial that violates a constraint: penalise (told to the sampler "
+        "with its values and violations, which NSGA-II ranks below every feasible trial) or "
+        "prune (told as pruned); either way it is left out of the reported Pareto front",
+        Violation.penalise,
+    )
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking (``tracking=mlflow``, see docs/tracking.md).
+
+    One MLflow run per job (parameters, headline metrics with CI bounds, status, artifacts)
+    under a parent run per sweep. Nothing is logged with ``tracking=off``. A tracking URI
+    that cannot be written is refused before anything runs.
+    """
+
+    backend: TrackingBackend = _help("off or mlflow", MISSING)
+    uri: str | None = _help(
+        "MLflow tracking URI (sqlite:///path.db, file:/dir, http://host:5000); unset: "
+        "sqlite:///<sweep dir>/mlflow.db for a sweep, sqlite:///<runs dir>/mlflow.db for a run"
+    )
+    experiment: str = _help("MLflow experiment name", "llm-sweep-runner")
+
+
+@dataclass
 class RunConfig:
     """The whole run: one option of every group, plus top-level fields."""
 
@@ -415,6 +474,8 @@ class RunConfig:
     workload: WorkloadConfig = MISSING
     measure: MeasureConfig = MISSING
     energy: EnergyConfig = MISSING
+    search: SearchConfig = MISSING
+    tracking: TrackingConfig = MISSING
     cache_dir: str | None = _help(
         "where generated models are cached (default: $RUNNER_CACHE or ~/.cache/llm-sweep-runner)"
     )

@@ -26,6 +26,7 @@ from runner.report.data import ReportData
 from runner.report.effects import effects_frame
 from runner.report.markdown import best_section, display_table, render_report, status_line
 from runner.report.plots import make_plots
+from runner.report.search import search_section
 from runner.results import atomic_path
 
 __all__ = [
@@ -114,11 +115,17 @@ def build_report(
     parquet_path = _write_parquet(df, out_dir / SUMMARY_PARQUET)
     _write_csv(_effects_table(data), out_dir / EFFECTS_CSV)
     plots, skipped = make_plots(data, out_dir / PLOTS_DIR)
+    # After make_plots, which clears plots/ of figures it did not draw.
+    search_text, search_plots = search_section(paths, out_dir / PLOTS_DIR)
+    plots += search_plots
     data.plots = [Path(os.path.relpath(p, out_dir)) for p in plots]
     data.skipped_plots = skipped
+    text = render_report(data)
+    if search_text:
+        text += "\n\n" + search_text.strip("\n")
     report_path = out_dir / REPORT_MD
     with atomic_path(report_path) as tmp:
-        tmp.write_text(render_report(data) + "\n")
+        tmp.write_text(text + "\n")
     return ReportOutputs(csv_path, parquet_path, report_path, plots, df, skipped, data)
 
 

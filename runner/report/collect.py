@@ -12,10 +12,9 @@ status ``partial`` (no ``result.json`` yet) or ``unreadable`` (and the reason in
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from runner.config.overrides import Setting, parse_lenient
 from runner.report.variation import Variation
 from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
 from runner.sections.energy import Energy
-from runner.sections.metrics import Latency, Metrics, Stats, Throughput
+from runner.sections.figures import FIGURES, headline_numbers
+from runner.sections.metrics import Metrics
 from runner.sections.warnings import WarningsDetail
 
 HYDRA_DIR = ".hydra"
@@ -37,26 +37,8 @@ BASE_COLUMNS = ["run_dir", "run_id", "label", "status", "error", "error_type", "
 SETTING_GROUPS = ("measure", "energy", "workload", "model")  # the report's settings section
 DELETED = "(deleted)"  # the value of a factor a run deleted (``~energy``)
 
-MEAN_CI = ("mean", "ci95_low", "ci95_high")  # fields of Stats
-# column prefix -> (the distribution, scale to the column's unit, Stats fields as columns)
-DISTRIBUTIONS: dict[str, tuple[Callable[[Latency], Stats | None], float, tuple[str, ...]]] = {
-    "ttft_ms": (lambda lat: lat.ttft_seconds, 1e3, (*MEAN_CI, "p95")),
-    "itl_ms": (lambda lat: lat.itl_seconds, 1e3, (*MEAN_CI, "p95")),
-    "e2e_ms": (lambda lat: lat.e2e_request_seconds, 1e3, (*MEAN_CI, "p95")),
-    "output_tok_s": (lambda lat: lat.output_tokens_per_second, 1.0, MEAN_CI),
-}
-NUMERIC_COLUMNS = [f"{p}_{s}" for p, (_, _, stats) in DISTRIBUTIONS.items() for s in stats] + [
-    "output_tok_s_total",
-    "repeat_cv",
-    "peak_mem_mib",
-    "model_footprint_mib",
-    "energy_per_token_mj_gross",
-    "energy_per_token_mj_net",
-    "emissions_g",
-    "repeats",
-    "requests",
-    "output_tokens",
-]
+# The numeric headline columns: one registry shared with search objectives and tracking.
+NUMERIC_COLUMNS = list(FIGURES)
 HEADLINE_COLUMNS = [
     *NUMERIC_COLUMNS,
     "peak_mem_source",
@@ -66,7 +48,6 @@ HEADLINE_COLUMNS = [
     "library_warnings",
     "config_hash",
 ]
-MIB = 2**20
 
 
 class ReportError(ValueError):
@@ -282,36 +263,12 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _num(value: Any, scale: float = 1.0) -> float:
-    """A finite number times ``scale``, else NaN (None included)."""
-    if value is None:
-        return math.nan
-    number = float(value) * scale
-    return number if math.isfinite(number) else math.nan
-
-
 def headline(rec: RunRecord) -> dict[str, Any]:
     """The headline columns of one run (NaN/None where absent)."""
     metrics = rec.metrics
-    lat = metrics.latency or Latency()
-    row: dict[str, Any] = {}
-    for prefix, (dist_of, scale, stats) in DISTRIBUTIONS.items():
-        dist = dist_of(lat) or Stats()
-        for stat in stats:
-            row[f"{prefix}_{stat}"] = _num(getattr(dist, stat), scale)
-    row["output_tok_s_total"] = _num((lat.throughput or Throughput()).output_tokens_per_second)
-    row["repeat_cv"] = _num((lat.throughput_per_repeat or Stats()).cv)
-    memory = metrics.memory
-    row["peak_mem_mib"] = _num(memory.peak_bytes, 1 / MIB)
-    row["model_footprint_mib"] = _num(memory.model_footprint_bytes, 1 / MIB)
     energy = rec.energy or Energy()
-    row["energy_per_token_mj_gross"] = _num(energy.per_output_token_joules.gross, 1e3)
-    row["energy_per_token_mj_net"] = _num(energy.per_output_token_joules.net, 1e3)
-    row["emissions_g"] = _num(energy.emissions_kg, 1e3)
-    row["repeats"] = _num(metrics.repeats)
-    row["requests"] = _num(lat.requests)
-    row["output_tokens"] = _num(lat.output_tokens)
-    row["peak_mem_source"] = memory.peak_source
+    row: dict[str, Any] = headline_numbers(metrics, energy)
+    row["peak_mem_source"] = metrics.memory.peak_source
     row["energy_is_estimate"] = energy.is_estimate
     row["energy_warnings"] = "; ".join(energy.warnings) or None
     said = rec.warnings_detail

@@ -29,6 +29,7 @@ from runner.config.overrides import split_joined
 from runner.report.collect import ReportError, factor_columns, load_run, parse_overrides, table
 from runner.report.metrics import LATENCIES, Metric, energy_metric
 from runner.results import RESULT_FILE
+from runner.search.pareto import minimal_2d
 
 # relative column -> (headline column of the mean, CI prefix for its relative half-width)
 RATIOS: dict[str, tuple[str, str]] = {
@@ -218,26 +219,5 @@ def front_mask(df: pd.DataFrame, x: Metric, y: Metric) -> pd.Series:
 
 
 def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[bool]:
-    """True for points not dominated when minimising both x and y (NaN points: False).
-
-    A point is dominated by another that is no worse on both axes and differs from it;
-    equal points are all on the front. O(n log n): sorted by x, a point is on the front
-    when no point with a smaller x has a y as low, and none with its x a lower y.
-    """
-    x = np.asarray(xs, dtype=float)
-    y = np.asarray(ys, dtype=float)
-    out = np.zeros(len(x), dtype=bool)
-    finite = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
-    best_before = math.inf  # lowest y among points with a smaller x
-    order = finite[np.lexsort((y[finite], x[finite]))]
-    i = 0
-    while i < len(order):
-        j = i
-        while j < len(order) and x[order[j]] == x[order[i]]:
-            j += 1
-        lowest = y[order[i]]  # sorted by y within one x
-        for k in order[i:j]:
-            out[k] = y[k] < best_before and y[k] == lowest
-        best_before = min(best_before, lowest)
-        i = j
-    return out.tolist()
+    """True for points not dominated when minimising both x and y (NaN points: False)."""
+    return minimal_2d(xs, ys)

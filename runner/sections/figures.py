@@ -1,0 +1,187 @@
+"""The named figures of a result: the report's headline columns, a search's objectives and
+constraints, the metrics logged to a tracker. One registry, so the list of valid names is
+one fact.
+
+A name is either a headline figure (:data:`FIGURES`, in the unit its name says: ``*_ms_*``
+milliseconds, ``output_tok_s_*`` output tokens per second, ``*_mib`` mebibytes,
+``energy_per_token_mj_*`` millijoules per output token, ``emissions_g`` grams CO2-eq) or a
+numeric key of a typed result section, dotted as in ``result.json``
+(``metrics.ttft_seconds.p99``, ``energy.net_joules``). The sections are read from
+:class:`runner.results.RunResult`'s fields, so a section added there (``quality``) is
+nameable without a change here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any
+
+from runner.sections.base import Section
+from runner.sections.energy import Energy
+from runner.sections.metrics import Latency, Metrics, Stats, Throughput
+
+MIB = 2**20
+MEAN_CI = ("mean", "ci95_low", "ci95_high")  # fields of Stats
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A headline figure: its getter (over the typed sections), and whether it needs energy."""
+
+    name: str
+    get: Callable[[Metrics, Energy], float | int | None]
+    energy: bool = False
+
+
+def _distribution(
+    prefix: str, dist_of: Callable[[Latency], Stats | None], scale: float, stats: tuple[str, ...]
+) -> list[Figure]:
+    def getter(stat: str) -> Callable[[Metrics, Energy], float | None]:
+        def get(m: Metrics, _e: Energy) -> float | None:
+            value = getattr(dist_of(m.latency or Latency()) or Stats(), stat)
+            return None if value is None else value * scale
+
+        return get
+
+    return [Figure(f"{prefix}_{stat}", getter(stat)) for stat in stats]
+
+
+def _scaled(value: float | int | None, scale: float) -> float | None:
+    return None if value is None else value * scale
+
+
+def _lat(m: Metrics) -> Latency:
+    return m.latency or Latency()
+
+
+_LIST = [
+    *_distribution("ttft_ms", lambda lat: lat.ttft_seconds, 1e3, (*MEAN_CI, "p95")),
+    *_distribution("itl_ms", lambda lat: lat.itl_seconds, 1e3, (*MEAN_CI, "p95")),
+    *_distribution("e2e_ms", lambda lat: lat.e2e_request_seconds, 1e3, (*MEAN_CI, "p95")),
+    *_distribution("output_tok_s", lambda lat: lat.output_tokens_per_second, 1.0, MEAN_CI),
+    Figure(
+        "output_tok_s_total",
+        lambda m, e: (_lat(m).throughput or Throughput()).output_tokens_per_second,
+    ),
+    Figure("repeat_cv", lambda m, e: (_lat(m).throughput_per_repeat or Stats()).cv),
+    Figure("peak_mem_mib", lambda m, e: _scaled(m.memory.peak_bytes, 1 / MIB)),
+    Figure("model_footprint_mib", lambda m, e: _scaled(m.memory.model_footprint_bytes, 1 / MIB)),
+    Figure(
+        "energy_per_token_mj_gross",
+        lambda m, e: _scaled(e.per_output_token_joules.gross, 1e3),
+        energy=True,
+    ),
+    Figure(
+        "energy_per_token_mj_net",
+        lambda m, e: _scaled(e.per_output_token_joules.net, 1e3),
+        energy=True,
+    ),
+    Figure("emissions_g", lambda m, e: _scaled(e.emissions_kg, 1e3), energy=True),
+    Figure("repeats", lambda m, e: m.repeats),
+    Figure("requests", lambda m, e: _lat(m).requests),
+    Figure("output_tokens", lambda m, e: _lat(m).output_tokens),
+]
+FIGURES: dict[str, Figure] = {f.name: f for f in _LIST}
+
+
+def _number(value: Any) -> float:
+    """A finite number as float, else NaN (None, bools and text included)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    number = float(value)
+    return number if math.isfinite(number) else math.nan
+
+
+def headline_numbers(metrics: Metrics, energy: Energy | None) -> dict[str, float]:
+    """Every headline figure of one run, NaN where absent."""
+    energy = energy or Energy()
+    return {name: _number(f.get(metrics, energy)) for name, f in FIGURES.items()}
+
+
+# ---------------------------------------------------------------- keys of the typed sections
+
+
+def _section_type(kind: Any) -> type[Section] | None:
+    args = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+    inner = args[0]
+    return inner if isinstance(inner, type) and issubclass(inner, Section) else None
+
+
+def _is_number_type(kind: Any) -> bool:
+    args = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+    return all(a in (int, float) for a in args)
+
+
+def _leaves(section: type[Section], prefix: str) -> list[str]:
+    hints = typing.get_type_hints(section)
+    out: list[str] = []
+    for f in fields(section):  # type: ignore[arg-type]
+        kind = hints[f.name]
+        inner = _section_type(kind)
+        if inner is not None and is_dataclass(inner):
+            # An inline section's keys sit in the parent's dict (metrics' latency keys).
+            sub = prefix if f.metadata.get("inline") else f"{prefix}{f.name}."
+            out.extend(_leaves(inner, sub))
+        elif _is_number_type(kind):
+            out.append(prefix + f.name)
+    return out
+
+
+@functools.cache
+def section_keys() -> tuple[str, ...]:
+    """The numeric dotted keys of every typed section of ``result.json``."""
+    from runner.results import RunResult
+
+    hints = typing.get_type_hints(RunResult)
+    keys: list[str] = []
+    for f in fields(RunResult):
+        section = _section_type(hints[f.name])
+        if section is not None:
+            keys.extend(_leaves(section, f"{f.name}."))
+    return tuple(keys)
+
+
+def is_metric(name: str) -> bool:
+    return name in FIGURES or name in section_keys()
+
+
+def needs_energy(name: str) -> bool:
+    """Absent from every run with ``energy=off``."""
+    figure = FIGURES.get(name)
+    return figure.energy if figure is not None else name.startswith("energy.")
+
+
+def metric_names_text() -> str:
+    """The valid names, for an error message: the headline figures by name, section keys
+    by their sections."""
+    sections = sorted({k.split(".")[0] for k in section_keys()})
+    return (
+        ", ".join(FIGURES)
+        + "; or a numeric key of result section "
+        + "/".join(sections)
+        + " (e.g. metrics.ttft_seconds.p99; docs/results.md)"
+    )
+
+
+def metric_value(name: str, result: Mapping[str, Any] | None) -> float | None:
+    """The value of ``name`` in a result dict (as read from ``result.json``); None where the
+    run has none (not measured, energy off, not a finite number)."""
+    if not isinstance(result, Mapping):
+        return None
+    if name in FIGURES:
+        energy = result.get("energy")
+        value = FIGURES[name].get(
+            Metrics.from_dict(result.get("metrics")),
+            Energy.from_dict(energy) if isinstance(energy, Mapping) else Energy(),
+        )
+    else:
+        node: Any = result
+        for part in name.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        value = node
+    number = _number(value)
+    return None if math.isnan(number) else number

@@ -1,0 +1,1 @@
+"""Experiment tracking: MLflow runs for jobs and sweeps (``tracking=mlflow``)."""
