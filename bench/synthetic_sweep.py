@@ -31,7 +31,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from runner.config.dirname import job_dirname
+from runner.config.dirname import job_dirname, sweep_exclude_keys
 from runner.results import RunError, RunResult, Status
 from runner.sections.energy import Energy, EnergyComponent, GrossNet
 from runner.sections.metrics import Latency, Memory, Metrics, Stats, Throughput
@@ -362,12 +362,13 @@ def make_sweep(
         "hydra:\n  overrides:\n    hydra:\n    - hydra.mode=MULTIRUN\n    task:\n"
         + "".join(f"    - {t}\n" for t in task)
     )
+    exclude = sweep_exclude_keys(task)
     kinds = ["failed"] * failed + ["truncated"] * truncated + ["missing"] * missing
     first_broken = n - len(kinds)
     sweep = Sweep(root, [], {k: [] for k in ("failed", "truncated", "missing") if k in kinds})
     for index, factors in enumerate(points):
         overrides = [*COMMON, *(f"{k}={v}" for k, v in factors.items())]
-        run_dir = root / job_dirname(overrides, swept)  # as the runner names it
+        run_dir = root / job_dirname(overrides, exclude)  # as the runner names it
         _write_dir(run_dir, overrides)
         values = truth(factors, rng)
         if index >= first_broken:

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from bench.synthetic_sweep import Point, Sweep, make_sweep
-from runner.config.dirname import job_dirname
-from runner.config.overrides import expand, swept_keys
+from runner.config.dirname import job_dirname, sweep_exclude_keys
+from runner.config.overrides import expand
 from runner.report import build_report
 from runner.report.effects import factor_effects
 from runner.report.metrics import E2E
@@ -165,7 +165,7 @@ def test_broken_runs_are_counted_listed_and_rerunnable(tmp_path: Path) -> None:
     assert f"hydra.sweep.dir={sweep.root}" in argv
     task = [a for a in argv[4:] if not a.startswith("hydra.")]
     jobs = expand(task, multirun=True)
-    names = {job_dirname(job, swept_keys(task)) for job in jobs}
+    names = {job_dirname(job, sweep_exclude_keys(task)) for job in jobs}
     assert {d.name for d in sweep.broken["failed"]} <= names
     assert names <= {p.name for p in sweep.root.iterdir() if p.is_dir()}
     assert len(names) < 10
