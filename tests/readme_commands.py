@@ -27,6 +27,7 @@ SKIPS: list[tuple[str, str]] = [
     ("python3 -m venv", "creates and activates a virtualenv"),
     ("make test", "runs this test suite itself"),
     ("hydra/launcher=slurm", "submits to a Slurm cluster (there is none here)"),
+    ("mlflow ui", "starts MLflow's web server, which runs until it is stopped"),
     (
         "tests/slurm/cluster.sh",
         "starts and stops the suite's own Slurm cluster (tests/test_slurm.py runs it; "
@@ -51,8 +52,9 @@ PLACEHOLDERS = {
 # What a measured run (``python -m runner`` that runs jobs) gets instead of minutes of work;
 # applied by tests/readme_python.py, which the test puts first on PATH as ``python``.
 SUBSTITUTIONS = (
-    "model=tiny loading=cpu measure=quick energy=off workload.num_prompts=2 "
-    "decoding.max_new_tokens=4 measure.isolation=inline (replacing those keys); "
+    "model=tiny loading=cpu measure=quick workload.num_prompts=2 "
+    "decoding.max_new_tokens=4 measure.isolation=inline, energy=off unless the command "
+    "names an energy metric (replacing those keys); "
     "torch.compile's backend eager instead of inductor (a minute per compiled run here)"
 )
 
