@@ -17,10 +17,12 @@
 - ``metrics``: timing, throughput and memory, :class:`runner.sections.metrics.Metrics`
   (see README "Result fields"); distributions are :class:`~runner.sections.metrics.Stats`.
 - ``energy``: :class:`runner.sections.energy.Energy`, or ``null`` when energy is off.
+- ``quality``: :class:`runner.sections.quality.Quality` (perplexity, agreement with a
+  reference run, lm-eval), or ``null`` when the run did not get that far.
 - ``environment``: versions, hardware, git commit, Slurm ids.
 - ``error``: ``null`` or ``{type, message, traceback, phase}``.
 
-``metrics`` and ``energy`` are typed sections: written and read only through their
+``metrics``, ``energy`` and ``quality`` are typed sections: written and read only through their
 ``to_dict``/``from_dict`` (see :mod:`runner.sections.base` for how unknown, missing or
 mistyped keys are read). The per-request table is :mod:`runner.sections.requests`.
 """
@@ -40,6 +42,7 @@ from typing import Any
 
 from runner.sections.energy import Energy
 from runner.sections.metrics import Metrics
+from runner.sections.quality import Quality
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
@@ -56,7 +59,8 @@ class Phase(str, Enum):
 
     In order: ``config`` (validation, translation), ``baseline`` (idle energy baseline),
     ``load``, ``compile`` (up to and including the first, compiling call), ``verify``
-    (read-back), ``warmup``, ``measure``, ``energy`` (the energy summary), ``write``.
+    (read-back), ``warmup``, ``measure``, ``quality`` (perplexity, agreement, lm-eval: after
+    the timed and energy windows), ``energy`` (the energy summary), ``write``.
     """
 
     config = "config"
@@ -66,6 +70,7 @@ class Phase(str, Enum):
     verify = "verify"
     warmup = "warmup"
     measure = "measure"
+    quality = "quality"
     energy = "energy"
     write = "write"
 
@@ -93,6 +98,7 @@ class RunResult:
     workload: dict[str, Any] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     energy: Energy | None = None
+    quality: Quality | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     error: RunError | None = None
     schema_version: int = SCHEMA_VERSION
@@ -102,6 +108,7 @@ class RunResult:
         data["status"] = self.status.value
         data["metrics"] = self.metrics.to_dict()
         data["energy"] = None if self.energy is None else self.energy.to_dict()
+        data["quality"] = None if self.quality is None else self.quality.to_dict()
         # schema_version first: a reader can dispatch on it before anything else.
         return {"schema_version": data.pop("schema_version"), **data}
 
@@ -119,6 +126,7 @@ class RunResult:
 
         err = typed("error", dict, None)
         energy = data.get("energy")
+        quality = data.get("quality")
         return cls(
             status=Status(data["status"]),
             run_id=typed("run_id", str, ""),
@@ -133,6 +141,7 @@ class RunResult:
             workload=typed("workload", dict, None),
             metrics=Metrics.from_dict(data.get("metrics")),
             energy=Energy.from_dict(energy) if isinstance(energy, dict) else None,
+            quality=Quality.from_dict(quality) if isinstance(quality, dict) else None,
             environment=typed("environment", dict, {}),
             error=None
             if err is None

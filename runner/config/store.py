@@ -28,6 +28,7 @@ GROUP_SCHEMAS = {
     "workload": schema.WorkloadConfig,
     "measure": schema.MeasureConfig,
     "energy": schema.EnergyConfig,
+    "quality": schema.QualityConfig,
 }
 
 

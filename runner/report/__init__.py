@@ -2,7 +2,8 @@
 
 ``build_report([sweep_dir], out_dir, baseline="quant=none,compile=off")`` reads every run
 under the paths (see :mod:`runner.report.collect`), adds baseline ratios
-(:mod:`runner.report.compare`), draws the figures (:mod:`runner.report.plots`) and writes
+(:mod:`runner.report.compare`) and output agreement with the baseline
+(:mod:`runner.report.quality`), draws the figures (:mod:`runner.report.plots`) and writes
 ``summary.csv``, ``summary.parquet``, ``report.md`` and ``plots/*.png`` into ``out_dir``.
 """
 
@@ -26,7 +27,10 @@ from runner.report.collect import (
 )
 from runner.report.compare import add_relative_columns, resolve_baseline
 from runner.report.markdown import display_table, render_report
-from runner.report.plots import make_plots
+from runner.report.plots import NoData, make_plots
+from runner.report.quality import add_agreement
+from runner.report.quality_plot import FILE as QUALITY_PLOT
+from runner.report.quality_plot import plot_energy_quality
 from runner.report.samples import LatencySamples, read_latency_samples
 from runner.results import atomic_path
 
@@ -72,6 +76,16 @@ def _samples(records: list[RunRecord], labels: list[str]) -> dict[str, LatencySa
     return out
 
 
+def _quality_plot(df: pd.DataFrame, path: Path, plots: list[Path], skipped: list[str]) -> None:
+    try:
+        plots.append(plot_energy_quality(df, path))
+    except NoData as exc:
+        skipped.append(f"energy/quality pareto: {exc}")
+    except Exception as exc:  # a broken figure must not lose the report
+        skipped.append(f"energy/quality pareto: failed ({type(exc).__name__}: {exc})")
+        log.warning("plot energy/quality failed: %s: %s", type(exc).__name__, exc)
+
+
 def _write_parquet(df: pd.DataFrame, path: Path) -> Path | None:
     try:
         with atomic_path(path) as tmp:
@@ -102,6 +116,7 @@ def build_report(
     base = resolve_baseline(df, baseline) if baseline else None
     if base is not None:
         df = add_relative_columns(df, base)
+        df = add_agreement(df, base.row["run_dir"], base.label)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # Atomic like result.json: a report rebuilt while someone reads it is never half there.
@@ -112,6 +127,7 @@ def build_report(
 
     labels = list(df["label"])
     plots, skipped = make_plots(df, _samples(records, labels), out_dir / PLOTS_DIR)
+    _quality_plot(df, out_dir / PLOTS_DIR / QUALITY_PLOT, plots, skipped)
     text = render_report(
         df,
         environments={label: rec.environment for label, rec in zip(labels, records, strict=True)},

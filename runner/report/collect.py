@@ -4,6 +4,8 @@ Units of the headline columns: milliseconds (``*_ms_*``), output tokens per seco
 (``output_tok_s_*``), mebibytes (``*_mib``), millijoules per output token
 (``energy_per_token_mj_*``) and grams CO2-equivalent (``emissions_g``); ``repeat_cv`` is
 the coefficient of variation (a fraction) of output throughput between measured passes.
+The quality columns (perplexity, agreement, lm-eval) are described in
+:mod:`runner.report.quality`.
 
 Nothing here raises on a weird directory: a run that cannot be used becomes a row with
 status ``partial`` (no ``result.json`` yet) or ``unreadable`` (and the reason in ``error``).
@@ -21,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from runner.config.overrides import parse_lenient
+from runner.report import quality
 from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
 from runner.sections.energy import Energy
 from runner.sections.metrics import Latency, Metrics, Stats, Throughput
@@ -51,6 +54,7 @@ NUMERIC_COLUMNS = [f"{p}_{s}" for p, (_, _, stats) in DISTRIBUTIONS.items() for 
     "repeats",
     "requests",
     "output_tokens",
+    *quality.QUALITY_COLUMNS,
 ]
 HEADLINE_COLUMNS = [
     *NUMERIC_COLUMNS,
@@ -58,7 +62,9 @@ HEADLINE_COLUMNS = [
     "energy_is_estimate",
     "energy_warnings",
     "config_hash",
+    *quality.TEXT_COLUMNS,
 ]
+LM_EVAL_PREFIX = "lm_eval."  # one column per lm-eval task and metric, as the runs have them
 MIB = 2**20
 
 
@@ -295,6 +301,7 @@ def headline(rec: RunRecord) -> dict[str, Any]:
     row["energy_warnings"] = "; ".join(energy.warnings) or None
     config_hash = (rec.data or {}).get("config_hash")
     row["config_hash"] = config_hash if isinstance(config_hash, str) else None
+    row.update(quality.headline(rec.data))
     return row
 
 
@@ -322,6 +329,7 @@ def table(records: list[RunRecord], full: bool = False) -> pd.DataFrame:
     factors: list[str] = []
     rows: list[dict[str, Any]] = []
     extra: list[str] = []
+    lm_eval: list[str] = []
     for rec in records:
         data = rec.data or {}
         run_id = data.get("run_id")
@@ -337,6 +345,7 @@ def table(records: list[RunRecord], full: bool = False) -> pd.DataFrame:
                 factors.append(col)
             row[col] = value
         row.update(headline(rec))
+        lm_eval += [k for k in row if k.startswith(LM_EVAL_PREFIX) and k not in lm_eval]
         if full:
             for key, value in flatten(data).items():
                 if key not in row and key not in reserved:
@@ -347,9 +356,10 @@ def table(records: list[RunRecord], full: bool = False) -> pd.DataFrame:
     swept = [f for f in factors if len({r.get(f) for r in rows}) > 1]
     for row, label in zip(rows, _labels(rows, swept), strict=True):
         row["label"] = label
-    columns = BASE_COLUMNS + factors + HEADLINE_COLUMNS + [c for c in extra if c not in factors]
+    columns = BASE_COLUMNS + factors + HEADLINE_COLUMNS + sorted(lm_eval)
+    columns += [c for c in extra if c not in factors and c not in lm_eval]
     df = pd.DataFrame(rows, columns=columns)
-    for col in NUMERIC_COLUMNS:
+    for col in [*NUMERIC_COLUMNS, *lm_eval]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     df["energy_is_estimate"] = df["energy_is_estimate"].astype(object)
     df.attrs["factors"] = factors

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from runner.report import quality
 from runner.report.collect import STATUSES, swept_factors
 from runner.report.compare import RATIO_METHOD, pareto_axes, pareto_front
 from runner.results import flatten
@@ -101,6 +102,8 @@ def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFram
                 fmt_num(v) + ("*" if mark and e and fmt_num(v) else "")
                 for v, e in zip(df[column], estimate, strict=True)
             ]
+    for header, cells in quality.display_columns(df, fmt_ci).items():
+        out[header] = cells
     for header, column in RATIO_COLUMNS:
         if _has(df, column):
             out[header] = [
@@ -289,7 +292,11 @@ def render_report(
             f"- **{r['status']}** `{r['run_dir']}`: {r['error'] or 'no reason recorded'}"
             for _, r in bad.iterrows()
         ]
-    out += ["", "## Energy/latency Pareto front", "", _pareto_lines(df), "", "## Figures", ""]
+    out += ["", "## Energy/latency Pareto front", "", _pareto_lines(df), ""]
+    energy_axes = pareto_axes(df)
+    quality_text = quality.section(df, energy_axes and energy_axes[1], pareto_front, fmt_num)
+    out += [quality_text, ""] if quality_text else []
+    out += ["## Figures", ""]
     figures = [f"![{Path(p).stem}]({Path(p).as_posix()})\n" for p in plots]
     out += figures or ["No figure drawn."]
     if skipped_plots:

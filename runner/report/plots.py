@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 from runner.measure.stats import summarize
 from runner.report.collect import swept_factors
 from runner.report.compare import pareto_axes, pareto_front
+from runner.report.quality import AXIS_LABELS as QUALITY_LABELS
+from runner.report.quality import factor_panels
 from runner.report.samples import LatencySamples
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ AXIS_LABELS = {
     "energy_per_token_mj_gross": "energy per output token, gross (mJ)",
     "energy_per_token_mj_net": "energy per output token, net (mJ)",
     "output_tok_s_mean": "output throughput, mean over batches (tok/s)",
+    **QUALITY_LABELS,
 }
 
 
@@ -134,7 +137,8 @@ def _fmt_level(factor: str, value: object) -> str:
 
 
 def plot_factor_bars(df: pd.DataFrame, factor: str, path: Path) -> Path:
-    """Output throughput and energy per token for each level of ``factor``, 95% CI bars.
+    """Output throughput, energy per token and quality (perplexity, token agreement) for
+    each level of ``factor``, 95% CI bars.
 
     One bar per run (grouped by the other swept factors); runs with identical factors
     are averaged with a t-interval across them.
@@ -146,6 +150,7 @@ def plot_factor_bars(df: pd.DataFrame, factor: str, path: Path) -> Path:
     energy = pareto_axes(df)
     if energy is not None:
         panels.append((energy[1], None))
+    panels += factor_panels(df)
     others = [f for f in swept_factors(data) if f != factor]
     levels = sorted(data[factor].astype(object).unique(), key=_level_key)
     groups = data.groupby(others, dropna=False, sort=True) if others else [((), data)]
@@ -184,7 +189,7 @@ def plot_factor_bars(df: pd.DataFrame, factor: str, path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     if others:
         axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle(f"{factor}: throughput and energy (error bars: 95% CI)")
+    fig.suptitle(f"{factor}: throughput, energy and quality (error bars: 95% CI)")
     return _save(fig, path)
 
 
