@@ -438,7 +438,8 @@ class QualityConfig:
         "UTF-8 text file to score instead of the built-in evaluation text", only_with=QUALITY_ON
     )
     max_tokens: int | None = _help(
-        "tokens scored at most, in windows spread evenly over the text (unset: every token)",
+        "tokens to score: max_tokens // window full windows (at least one), spread evenly "
+        "over the text (unset: every window)",
         range=AT_LEAST_1,
         only_with=QUALITY_ON,
     )

@@ -95,7 +95,7 @@ def plan_windows(n_tokens: int, window: int, max_tokens: int | None) -> list[tup
     k = min(k, len(full))
     if k == 1:
         return [full[0]]
-    return [full[round(i * (len(full) - 1) / (k - 1))] for i in range(k)]
+    return [full[int(i * (len(full) - 1) / (k - 1) + 0.5)] for i in range(k)]
 
 
 def score(

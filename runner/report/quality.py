@@ -227,7 +227,8 @@ def section(df: pd.DataFrame, energy_column: str | None, front: Any, fmt_num: An
                 f"{r['label']} ({fmt_num(r[column])}, {fmt_num(r[energy_column])} mJ/token)"
                 for _, r in on.sort_values(column).iterrows()
             )
-            lines.append(f"- Energy/{column} Pareto front: {items or 'no run'}.")
+            name = "token agreement" if column == "token_agreement_mean" else column
+            lines.append(f"- Energy/{name} Pareto front: {items or 'no run'}.")
     if notes:
         lines += ["", "Not compared:", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines)
