@@ -19,6 +19,9 @@ NOISE_KEYS = (
     "decoding.seed",
     "workload.seed",
     "model.init_seed",
+    "quality.text_path",
+    "quality.reference",
+    "quality.task_dir",
 )
 MAX_LENGTH = 120
 # Set by the entry for a multirun; exported to launcher jobs with the environment.
