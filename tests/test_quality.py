@@ -30,7 +30,7 @@ from runner.quality.outputs import (
 from runner.quality.perplexity import TokenizedText, perplexity, plan_windows, score
 from runner.quality.text import QualityInputError, builtin_text, user_text
 from runner.report import build_report
-from runner.report.quality import headline
+from runner.report.quality import headline, perplexity_ratio
 from runner.sections.quality import PerplexityEval, Quality
 from tests.test_report import result, write_run
 
@@ -239,18 +239,31 @@ def test_outputs_file_round_trip(tmp_path):
 # --- reference runs ----------------------------------------------------------------------
 
 
+def _evaluation(nll: list[float], scored: list[int] | None = None) -> PerplexityEval:
+    scored = scored or [255] * len(nll)
+    return PerplexityEval(
+        text_sha256="t",
+        text_tokens=5000,
+        window_tokens=256,
+        tokens_scored=sum(scored),
+        window_nll=tuple(nll),
+        window_scored=tuple(scored),
+    )
+
+
 def _run_with_outputs(
     root: Path, name: str, outputs: list[tuple[int, ...]], *, fp: str = "w1", **kw
 ) -> Path:
     ppl = kw.pop("ppl", 20.0)
     data = result([name], **kw)
     data["workload"] = {"token_ids_sha256": fp}
+    log_ppl = math.log(ppl)
     data["quality"] = Quality(
         mode="perplexity",
         perplexity=ppl,
         perplexity_ci95_low=19.0,
         perplexity_ci95_high=21.0,
-        evaluation=PerplexityEval(tokens_scored=1020),
+        evaluation=_evaluation([log_ppl - 0.5, log_ppl + 0.1, log_ppl + 0.4]),
     ).to_dict()
     run_dir = write_run(root, name, data)
     write_outputs(run_dir / OUTPUTS_FILE, _records(outputs))
@@ -303,6 +316,20 @@ def quality_sweep(tmp_path) -> Path:
     return root
 
 
+def test_perplexity_ratio_is_paired_over_windows():
+    base = _evaluation([2.0, 3.0, 4.0])
+    shifted = _evaluation([2.0 + math.log(1.1), 3.0 + math.log(1.1), 4.0 + math.log(1.1)])
+    assert perplexity_ratio(base, shifted) == pytest.approx((1.1, 1.1, 1.1))
+    noisy = _evaluation([2.05, 3.2, 4.1])
+    ratio, low, high = perplexity_ratio(base, noisy)
+    assert ratio == pytest.approx(math.exp((0.05 + 0.2 + 0.1) / 3))
+    assert low < ratio < high
+    # The windows differ (another tokenizer, text or budget): no ratio.
+    assert perplexity_ratio(base, _evaluation([2.0, 3.0])) is None
+    assert perplexity_ratio(base, _evaluation([2.0, 3.0, 4.0], [255, 255, 100])) is None
+    assert perplexity_ratio(base, None) is None
+
+
 def test_quality_columns_come_from_the_result_alone():
     data = result(["quant=none"])
     assert math.isnan(headline(data)["perplexity"])  # an old result: no quality section
@@ -325,8 +352,10 @@ def test_report_with_baseline_adds_agreement_and_refuses_other_workloads(quality
     assert df.loc["nf4", "agreement_reference"] == "quant=none"
     assert math.isnan(df.loc["int8", "token_agreement_mean"])  # another workload
     assert df.loc["nf4", "perplexity"] == 21.0
+    assert df.loc["nf4", "perplexity_ratio"] == pytest.approx(21.0 / 20.0)
+    assert df.loc["none", "perplexity_ratio"] == pytest.approx(1.0)
     text = out.report_md.read_text()
-    assert "| perplexity | token agree | exact match |" in text.replace(" | speed-up", "")[:3000]
+    assert "| perplexity | ppl × | token agree | exact match | speed-up |" in text
     assert "Not compared:" in text and "quant=int8 and baseline quant=none measured " in text
     front = next(line for line in text.splitlines() if "Energy/perplexity Pareto front" in line)
     assert "quant=nf4 (21.00, 160.0 mJ/token)" in front and "quant=none" not in front

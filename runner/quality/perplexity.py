@@ -58,6 +58,8 @@ class Perplexity:
     nll_per_token: float
     by_kind: dict[str, float]
     tokens_by_kind: dict[str, int]
+    window_nll: tuple[float, ...]  # mean NLL of each window, in window order
+    window_scored: tuple[int, ...]  # tokens scored in each window
 
 
 def tokenize(text: EvalText, tokenizer: Any) -> TokenizedText:
@@ -148,6 +150,10 @@ def perplexity(scores: Scores) -> Perplexity:
     by_kind: dict[str, list[float]] = {}
     for value, kind in zip(scores.nll, scores.kind, strict=True):
         by_kind.setdefault(kind, []).append(value)
+    by_window: dict[int, list[float]] = {}
+    for value, window in zip(scores.nll, scores.window, strict=True):
+        by_window.setdefault(window, []).append(value)
+    windows = sorted(by_window)
     return Perplexity(
         value=math.exp(mean),
         ci95_low=math.exp(stats.ci95_low) if stats.ci95_low is not None else None,
@@ -155,6 +161,8 @@ def perplexity(scores: Scores) -> Perplexity:
         nll_per_token=mean,
         by_kind={k: math.exp(math.fsum(v) / len(v)) for k, v in sorted(by_kind.items())},
         tokens_by_kind={k: len(v) for k, v in sorted(by_kind.items())},
+        window_nll=tuple(math.fsum(by_window[w]) / len(by_window[w]) for w in windows),
+        window_scored=tuple(len(by_window[w]) for w in windows),
     )
 
 
@@ -195,6 +203,8 @@ def measure_perplexity(
         nll_per_token=result.nll_per_token,
         perplexity_by_kind=result.by_kind,
         tokens_by_kind=result.tokens_by_kind,
+        window_nll=result.window_nll,
+        window_scored=result.window_scored,
         seconds=time.perf_counter() - t0,
         method=METHOD.format(window=window, batch=batch_size, which=which),
     )

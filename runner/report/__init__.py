@@ -25,10 +25,10 @@ from runner.report.collect import (
     load_run,
     table,
 )
-from runner.report.compare import add_relative_columns, resolve_baseline
+from runner.report.compare import Baseline, add_relative_columns, resolve_baseline
 from runner.report.markdown import display_table, render_report
 from runner.report.plots import NoData, make_plots
-from runner.report.quality import add_agreement
+from runner.report.quality import compare_with_baseline
 from runner.report.quality_plot import FILE as QUALITY_PLOT
 from runner.report.quality_plot import plot_energy_quality
 from runner.report.samples import LatencySamples, read_latency_samples
@@ -76,6 +76,14 @@ def _samples(records: list[RunRecord], labels: list[str]) -> dict[str, LatencySa
     return out
 
 
+def _compare_quality(df: pd.DataFrame, records: list[RunRecord], base: Baseline) -> pd.DataFrame:
+    results = [rec.data for rec in records]
+    base_result = (
+        results[base.index] if base.index is not None else load_run(base.row["run_dir"]).data
+    )
+    return compare_with_baseline(df, results, base.row["run_dir"], base.label, base_result)
+
+
 def _quality_plot(df: pd.DataFrame, path: Path, plots: list[Path], skipped: list[str]) -> None:
     try:
         plots.append(plot_energy_quality(df, path))
@@ -116,7 +124,7 @@ def build_report(
     base = resolve_baseline(df, baseline) if baseline else None
     if base is not None:
         df = add_relative_columns(df, base)
-        df = add_agreement(df, base.row["run_dir"], base.label)
+        df = _compare_quality(df, records, base)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # Atomic like result.json: a report rebuilt while someone reads it is never half there.

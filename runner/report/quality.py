@@ -9,7 +9,9 @@ fractions and token indices) with ``agreement_requests`` and ``agreement_referen
 Agreement comes from the run's own ``quality.agreement`` (against its ``quality.reference``)
 unless the report has a baseline: then every ok run is compared with the baseline run,
 which is the one place the report opens ``outputs.parquet`` files. Runs whose workload
-differs from the baseline's are not compared; each gets one line saying so.
+differs from the baseline's are not compared; each gets one line saying so. With a
+baseline the table also gets ``perplexity_ratio`` (run / baseline) with a paired 95% CI
+over the windows both runs scored (from ``result.json``: no extra file).
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import Any
 
 import pandas as pd
 
+from runner.measure.stats import summarize
 from runner.quality.agreement import METHOD as AGREEMENT_METHOD
 from runner.quality.agreement import agreement, check_same_workload, fingerprint
 from runner.quality.outputs import OUTPUTS_FILE, read_outputs
 from runner.quality.text import QualityInputError
 from runner.sections.metrics import Stats
-from runner.sections.quality import Agreement, Quality
+from runner.sections.quality import Agreement, PerplexityEval, Quality
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,12 @@ QUALITY_COLUMNS = [
     "agreement_requests",
 ]
 TEXT_COLUMNS = ["agreement_reference", "workload_sha256"]
+RATIO = "perplexity_ratio"
+RATIO_COLUMNS = [RATIO, f"{RATIO}_ci95_low", f"{RATIO}_ci95_high"]
+RATIO_METHOD = (
+    "run / baseline perplexity over the same windows of the same text; 95% CI from the "
+    "paired per-window differences of mean NLL (cluster-robust over windows), through exp"
+)
 NOTES = "agreement_notes"  # df.attrs key: one line per run that was not compared
 AXIS_LABELS = {
     "perplexity": "perplexity on the evaluation text",
@@ -94,18 +103,64 @@ def headline(data: dict[str, Any] | None) -> dict[str, Any]:
     return row
 
 
-def add_agreement(df: pd.DataFrame, baseline_dir: str | Path, baseline_label: str) -> pd.DataFrame:
-    """Copy of ``df`` whose agreement columns compare every ok run with the baseline run.
+def _evaluation(data: dict[str, Any] | None) -> PerplexityEval | None:
+    raw = (data or {}).get("quality")
+    return Quality.from_dict(raw).evaluation if isinstance(raw, dict) else None
+
+
+def perplexity_ratio(
+    base: PerplexityEval | None, run: PerplexityEval | None
+) -> tuple[float, float, float] | None:
+    """``(ratio, low, high)`` of run / baseline perplexity, paired over windows; None unless
+    both scored the same windows of the same text (same hash, tokens and window sizes)."""
+    if base is None or run is None or not base.window_nll:
+        return None
+    same = (
+        base.text_sha256 == run.text_sha256
+        and base.text_tokens == run.text_tokens
+        and base.window_tokens == run.window_tokens
+        and base.window_scored == run.window_scored
+        and len(base.window_nll) == len(run.window_nll) == len(base.window_scored)
+    )
+    if not same:
+        return None
+    values: list[float] = []
+    clusters: list[int] = []
+    pairs = zip(base.window_nll, run.window_nll, base.window_scored, strict=True)
+    for w, (b, r, n) in enumerate(pairs):
+        values += [r - b] * n  # each token of the window carries its window's difference
+        clusters += [w] * n
+    stats = summarize(values, clusters, unit="window")
+    if stats.mean is None:
+        return None
+    low = math.exp(stats.ci95_low) if stats.ci95_low is not None else math.nan
+    high = math.exp(stats.ci95_high) if stats.ci95_high is not None else math.nan
+    return math.exp(stats.mean), low, high
+
+
+def compare_with_baseline(
+    df: pd.DataFrame,
+    results: list[dict[str, Any] | None],
+    baseline_dir: str | Path,
+    baseline_label: str,
+    baseline_result: dict[str, Any] | None,
+) -> pd.DataFrame:
+    """Copy of ``df`` comparing every ok run with the baseline run: ``perplexity_ratio``
+    (from ``results``, each row's parsed ``result.json``) and the agreement columns.
 
     Reads the baseline's ``outputs.parquet`` once and each compared run's once. A run
     that cannot be compared (another workload, no outputs) gets empty columns and one line
     in ``df.attrs["agreement_notes"]``.
     """
-    out = df.copy()
+    out = _add_ratio(df, results, baseline_result)
     notes: list[str] = []
     base_dir = Path(baseline_dir)
     base_rows = out[out["run_dir"].map(lambda d: Path(d).resolve() == base_dir.resolve())]
-    base_fp = base_rows.iloc[0]["workload_sha256"] if len(base_rows) else _fingerprint_of(base_dir)
+    base_fp = (
+        base_rows.iloc[0]["workload_sha256"]
+        if len(base_rows)
+        else fingerprint(baseline_result or {})
+    )
     try:
         reference = read_outputs(base_dir / OUTPUTS_FILE)
     except Exception as exc:
@@ -146,13 +201,18 @@ def add_agreement(df: pd.DataFrame, baseline_dir: str | Path, baseline_label: st
     return out
 
 
-def _fingerprint_of(run_dir: Path) -> str | None:
-    from runner.results import ResultReadError, read_result
-
-    try:
-        return fingerprint(read_result(run_dir))
-    except (OSError, ResultReadError):
-        return None
+def _add_ratio(
+    df: pd.DataFrame, results: list[dict[str, Any] | None], baseline_result: dict[str, Any] | None
+) -> pd.DataFrame:
+    out = df.copy()
+    base = _evaluation(baseline_result)
+    ratios = []
+    for data, status in zip(results, out["status"], strict=True):
+        got = perplexity_ratio(base, _evaluation(data)) if status == "ok" else None
+        ratios.append(got or (math.nan,) * 3)
+    for position, column in enumerate(RATIO_COLUMNS):
+        out[column] = [r[position] for r in ratios]
+    return out
 
 
 def _has(df: pd.DataFrame, column: str) -> bool:
@@ -171,6 +231,12 @@ def display_columns(df: pd.DataFrame, fmt_ci: Any) -> dict[str, list[str]]:
                 df["perplexity_ci95_high"],
                 strict=True,
             )
+        ]
+    if _has(df, RATIO):
+        baseline = df.get("is_baseline", pd.Series(False, index=df.index))
+        out["ppl ×"] = [
+            "baseline" if base else fmt_ci(r, lo, hi)
+            for r, lo, hi, base in zip(*(df[c] for c in RATIO_COLUMNS), baseline, strict=True)
         ]
     for header, prefix in (("token agree", "token_agreement"), ("exact match", "exact_match")):
         if _has(df, f"{prefix}_mean"):
@@ -218,6 +284,8 @@ def section(df: pd.DataFrame, energy_column: str | None, front: Any, fmt_num: An
         "mean [95% CI over windows]; the same text and settings in every run for it to compare.",
         f"- **token agree / exact match** (against `agreement_reference`): {AGREEMENT_METHOD}.",
     ]
+    if _has(df, RATIO):
+        lines.append(f"- **ppl ×** (`perplexity_ratio`): {RATIO_METHOD}.")
     if energy_column is not None:
         for column, higher in axes:
             ok = df[(df["status"] == "ok") & df[column].notna() & df[energy_column].notna()]

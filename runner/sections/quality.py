@@ -18,6 +18,7 @@ class PerplexityEval(Section):
     """How the perplexity was obtained: the text, what was scored, the time it took.
 
     ``nll_per_token`` is the mean negative log-likelihood (nats) of the scored tokens;
+    ``text_sha256`` with the window fields says which tokens were scored;
     ``perplexity_by_kind`` splits the built-in text's tokens by the kind of passage they
     belong to (prose, code, dialogue); a user's text is one kind, ``text``.
     """
@@ -32,6 +33,10 @@ class PerplexityEval(Section):
     nll_per_token: float | None = None
     perplexity_by_kind: dict[str, float] = field(default_factory=dict)
     tokens_by_kind: dict[str, int] = field(default_factory=dict)
+    # Per window, in text order: its mean NLL and the tokens it scored. Two runs that scored
+    # the same windows are compared window by window (a paired perplexity ratio).
+    window_nll: tuple[float, ...] = ()
+    window_scored: tuple[int, ...] = ()
     seconds: float | None = None
     method: str | None = None
 
