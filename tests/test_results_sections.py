@@ -14,6 +14,7 @@ from runner.measure.stats import STAT_KEYS, summarize
 from runner.results import RunError, RunResult, Status, read_result, write_result
 from runner.sections.energy import Energy, EnergyBaseline, EnergyComponent, GpuNvml, GrossNet
 from runner.sections.metrics import Latency, Memory, Metrics, Stats, Throughput
+from runner.sections.quality import Agreement, LmEval, PerplexityEval, Quality
 from runner.sections.warnings import LibraryWarning, NamedWarning, WarningsDetail
 
 LATENCY_KEYS = [f.name for f in fields(Latency)]
@@ -53,6 +54,20 @@ def _full_result() -> RunResult:
         is_estimate=False,
         warnings=("w1", "w2"),
     )
+    quality = Quality(
+        mode="lm_eval",
+        perplexity=20.0,
+        perplexity_ci95_low=18.0,
+        perplexity_ci95_high=22.5,
+        evaluation=PerplexityEval(
+            text="builtin", tokens_scored=1020, perplexity_by_kind={"code": 9.5}, method="m"
+        ),
+        agreement=Agreement(
+            reference="/runs/a", requests=3, token_match=summarize([1.0, 0.5, 0.75])
+        ),
+        lm_eval=LmEval(tasks=("t",), results={"t": {"acc": 0.5, "acc_stderr": 0.1}}),
+        seconds=2.0,
+    )
     return RunResult(
         status=Status.ok,
         run_id="r",
@@ -63,6 +78,7 @@ def _full_result() -> RunResult:
         config={"model": {"name": "tiny"}},
         metrics=metrics,
         energy=energy,
+        quality=quality,
         error=RunError("E", "boom\nmore", None, "measure"),
         warnings=["compile.graph_breaks: 2 graph break(s)", "bitsandbytes WARNING: cast"],
         warnings_detail=WarningsDetail(

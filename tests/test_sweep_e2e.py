@@ -53,6 +53,7 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
         "main_effects_e2e_ms_mean",
         "interaction_e2e_ms_mean",
         "latency_distributions",
+        "pareto_energy_quality",
     }
     for plot in plots:
         assert plot.read_bytes()[:8] == PNG and plot.stat().st_size > 1000
@@ -60,6 +61,7 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
     table = pd.read_csv(sweep / "summary.csv")
     assert len(table) == 4 and set(table["status"]) == {"ok"}
     assert table["energy_per_token_mj_gross"].notna().all()
+    assert table["perplexity"].notna().all() and (table["perplexity_tokens"] > 0).all()
     first = (sweep / "report.md").read_text()
 
     for name in ("summary.csv", "summary.parquet", "report.md"):

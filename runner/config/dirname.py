@@ -34,6 +34,9 @@ NOISE_KEYS = (
     "tracking",
     "tracking.uri",
     "tracking.experiment",
+    "quality.text_path",
+    "quality.reference",
+    "quality.task_dir",
 )
 MAX_LENGTH = 120
 EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"

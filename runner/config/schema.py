@@ -126,6 +126,11 @@ class Violation(str, Enum):
 class TrackingBackend(str, Enum):
     off = "off"
     mlflow = "mlflow"
+class QualityMode(str, Enum):
+    off = "off"
+    perplexity = "perplexity"
+    full = "full"
+    lm_eval = "lm_eval"
 
 
 # Which fields apply when: the one table validation, translation and the docs read.
@@ -141,6 +146,13 @@ BEAM_REQUIRED = OnlyWith("mode", (DecodingMode.beam,), "decoding=beam", required
 PROMPT_LOOKUP = OnlyWith("mode", (DecodingMode.prompt_lookup,), "decoding=prompt-lookup")
 FILE = OnlyWith("kind", (WorkloadKind.file,), "workload=file", required=True)
 SYNTHETIC = OnlyWith("kind", (WorkloadKind.synthetic,), "workload=synthetic", required=True)
+QUALITY_ON = OnlyWith(
+    "mode",
+    (QualityMode.perplexity, QualityMode.full, QualityMode.lm_eval),
+    "quality other than off",
+)
+LM_EVAL = OnlyWith("mode", (QualityMode.lm_eval,), "quality=lm-eval")
+LM_EVAL_REQUIRED = OnlyWith("mode", (QualityMode.lm_eval,), "quality=lm-eval", required=True)
 
 
 @dataclass
@@ -446,6 +458,60 @@ class SearchConfig:
 
 
 @dataclass
+class QualityConfig:
+    """What a saving does to the output, measured after the timed and energy windows.
+
+    ``perplexity`` (default) scores ``max_tokens`` tokens of an evaluation text,
+    teacher-forced, with the model exactly as it was measured (quantization, dtype,
+    placement, compiled forward); ``full`` scores the whole text; ``lm-eval`` adds
+    lm-evaluation-harness tasks on the same loaded model (install the ``lm-eval`` extra);
+    ``off`` skips all of it. The text is the built-in one (about 5,000 tokens of prose, code
+    and dialogue written for this project, ``runner/data/EVAL_TEXT.md``) unless ``text_path``
+    names a UTF-8 text file. The output token ids of every measured request are written to
+    ``outputs.parquet`` in every mode, so a report can compare runs: with
+    ``reference=<run dir>`` the run records its agreement with that run (same workload only,
+    checked before anything is measured). With compilation on, the first teacher-forced
+    forward compiles a new shape: its time is in ``quality.seconds``, never in the measured
+    figures. Details: ``docs/quality.md``.
+    """
+
+    mode: QualityMode = _help("off, perplexity, full or lm_eval", MISSING)
+    text_path: str | None = _help(
+        "UTF-8 text file to score instead of the built-in evaluation text", only_with=QUALITY_ON
+    )
+    max_tokens: int | None = _help(
+        "tokens to score: max_tokens // window full windows (at least one), spread evenly "
+        "over the text (unset: every window)",
+        range=AT_LEAST_1,
+        only_with=QUALITY_ON,
+    )
+    window: int = _help(
+        "tokens per teacher-forced window; the first token of each has no context and is "
+        "not scored",
+        256,
+        range=Range(low=2),
+    )
+    batch_size: int = _help(
+        "windows per forward pass (and lm-eval's batch size)", 4, range=AT_LEAST_1
+    )
+    reference: str | None = _help(
+        "a run directory to compare this run's outputs with (token agreement, exact match, "
+        "first divergence)",
+        only_with=QUALITY_ON,
+    )
+    tasks: list[str] | None = _help(
+        "lm-eval task names (the built-in offline task: sweep_runner_facts)",
+        only_with=LM_EVAL_REQUIRED,
+    )
+    task_dir: str | None = _help(
+        "a directory of your own lm-eval task YAML files (data on disk)", only_with=LM_EVAL
+    )
+    limit: int | None = _help(
+        "lm-eval examples per task at most (unset: all)", range=AT_LEAST_1, only_with=LM_EVAL
+    )
+
+
+@dataclass
 class TrackingConfig:
     """Experiment tracking (``tracking=mlflow``, see docs/tracking.md).
 
@@ -476,6 +542,7 @@ class RunConfig:
     energy: EnergyConfig = MISSING
     search: SearchConfig = MISSING
     tracking: TrackingConfig = MISSING
+    quality: QualityConfig = MISSING
     cache_dir: str | None = _help(
         "where generated models are cached (default: $RUNNER_CACHE or ~/.cache/llm-sweep-runner)"
     )

@@ -32,6 +32,7 @@ GROUP_SCHEMAS = {
     "energy": schema.EnergyConfig,
     "search": schema.SearchConfig,
     "tracking": schema.TrackingConfig,
+    "quality": schema.QualityConfig,
 }
 
 

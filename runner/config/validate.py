@@ -114,6 +114,7 @@ def validate(cfg: RunConfig, facts: Facts | None = None) -> None:
     _validate_workload(cfg)
     _validate_measure(cfg)
     _validate_energy(cfg)
+    _validate_quality(cfg)
 
 
 def _validate_model(cfg: RunConfig) -> None:
@@ -307,3 +308,14 @@ def _validate_energy(cfg: RunConfig) -> None:
     if e.gpu_ids is not None:
         for i in e.gpu_ids:
             _check(i >= 0, "energy.gpu_ids", e.gpu_ids, "GPU indices must be >= 0")
+
+
+def _validate_quality(cfg: RunConfig) -> None:
+    q = cfg.quality
+    check_fields(q, "quality")
+    for name in q.tasks or ():
+        _check(bool(name.strip()), "quality.tasks", list(q.tasks), "task names must not be empty")
+    if q.tasks is not None:
+        _check(bool(q.tasks), "quality.tasks", [], "name at least one lm-eval task")
+    for name, value in (("text_path", q.text_path), ("reference", q.reference)):
+        _check(value != "", f"quality.{name}", value, "give a path, or leave it unset")

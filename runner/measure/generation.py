@@ -46,7 +46,13 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
 class CallResult:
     timing: CallTiming
     output_tokens: tuple[int, ...]  # per request, exact
-    first_row_ids: tuple[int, ...] = ()  # new tokens of the first request, for a sample
+    # Per request, its new token ids up to and including the first EOS (what was counted).
+    output_ids: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def first_row_ids(self) -> tuple[int, ...]:
+        """New tokens of the first request, for a sample."""
+        return self.output_ids[0] if self.output_ids else ()
 
 
 def timed_generate(
@@ -79,8 +85,9 @@ def timed_generate(
     sequences = out.sequences if hasattr(out, "sequences") else out
     new_ids = sequences[:, input_ids.shape[1] :]
     counts = count_new_tokens(new_ids, eos_ids)
+    rows = new_ids.tolist()
     return CallResult(
         timing=timing,
         output_tokens=tuple(counts),
-        first_row_ids=tuple(int(t) for t in new_ids[0, : counts[0]].tolist()),
+        output_ids=tuple(tuple(row[:n]) for row, n in zip(rows, counts, strict=True)),
     )

@@ -2,7 +2,8 @@
 
 ``build_report([sweep_dir], out_dir, baseline="quant=none,compile=off")`` reads every run
 under the paths once, from its ``result.json`` alone (:mod:`runner.report.collect`), adds
-baseline ratios and the Pareto front (:mod:`runner.report.compare`), works out what each
+baseline ratios and the Pareto front (:mod:`runner.report.compare`) and output agreement
+with the baseline (:mod:`runner.report.quality`), works out what each
 factor does (:mod:`runner.report.effects`), draws the figures (:mod:`runner.report.plots`)
 and writes ``summary.csv``, ``summary.parquet``, ``effects.csv``, ``report.md``
 (:mod:`runner.report.markdown`) and ``plots/*.png`` into ``out_dir``. The same runs give
@@ -20,12 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from runner.report.collect import ReportError, collect, find_run_dirs, scan
+from runner.report.collect import ReportError, collect, find_run_dirs, load_run, scan
 from runner.report.compare import add_relative_columns, front_mask, pareto_metrics, resolve_baseline
 from runner.report.data import ReportData
 from runner.report.effects import effects_frame
 from runner.report.markdown import best_section, display_table, render_report, status_line
 from runner.report.plots import make_plots
+from runner.report.quality import compare_with_baseline, evaluation
 from runner.report.search import search_section
 from runner.results import atomic_path
 
@@ -106,6 +108,12 @@ def build_report(
     base = resolve_baseline(df, baseline) if baseline else None
     if base is not None:
         df = add_relative_columns(df, base)
+        base_eval = (
+            found.evaluations[df.index.get_loc(base.index)]
+            if base.index is not None
+            else evaluation(load_run(Path(base.row["run_dir"])).data)
+        )
+        df = compare_with_baseline(df, found.evaluations, base, base_eval)
     front = pareto_metrics(df)
     df["on_pareto_front"] = front_mask(df, *front) if front else False
     data = ReportData(df, found.environments, found.settings, base, [str(p) for p in paths])

@@ -4,6 +4,8 @@ Units of the headline columns: milliseconds (``*_ms_*``), output tokens per seco
 (``output_tok_s_*``), mebibytes (``*_mib``), millijoules per output token
 (``energy_per_token_mj_*``) and grams CO2-equivalent (``emissions_g``); ``repeat_cv`` is
 the coefficient of variation (a fraction) of output throughput between measured passes.
+The quality columns (perplexity, agreement, ``lm_eval.<task>.<metric>``) are described in
+:mod:`runner.report.quality`.
 
 Nothing here raises on a weird directory: a run that cannot be used becomes a row with
 status ``partial`` (no ``result.json`` yet) or ``unreadable`` (and the reason in ``error``).
@@ -22,11 +24,13 @@ from typing import Any
 import pandas as pd
 
 from runner.config.overrides import Setting, parse_lenient
+from runner.report import quality
 from runner.report.variation import Variation
 from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
 from runner.sections.energy import Energy
 from runner.sections.figures import FIGURES, headline_numbers
 from runner.sections.metrics import Metrics
+from runner.sections.quality import PerplexityEval
 from runner.sections.warnings import WarningsDetail
 
 HYDRA_DIR = ".hydra"
@@ -37,10 +41,12 @@ BASE_COLUMNS = ["run_dir", "run_id", "label", "status", "error", "error_type", "
 SETTING_GROUPS = ("measure", "energy", "workload", "model")  # the report's settings section
 DELETED = "(deleted)"  # the value of a factor a run deleted (``~energy``)
 
-# The numeric headline columns: one registry shared with search objectives and tracking.
-NUMERIC_COLUMNS = list(FIGURES)
+# The numeric headline columns: one registry shared with search objectives and tracking,
+# and the quality section's columns.
+NUMERIC_COLUMNS = [*FIGURES, *quality.QUALITY_COLUMNS]
 HEADLINE_COLUMNS = [
     *NUMERIC_COLUMNS,
+    *quality.TEXT_COLUMNS,
     "peak_mem_source",
     "energy_is_estimate",
     "energy_warnings",
@@ -277,6 +283,7 @@ def headline(rec: RunRecord) -> dict[str, Any]:
     row["library_warnings"] = len(distinct) if rec.data else None
     config_hash = (rec.data or {}).get("config_hash")
     row["config_hash"] = config_hash if isinstance(config_hash, str) else None
+    row.update(quality.headline(rec.data))
     return row
 
 
@@ -344,9 +351,11 @@ def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     reserved = set(BASE_COLUMNS) | set(HEADLINE_COLUMNS)
     factors: list[str] = []
     extra: list[str] = []
+    lm_eval: list[str] = []
     out_rows = []
     for source in rows:
         row = {k: v for k, v in source.items() if k not in ("factors", "flat")}
+        lm_eval += [k for k in row if k.startswith(quality.LM_EVAL_PREFIX) and k not in lm_eval]
         for key, value in source["factors"].items():
             col = f"override.{key}" if key in reserved else key
             if col not in factors:
@@ -361,9 +370,10 @@ def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     swept = [f for f in factors if len({r.get(f) for r in out_rows}) > 1]
     for row, label in zip(out_rows, _labels(out_rows, swept), strict=True):
         row["label"] = label
-    columns = BASE_COLUMNS + factors + HEADLINE_COLUMNS + [c for c in extra if c not in factors]
+    columns = BASE_COLUMNS + factors + HEADLINE_COLUMNS + sorted(lm_eval)
+    columns += [c for c in extra if c not in factors and c not in lm_eval]
     df = pd.DataFrame(out_rows, columns=columns)
-    for col in NUMERIC_COLUMNS:
+    for col in [*NUMERIC_COLUMNS, *lm_eval]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     df["energy_is_estimate"] = df["energy_is_estimate"].astype(object)
     df.attrs["factors"] = factors
@@ -383,19 +393,23 @@ class Scan:
     table: pd.DataFrame
     environments: Variation
     settings: Variation
+    evaluations: list[PerplexityEval | None]  # per row: what a perplexity ratio pairs
 
 
 def scan(run_dirs: Iterable[Path]) -> Scan:
-    """Read each run directory once and keep only its row, environment and settings, so
-    memory stays small however many runs there are. Never raises on a weird directory."""
+    """Read each run directory once and keep only its row, environment, settings and
+    perplexity evaluation, so memory stays small however many runs there are. Never raises
+    on a weird directory."""
     rows: list[dict[str, Any]] = []
+    evaluations: list[PerplexityEval | None] = []
     environments, settings = Variation(), Variation()
     for run_dir in run_dirs:
         rec = load_run(run_dir)
         rows.append(run_row(rec))
+        evaluations.append(quality.evaluation(rec.data))
         environments.add(environment_of(rec))
         settings.add(settings_of(rec))
-    return Scan(frame(rows), environments, settings)
+    return Scan(frame(rows), environments, settings, evaluations)
 
 
 def collect(paths: Iterable[Path | str], full: bool = False) -> pd.DataFrame:

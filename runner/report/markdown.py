@@ -21,7 +21,8 @@ from runner.report.compare import RATIO_METHOD, front_mask, pareto_metrics
 from runner.report.data import ReportData
 from runner.report.effects import Effect, levels_of, strongest
 from runner.report.failures import failure_groups
-from runner.report.metrics import Metric
+from runner.report.metrics import Metric, energy_metric
+from runner.report.quality_section import display_columns, section
 from runner.report.variation import ABSENT, Variation
 from runner.results import flatten
 
@@ -115,6 +116,8 @@ def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFram
                 fmt_num(v) + ("*" if mark and e and fmt_num(v) else "")
                 for v, e in zip(df[column], estimate, strict=True)
             ]
+    for header, cells in display_columns(df, fmt_ci).items():
+        out[header] = cells
     for header, column in RATIO_COLUMNS:
         if _has(df, column):
             out[header] = [
@@ -555,11 +558,18 @@ def methodology_section(data: ReportData) -> str:
 
 
 Section = Callable[[ReportData], "str | None"]
+
+
 # The order of report.md: what a reader needs first, reference material last.
+def quality_part(data: ReportData) -> str | None:
+    return section(data.table, energy_metric(data.table), fmt_num, PARETO_MAX_ROWS) or None
+
+
 SECTIONS: list[Section] = [
     summary_section,
     best_section,
     pareto_section,
+    quality_part,
     effects_section,
     failures_section,
     warnings_section,

@@ -60,9 +60,16 @@ ENERGY_GROSS = Metric(
     "energy_per_token_mj_gross", "energy per output token, gross", "mJ", True, None, "mJ/tok gross"
 )
 PEAK_MEMORY = Metric("peak_mem_mib", "peak memory", "MiB", True, None, "peak MiB")
+# Output quality (runner.report.quality): perplexity on the evaluation text, and token
+# agreement with the reference run (the report's baseline, or the run's quality.reference).
+PERPLEXITY = Metric("perplexity", "perplexity", "", True, "perplexity", "ppl")
+TOKEN_AGREEMENT = Metric(
+    "token_agreement_mean", "token agreement", "fraction", False, "token_agreement", "token agree"
+)
+QUALITY = (PERPLEXITY, TOKEN_AGREEMENT)
 
 # In the order the report lists them; latency first (the metric most sweeps are about).
-HEADLINE: tuple[Metric, ...] = (E2E, TTFT, ITL, THROUGHPUT, ENERGY_NET, PEAK_MEMORY)
+HEADLINE: tuple[Metric, ...] = (E2E, TTFT, ITL, THROUGHPUT, ENERGY_NET, PEAK_MEMORY, PERPLEXITY)
 LATENCIES = (E2E, ITL, TTFT)  # the primary latency: the first with data
 
 
@@ -94,8 +101,13 @@ def headline_metrics(df: pd.DataFrame) -> list[Metric]:
     return out
 
 
+def quality_metrics(df: pd.DataFrame) -> list[Metric]:
+    """:data:`QUALITY` metrics that some ok run has."""
+    return [m for m in QUALITY if m.has_data(df)]
+
+
 def summary_metrics(df: pd.DataFrame) -> list[Metric]:
     """The few metrics effects and figures are drawn for: the primary latency,
-    throughput, energy per token and peak memory (those with data)."""
+    throughput, energy per token, peak memory and quality (those with data)."""
     wanted = [latency_metric(df), THROUGHPUT, energy_metric(df), PEAK_MEMORY]
-    return [m for m in wanted if m is not None and m.has_data(df)]
+    return [m for m in wanted if m is not None and m.has_data(df)] + quality_metrics(df)

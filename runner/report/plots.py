@@ -31,7 +31,7 @@ from runner.report.compare import front_mask, pareto_metrics
 from runner.report.data import ReportData
 from runner.report.effects import interaction_means, level_key, level_means, strongest
 from runner.report.markdown import fmt_num
-from runner.report.metrics import Metric, energy_metric
+from runner.report.metrics import Metric, energy_metric, quality_metrics
 from runner.report.samples import LatencySamples, read_latency_samples
 
 log = logging.getLogger(__name__)
@@ -478,6 +478,24 @@ def pareto_figures(data: ReportData) -> list[Plot]:
     ]
 
 
+def quality_pareto_figures(data: ReportData) -> list[Plot]:
+    """Energy per token against each quality figure the runs have (perplexity, token
+    agreement with the baseline), the front of lower energy and better quality in red."""
+    quality = quality_metrics(data.table)
+    energy = energy_metric(data.table)
+    base = data.baseline.index if data.baseline is not None else None
+    return [
+        Plot(
+            f"energy/{m.column} pareto",
+            f"pareto_energy_{_slug(m.column)}.png",
+            _no("no ok run has energy per token (energy off or not measured)")
+            if energy is None
+            else lambda p, m=m: plot_pareto(data.table, m, energy, p, data.factors, base),
+        )
+        for m in quality
+    ]
+
+
 def main_effect_figures(data: ReportData) -> list[Plot]:
     return [
         Plot(
@@ -569,6 +587,7 @@ Maker = Callable[[ReportData], list[Plot]]
 # In the order report.md shows them.
 FIGURES: list[Maker] = [
     pareto_figures,
+    quality_pareto_figures,
     main_effect_figures,
     interaction_figures,
     distribution_figures,

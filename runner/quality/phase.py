@@ -1,0 +1,138 @@
+"""The run's quality phase: what :mod:`runner.run` calls, before measuring and after.
+
+:func:`prepare` runs once the workload is built, before anything is measured, so that a
+reference run with another workload, or a window longer than the model's context, is
+refused before the measurement is spent. :func:`measure_quality` runs after the timed and
+energy windows have closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runner.config.schema import QualityConfig, QualityMode
+from runner.quality.agreement import Reference, agreement, check_same_workload, read_reference
+from runner.quality.outputs import OutputRecord
+from runner.quality.text import EvalText, QualityInputError, load_text
+from runner.sections.quality import Quality
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the quality phase will use, checked before measuring."""
+
+    text: EvalText | None = None
+    reference: Reference | None = None
+
+
+def check_inputs(q: QualityConfig) -> None:
+    """Before anything runs (the CLI's pre-flight): the text file reads as text, the
+    reference directory holds a finished run with outputs, the lm-eval tasks exist.
+
+    Raises :class:`QualityInputError` with one line.
+    """
+    if q.mode is QualityMode.off:
+        return
+    if q.text_path is not None:
+        load_text(q.text_path)
+    if q.reference is not None:
+        read_reference(q.reference)
+    if q.mode is QualityMode.lm_eval:
+        from runner.quality.lmeval import check_tasks
+
+        check_tasks(q.tasks or (), q.task_dir)
+
+
+def prepare(q: QualityConfig, fingerprint: str, context_length: int | None) -> Plan:
+    """Load the text and the reference, and check they can be used with this run.
+
+    Raises :class:`QualityInputError` (one line) otherwise.
+    """
+    if q.mode is QualityMode.off:
+        return Plan()
+    if context_length is not None and q.window > context_length:
+        raise QualityInputError(
+            f"quality.window={q.window}: longer than the model's context ({context_length} "
+            "tokens); lower it"
+        )
+    reference = None
+    if q.reference is not None:
+        reference = read_reference(q.reference)
+        check_same_workload(
+            reference.fingerprint, fingerprint, f"quality.reference={q.reference}", "this run"
+        )
+    return Plan(load_text(q.text_path), reference)
+
+
+def measure_quality(
+    q: QualityConfig,
+    plan: Plan,
+    model: Any,
+    tokenizer: Any,
+    device: Any,
+    outputs: Sequence[OutputRecord],
+    check: Callable[[], None] = lambda: None,
+) -> Quality:
+    """Perplexity, agreement with the reference, lm-eval: as ``q`` asks."""
+    if q.mode is QualityMode.off:
+        return Quality(mode=q.mode.value)
+    from runner.quality.perplexity import measure_perplexity
+
+    t0 = time.perf_counter()
+    assert plan.text is not None  # prepare() loads it whenever quality is on
+    ppl, evaluation = measure_perplexity(
+        model,
+        tokenizer,
+        plan.text,
+        window=q.window,
+        batch_size=q.batch_size,
+        max_tokens=q.max_tokens,
+        device=device,
+        check=check,
+    )
+    log.info(
+        "perplexity %.3f over %d tokens (%.1f s)",
+        ppl.value,
+        evaluation.tokens_scored,
+        evaluation.seconds,
+    )
+    agreed = None
+    if plan.reference is not None:
+        agreed = agreement(
+            plan.reference.outputs(),
+            outputs,
+            reference_dir=str(plan.reference.run_dir),
+            reference_run_id=plan.reference.run_id,
+        )
+    lm = None
+    if q.mode is QualityMode.lm_eval:
+        from runner.quality.lmeval import run_lm_eval
+
+        lm = run_lm_eval(
+            model,
+            tokenizer,
+            q.tasks or (),
+            task_dir=q.task_dir,
+            limit=q.limit,
+            batch_size=q.batch_size,
+            check=check,
+        )
+    return Quality(
+        mode=q.mode.value,
+        perplexity=ppl.value,
+        perplexity_ci95_low=ppl.ci95_low,
+        perplexity_ci95_high=ppl.ci95_high,
+        evaluation=evaluation,
+        agreement=agreed,
+        lm_eval=lm,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+__all__ = ["Plan", "QualityInputError", "check_inputs", "measure_quality", "prepare"]
