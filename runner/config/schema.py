@@ -126,6 +126,8 @@ class Violation(str, Enum):
 class TrackingBackend(str, Enum):
     off = "off"
     mlflow = "mlflow"
+
+
 class QualityMode(str, Enum):
     off = "off"
     perplexity = "perplexity"
