@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only overhead,accuracy,isolation,energy]``: see bench/README.md.
+"""``python -m bench [--quick] [--only SECTION,...]``: see bench/README.md.
 
 Prints one report block per section (figures, target, PASS / BELOW TARGET) and writes
 the same as JSON to ``outputs/bench/bench-<timestamp>.json``. Exits 0 whatever the
@@ -21,6 +21,7 @@ SECTIONS = {
     "accuracy": "bench.accuracy",
     "isolation": "bench.isolation",
     "energy": "bench.energy_onoff",
+    "sweep": "bench.sweep",
 }
 
 

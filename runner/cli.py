@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import stop
+from runner import forkserver, stop
 from runner.config import register_configs
 from runner.config.schema import Isolation
 from runner.job import JobOutcome, recorded_status
@@ -177,6 +177,7 @@ def _main(argv: list[str], guard: stop.StopGuard) -> None:
     JOB_OUTCOMES.clear()
     try:
         register_configs()
+        forkserver.start_for_command(argv)  # its imports overlap with this process's own
         try:
             import torch
 

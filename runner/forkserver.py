@@ -68,7 +68,11 @@ def mark_broken(reason: str) -> None:
 
 
 def context() -> BaseContext:
-    """The ``forkserver`` start method, with :data:`PRELOAD_MODULE` preloaded in the server."""
+    """The ``forkserver`` start method, with :data:`PRELOAD_MODULE` preloaded in the server.
+
+    A preload that fails kills the server (an ImportError would only skip it): starting a
+    process then raises, and the launcher spawns instead (see ``runner.job``).
+    """
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([PRELOAD_MODULE])
     return ctx
@@ -78,6 +82,28 @@ def start() -> None:
     """Start the server now (it imports in the background); a no-op when it runs already."""
     context()
     multiprocessing.forkserver.ensure_running()
+
+
+def start_for_command(argv: list[str]) -> bool:
+    """Start the server now if the command's jobs will likely be forked from it.
+
+    Its imports then run beside the launcher's own start (pre-flight, torch) instead of
+    after them. A guess from the command line, so that nothing waits for the composed
+    configs: an experiment file could still choose another isolation, and then the server
+    idles until the command ends. Not for submitit launchers (each job is its own process)
+    nor for --help and other flags.
+    """
+    from runner.config.overrides import parse_lenient, value_of
+    from runner.preflight import split_argv
+
+    _, overrides, checkable = split_argv(argv)
+    settings = parse_lenient(overrides)
+    isolation = value_of("measure.isolation", settings)
+    launcher = value_of("hydra/launcher", settings)
+    if checkable and isolation in (None, "forkserver") and launcher in (None, "basic"):
+        start()
+        return True
+    return False
 
 
 def cuda_driver_loaded() -> bool:
@@ -111,12 +137,19 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
         with contextlib.suppress(ImportError):
             __import__("bitsandbytes")
     _warm_codecarbon()
+    check_forkable()
+
+
+def check_forkable() -> None:
+    """Raise RuntimeError unless this process can fork jobs that work: no CUDA driver
+    loaded, no thread but the main one (a fork copies one thread; a lock another thread
+    held would stay locked in the child)."""
     if cuda_driver_loaded():
         raise RuntimeError(
             "fork server: an import loaded the CUDA driver; forked jobs could not use CUDA"
         )
     extra = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-    if extra:  # a fork copies one thread: a lock another held would stay locked
+    if extra:
         raise RuntimeError(f"fork server: imports started threads {extra}")
 
 

@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -175,12 +175,13 @@ def _result_mtime(path: Path) -> int | None:
     return path.stat().st_mtime_ns if path.exists() else None
 
 
-def _start_child(
-    isolation: Isolation, args: tuple[Any, ...]
+def start_child(
+    isolation: Isolation, target: Callable[..., Any], args: tuple[Any, ...]
 ) -> multiprocessing.process.BaseProcess:
-    """Start the job process; a fork server that cannot start one falls back to spawn."""
+    """Start ``target(*args, launched_at)`` in a fresh process, forked from the fork server
+    or spawned; a fork server that cannot start one is not used again: spawned instead."""
     if isolation is Isolation.forkserver and forkserver.usable():
-        proc = forkserver.context().Process(target=_child, args=(*args, time.time()), daemon=False)
+        proc = forkserver.context().Process(target=target, args=(*args, time.time()), daemon=False)
         try:
             proc.start()
             return proc
@@ -188,7 +189,7 @@ def _start_child(
             forkserver.mark_broken(f"{type(exc).__name__}: {exc}")
             log.warning("fork server unusable (%s): jobs are spawned instead", exc)
     proc = multiprocessing.get_context("spawn").Process(
-        target=_child, args=(*args, time.time()), daemon=False
+        target=target, args=(*args, time.time()), daemon=False
     )
     proc.start()
     return proc
@@ -229,7 +230,7 @@ def run_spawned(
     try:
         with stop.forwarding_to(lambda: proc.pid if proc else None, guard) as forward:
             if not guard.requested:  # a stop that arrived just before: the job never starts
-                proc = _start_child(isolation, args)
+                proc = start_child(isolation, _child, args)
                 ready_send.close()
                 ready = False
                 for conn in multiprocessing.connection.wait([ready_recv, proc.sentinel]):
