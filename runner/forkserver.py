@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing import reduction
 from multiprocessing.context import BaseContext
@@ -83,9 +84,36 @@ def context() -> BaseContext:
 
 
 def start() -> None:
-    """Start the server now (it imports in the background); a no-op when it runs already."""
+    """Start the server now (it imports in the background); a no-op when it runs already.
+
+    Its stdin, stdout and stderr are /dev/null: it must hold none of the launcher's pipes
+    (whoever reads the launcher's output to the end would wait for the server too), and
+    its imports' chatter belongs to no job. Each job gets the launcher's stdout and
+    stderr as they are when it starts (:class:`LauncherState`).
+    """
     context()
-    multiprocessing.forkserver.ensure_running()
+    with _stdio_to_devnull():
+        multiprocessing.forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _stdio_to_devnull() -> Iterator[None]:
+    """This process's fds 0-2 point at /dev/null within the block (what a process started
+    in it inherits), and back afterwards."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.flush()
+    saved = {fd: os.dup(fd) for fd in (0, 1, 2) if _open_fd(fd)}
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in saved:
+            os.dup2(null, fd)
+        yield
+    finally:
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
 
 
 def start_for_command(argv: list[str]) -> bool:
@@ -131,7 +159,10 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
     """
     for s in (signal.SIGTERM, signal.SIGUSR2):
         signal.signal(s, signal.SIG_IGN)
+    launcher = os.getppid()
     for name in modules:
+        if os.getppid() != launcher:  # the launcher is gone (a refused command): stop here
+            os._exit(0)
         __import__(name)
     import torch
 

@@ -183,11 +183,17 @@ def start_child(
     if isolation is Isolation.forkserver and forkserver.usable():
         proc = forkserver.context().Process(target=target, args=(*args, time.time()), daemon=False)
         try:
+            forkserver.start()
             proc.start()
             return proc
-        except (OSError, EOFError) as exc:  # the server died (see its stderr) or is gone
+        except (OSError, EOFError) as exc:  # the server died or is gone
             forkserver.mark_broken(f"{type(exc).__name__}: {exc}")
-            log.warning("fork server unusable (%s): jobs are spawned instead", exc)
+            log.warning(
+                "fork server unusable (%s: %s): jobs are spawned instead "
+                "(python -c 'import runner.forkserver_preload' shows why)",
+                type(exc).__name__,
+                exc,
+            )
     proc = multiprocessing.get_context("spawn").Process(
         target=target, args=(*args, time.time()), daemon=False
     )
