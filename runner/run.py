@@ -399,7 +399,7 @@ def _measured_loop(
     tokens = 0
     show = progress.display
     while True:
-        show.calls(f"pass {repeat + 1}", len(workload.batches))
+        show.calls(f"pass {repeat + 1} (min {m.min_repeats})", len(workload.batches))
         synchronize(device)
         meter.begin_window()
         try:
@@ -412,7 +412,8 @@ def _measured_loop(
                 progress.batches.append(brec)
                 measured += res.timing.total_seconds
                 tokens += sum(res.output_tokens)
-                show.call_done(f"{measured:.1f} s measured")  # between calls, never inside
+                # Between calls, never inside one: the bar is redrawn here only.
+                show.call_done(f"{measured:.1f} of >= {m.min_seconds:g} s measured")
                 guard.check()
                 if measured >= m.max_seconds:
                     progress.stopped_by = "max_seconds"
