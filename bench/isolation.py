@@ -141,6 +141,10 @@ def run(quick: bool) -> dict[str, Any]:
         cost = {k: median([j["fixed_seconds"] for j in v]) for k, v in fixed.items()}
         data["fixed_seconds"] = cost
         data["spawn_tps"] = fixed["spawn"][0]["tps"]
+        lines.append(
+            f"tiny: one spawned job (the former default) {data['spawn_tps']:.1f} tok/s, for "
+            f"reference beside the forkserver jobs above (not interleaved: no ratio)"
+        )
         parts = ", ".join(f"{k} {v:.2f} s" for k, v in cost.items())
         lines.append(f"per-job fixed cost (wall - load - warmup - measured): {parts}")
         lines.append(
