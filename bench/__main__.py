@@ -22,13 +22,16 @@ SECTIONS = {
     "isolation": "bench.isolation",
     "energy": "bench.energy_onoff",
     "report": "bench.report_speed",
+    "sweep": "bench.sweep",
 }
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="tiny model only, fewer rounds (under 2 minutes)"
+        "--quick",
+        action="store_true",
+        help="tiny model only, fewer rounds, only the 'after' sweep (about 3 minutes)",
     )
     parser.add_argument(
         "--only",

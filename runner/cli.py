@@ -18,9 +18,10 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import stop
+from runner import forkserver, stop
 from runner.config import register_configs
 from runner.config.schema import Isolation
 from runner.job import JobOutcome, recorded_status
@@ -62,6 +63,8 @@ def task(dcfg: DictConfig) -> Any:
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    # A sweep's runs share what may be shared (the idle baseline); a run alone shares nothing.
+    sweep_dir = Path(hc.sweep.dir) if hc.mode is RunMode.MULTIRUN else None
     overrides = list(hc.overrides.task)
     failed = JobOutcome(Status.failed, run_dir, tuple(overrides))
     outcome = failed  # until the job tells otherwise
@@ -70,7 +73,9 @@ def task(dcfg: DictConfig) -> Any:
         cfg = OmegaConf.to_object(dcfg)
         isolation = _isolation_for(str(hc.launcher.get("_target_", "")), cfg.measure.isolation)
         log_file = run_dir / "run.log"
-        outcome = execute(cfg, run_dir, overrides, isolation=isolation, log_file=log_file)
+        outcome = execute(
+            cfg, run_dir, overrides, isolation=isolation, log_file=log_file, sweep_dir=sweep_dir
+        )
         if outcome.skipped:
             print(f"[skipped] {run_dir.name}: already ok for this config", flush=True)
         else:
@@ -194,6 +199,7 @@ def _main(argv: list[str], guard: stop.StopGuard) -> None:
     JOB_OUTCOMES.clear()
     try:
         register_configs()
+        forkserver.start_for_command(argv)  # its imports overlap with this process's own
         try:
             import torch
 

@@ -1,10 +1,12 @@
 """One sweep job: resume check, per-directory lock, isolation in a child process.
 
-With ``measure.isolation=spawn`` the run executes in a fresh spawned process
-so CUDA memory, compile caches and library state cannot leak between jobs,
-and a crash in native code (segfault, abort, OOM kill) becomes a ``failed``
-result instead of the end of the sweep. The parent blocks in ``waitpid``
-(``Process.join``) and uses no CPU while the child measures.
+With ``measure.isolation=forkserver`` (the default) or ``spawn`` the run executes in a
+fresh process of its own, so CUDA memory, compile caches and library state cannot leak
+between jobs, and a crash in native code (segfault, abort, OOM kill) becomes a ``failed``
+result instead of the end of the sweep. ``forkserver`` forks it from a server that has
+imported torch and transformers already (:mod:`runner.forkserver`); ``spawn`` starts a
+new interpreter. The parent blocks (``Process.join``) and uses no CPU while the child
+measures.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runner import stop
+from runner import forkserver, stop
 from runner.config.resolved import config_dict, config_hash
 from runner.config.schema import Isolation, RunConfig
 from runner.results import (
@@ -112,15 +115,26 @@ def _child(
     chash: str,
     log_file: str,
     ready: multiprocessing.connection.Connection,
+    launcher: Any,
+    sweep_dir: str | None,
+    launched_at: float,
 ) -> None:
     stop.enter_job_child()
+    launcher.apply()  # the launcher's environment, stdout and stderr (forkserver.LauncherState)
     ready.send(True)  # from now on a forwarded signal is handled, not fatal
     ready.close()
     from runner.logs import setup_child_logging
     from runner.run import run
 
     setup_child_logging(Path(log_file))
-    result = run(cfg, Path(run_dir), overrides, chash)
+    result = run(
+        cfg,
+        Path(run_dir),
+        overrides,
+        chash,
+        sweep_dir=Path(sweep_dir) if sweep_dir else None,
+        launched_at=launched_at,
+    )
     # Exit status tells the parent how it ended without reading the file.
     sys.exit({Status.ok: 0, Status.failed: 1, Status.interrupted: 3}[result.status])
 
@@ -165,29 +179,68 @@ def _result_mtime(path: Path) -> int | None:
     return path.stat().st_mtime_ns if path.exists() else None
 
 
-def run_spawned(
-    cfg: RunConfig, run_dir: Path, overrides: list[str], chash: str, log_file: Path
-) -> dict[str, Any]:
-    """Run in a fresh spawned child; a child that dies without a result gets one written.
+def start_child(
+    isolation: Isolation, target: Callable[..., Any], args: tuple[Any, ...]
+) -> multiprocessing.process.BaseProcess:
+    """Start ``target(*args, launched_at)`` in a fresh process, forked from the fork server
+    or spawned; a fork server that cannot start one is not used again: spawned instead."""
+    if isolation is Isolation.forkserver and forkserver.usable():
+        proc = forkserver.context().Process(target=target, args=(*args, time.time()), daemon=False)
+        try:
+            forkserver.start()
+            proc.start()
+            return proc
+        except (OSError, EOFError) as exc:  # the server died or is gone
+            forkserver.mark_broken(f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "fork server unusable (%s: %s): jobs are spawned instead "
+                "(python -c 'import runner.forkserver_preload' shows why)",
+                type(exc).__name__,
+                exc,
+            )
+    proc = multiprocessing.get_context("spawn").Process(
+        target=target, args=(*args, time.time()), daemon=False
+    )
+    proc.start()
+    return proc
 
-    A stop signal to this process is forwarded to the child once, as soon as the child
-    can handle it (it records ``interrupted`` with its phase); a second one kills it.
-    The parent blocks (no polling) until the child is ready, then until it exits.
+
+def run_spawned(
+    cfg: RunConfig,
+    run_dir: Path,
+    overrides: list[str],
+    chash: str,
+    log_file: Path,
+    *,
+    isolation: Isolation = Isolation.spawn,
+    sweep_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Run in a fresh child process; a child that dies without a result gets one written.
+
+    ``isolation``: ``forkserver`` or ``spawn`` (see the module docstring). A stop signal to
+    this process is forwarded to the child once, as soon as the child can handle it (it
+    records ``interrupted`` with its phase); a second one kills it. The parent blocks (no
+    polling) until the child is ready, then until it exits.
     """
     guard = stop.GUARD
     result_path = run_dir / RESULT_FILE
     before = _result_mtime(result_path)
-    ctx = multiprocessing.get_context("spawn")
-    ready_recv, ready_send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_child,
-        args=(cfg, str(run_dir), overrides, chash, str(log_file), ready_send),
-        daemon=False,
+    ready_recv, ready_send = multiprocessing.Pipe(duplex=False)
+    args = (
+        cfg,
+        str(run_dir),
+        overrides,
+        chash,
+        str(log_file),
+        ready_send,
+        forkserver.LauncherState(),
+        str(sweep_dir) if sweep_dir else None,
     )
+    proc: multiprocessing.process.BaseProcess | None = None
     try:
-        with stop.forwarding_to(lambda: proc.pid, guard) as forward:
+        with stop.forwarding_to(lambda: proc.pid if proc else None, guard) as forward:
             if not guard.requested:  # a stop that arrived just before: the job never starts
-                proc.start()
+                proc = start_child(isolation, _child, args)
                 ready_send.close()
                 ready = False
                 for conn in multiprocessing.connection.wait([ready_recv, proc.sentinel]):
@@ -199,6 +252,7 @@ def run_spawned(
                 proc.join()
     finally:
         ready_recv.close()
+        ready_send.close()
     if _result_mtime(result_path) in (None, before):
         # The child wrote nothing: never started, crashed, or killed by a second signal.
         crash = stopped_result(
@@ -206,7 +260,7 @@ def run_spawned(
             run_dir,
             overrides,
             chash,
-            exitcode=proc.exitcode,
+            exitcode=proc.exitcode if proc else None,
             stopped_by=guard.stop.signame if guard.requested and guard.stop else None,
             phase=Phase.config if not forward.ready else Phase.measure,
         )
@@ -223,8 +277,12 @@ def execute(
     *,
     isolation: Isolation | None = None,
     log_file: Path | None = None,
+    sweep_dir: Path | None = None,
 ) -> JobOutcome:
     """Run (or skip, when already ``ok`` for this config) one job.
+
+    ``sweep_dir``: the sweep directory when the job is one point of a sweep (its runs
+    share what may be shared, such as the idle baseline); None for a run on its own.
 
     Raises :class:`SweepInterrupted` when a stop signal reached the job (its result is
     written first, also when the signal came before the job could start).
@@ -241,12 +299,20 @@ def execute(
         before = _result_mtime(run_dir / RESULT_FILE)
         try:
             stop.GUARD.check()
-            if isolation is Isolation.spawn:
-                data = run_spawned(cfg, run_dir, overrides, chash, log_file or run_dir / "run.log")
+            if isolation is not Isolation.inline:
+                data = run_spawned(
+                    cfg,
+                    run_dir,
+                    overrides,
+                    chash,
+                    log_file or run_dir / "run.log",
+                    isolation=isolation,
+                    sweep_dir=sweep_dir,
+                )
                 return JobOutcome(recorded_status(data["status"]), *job, result=data)
             from runner.run import run  # only here: the spawn parent never imports torch
 
-            result = run(cfg, run_dir, overrides, chash)
+            result = run(cfg, run_dir, overrides, chash, sweep_dir=sweep_dir)
         except SweepInterrupted:
             raise
         except StopRequested as exc:

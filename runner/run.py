@@ -40,6 +40,7 @@ from runner.models.readback import (
     read_back_generation,
     read_back_model,
 )
+from runner.progress import Display, pass_line
 from runner.quality import phase as quality
 from runner.quality.outputs import OUTPUTS_FILE, OutputRecord, output_records, write_outputs
 from runner.results import Phase, RunError, RunResult, Status, write_result
@@ -78,6 +79,9 @@ class _Progress:
     stopped_by: str | None = None
     said: LibraryWarnings = dataclasses.field(default_factory=LibraryWarnings)
     named: list[NamedWarning] = dataclasses.field(default_factory=list)
+    display: Display = dataclasses.field(default_factory=Display)
+    phase_started: float = dataclasses.field(default_factory=time.perf_counter)
+    phase_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def run(
@@ -85,12 +89,17 @@ def run(
     run_dir: Path,
     overrides: list[str] | None = None,
     config_hash: str = "",
+    *,
+    sweep_dir: Path | None = None,
+    launched_at: float | None = None,
 ) -> RunResult:
     """Measure one configuration; write ``result.json`` and ``requests.parquet`` into ``run_dir``.
 
     A stop signal (see :mod:`runner.stop`) in any phase ends as ``interrupted`` with that
     phase and whatever was measured; under submitit the signal is then handed to its
-    handler (which may requeue the job and exit).
+    handler (which may requeue the job and exit). ``sweep_dir``: the sweep this run is a
+    point of (None on its own); ``launched_at``: when the launcher started this run's
+    process (``time.time()``), for ``metrics.startup_seconds``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +112,9 @@ def run(
         config=config_dict(cfg),
     )
     progress = _Progress()
+    if launched_at is not None:
+        startup = time.time() - launched_at
+        progress.metrics = dataclasses.replace(progress.metrics, startup_seconds=startup)
     with stop.guarded() as guard:
         was_live = guard.set_live(True)
         try:
@@ -110,7 +122,7 @@ def run(
                 with progress.said.capture(lambda: progress.phase.value):
                     _enter(progress, Phase.config, guard)
                     result.environment = environment.snapshot()
-                    _measure(cfg, run_dir, result, progress, guard)
+                    _measure(cfg, run_dir, result, progress, guard, sweep_dir)
                 result.status = Status.ok
             finally:
                 # From here a signal is recorded, never raised: nothing may cut the write.
@@ -122,6 +134,7 @@ def run(
                 type(exc).__name__, str(exc), traceback.format_exc(), progress.phase.value
             )
             log.error("run failed during %s: %s: %s", progress.phase.value, type(exc).__name__, exc)
+        progress.display.close()
         _finish(result, progress, run_dir, guard)
         guard.set_live(was_live)
     if result.status is Status.interrupted:
@@ -133,8 +146,16 @@ def _enter(progress: _Progress, phase: Phase, guard: stop.StopGuard) -> None:
     """Move to ``phase``. A stop that a library swallowed is raised here, before the move,
     so it is recorded in the phase it arrived in."""
     guard.check()
-    progress.phase = phase
+    _set_phase(progress, phase)
     stop.park_for_tests(phase.value, guard)
+
+
+def _set_phase(progress: _Progress, phase: Phase) -> None:
+    """Move to ``phase``, adding the time spent in the one left to ``phase_seconds``."""
+    now, left = time.perf_counter(), progress.phase.value
+    spent = now - progress.phase_started
+    progress.phase_seconds[left] = progress.phase_seconds.get(left, 0.0) + spent
+    progress.phase, progress.phase_started = phase, now
 
 
 def _mark_interrupted(result: RunResult, progress: _Progress, guard: stop.StopGuard) -> None:
@@ -194,6 +215,8 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
         result.environment, result.energy, query=result.status is not Status.interrupted
     )
     _enter(progress, Phase.write, guard)
+    # Seconds per phase until here: the result file's own write is not in it.
+    result.metrics = dataclasses.replace(result.metrics, phase_seconds=dict(progress.phase_seconds))
     while True:
         seen = guard.count
         _note_late_stop(result, progress, guard)
@@ -219,7 +242,12 @@ Call = Callable[[Batch], CallResult]
 
 
 def _measure(
-    cfg: RunConfig, run_dir: Path, result: RunResult, progress: _Progress, guard: stop.StopGuard
+    cfg: RunConfig,
+    run_dir: Path,
+    result: RunResult,
+    progress: _Progress,
+    guard: stop.StopGuard,
+    sweep_dir: Path | None,
 ) -> None:
     validate(cfg, Facts(cuda_available=torch.cuda.is_available()))
     load_kwargs = from_pretrained_kwargs(cfg)
@@ -232,7 +260,7 @@ def _measure(
     }
 
     _enter(progress, Phase.baseline, guard)
-    meter = EnergyMeter(cfg.energy, run_dir, _visible_gpus(), logger=log)
+    meter = EnergyMeter(cfg.energy, run_dir, _visible_gpus(), logger=log, sweep_dir=sweep_dir)
     progress.meter = meter
     meter.measure_baseline()
 
@@ -265,6 +293,8 @@ def _measure(
             )
 
     _enter(progress, Phase.compile, guard)
+    if spec.enabled:
+        progress.display.step("compiling (the first warmup call compiles too)")
     apply_compile(model, spec, prime)
 
     _enter(progress, Phase.verify, guard)
@@ -299,6 +329,14 @@ def _measure(
     _verify_after_warmup(cfg, spec.enabled, result, first, frames, progress)
 
     _enter(progress, Phase.measure, guard)
+    m = cfg.measure
+    progress.display.step(
+        "measuring: passes of %d call(s) until >= %d passes and >= %g s (at most %g s)",
+        len(workload.batches),
+        m.min_repeats,
+        m.min_seconds,
+        m.max_seconds,
+    )
     window = None
     try:
         with (
@@ -319,7 +357,7 @@ def _measure(
     result.quality = quality.measure_quality(
         cfg.quality, quality_plan, model, tokenizer, device, progress.outputs, guard.check
     )
-    progress.phase = Phase.write
+    _set_phase(progress, Phase.write)
 
 
 def _visible_gpus() -> list[int]:
@@ -343,13 +381,18 @@ def _warmup(
     t0 = time.perf_counter()
     first: CallResult | None = None
     calls = max(cfg.measure.warmup, len(workload.batches)) if compiled else cfg.measure.warmup
+    if calls:
+        progress.display.step("warmup: %d full-length call(s)", calls)
+        progress.display.calls("warmup", calls)
     for i in range(calls):
         batch = workload.batches[i % len(workload.batches)]
         res = call(batch)
+        progress.display.call_done()
         if first is None:
             first = res
             _enter(progress, Phase.warmup, guard)
         guard.check()
+    progress.display.close()
     progress.metrics = dataclasses.replace(
         progress.metrics,
         warmup_seconds=time.perf_counter() - t0,
@@ -404,8 +447,10 @@ def _measured_loop(
     m = cfg.measure
     measured = 0.0
     repeat = 0
-    log.info("measuring: at least %d repeat(s) and %g s", m.min_repeats, m.min_seconds)
+    tokens = 0
+    show = progress.display
     while True:
+        show.calls(f"pass {repeat + 1} (min {m.min_repeats})", len(workload.batches))
         synchronize(device)
         meter.begin_window()
         try:
@@ -418,6 +463,9 @@ def _measured_loop(
                 progress.batches.append(brec)
                 progress.outputs += output_records(repeat, b_index, batch.requests, res.output_ids)
                 measured += res.timing.total_seconds
+                tokens += sum(res.output_tokens)
+                # Between calls, never inside one: the bar is redrawn here only.
+                show.call_done(f"{measured:.1f} of >= {m.min_seconds:g} s measured")
                 guard.check()
                 if measured >= m.max_seconds:
                     progress.stopped_by = "max_seconds"
@@ -427,6 +475,17 @@ def _measured_loop(
             meter.end_window()
         repeat += 1
         progress.metrics = dataclasses.replace(progress.metrics, repeats=repeat)
+        show.pass_done(
+            pass_line(
+                repeat,
+                m.min_repeats,
+                len(progress.records),
+                tokens,
+                measured,
+                m.min_seconds,
+                m.max_seconds,
+            )
+        )
         if progress.stopped_by or (repeat >= m.min_repeats and measured >= m.min_seconds):
             progress.stopped_by = progress.stopped_by or "criteria_met"
             log.info("measured %d repeat(s), %.2f s", repeat, measured)

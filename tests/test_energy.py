@@ -51,6 +51,7 @@ SECTION_KEYS = {
     "gpu_nvml",
     "codecarbon_gpu_joules",
     "gpu_relative_difference",
+    "tracker_start_seconds",
     "is_estimate",
     "warnings",
 }
@@ -168,8 +169,7 @@ def cfg(**kw: Any) -> EnergyConfig:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    energy_mod.clear_baseline_cache()
+def _no_gpu_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     # Only the window edges sample power, so sample counts are deterministic.
     monkeypatch.setattr(EnergyMeter, "power_sample_interval_s", 3600.0)
@@ -363,7 +363,13 @@ def test_baseline_subtraction(tmp_path: Path, clock: FakeClock, monkeypatch: pyt
         {"cpu_joules": 60.0, "ram_joules": 20.0, "gpu_joules": 1000.0},
     )
     meter = EnergyMeter(
-        cfg(baseline_seconds=2.0), tmp_path, [0], nvml=nv, clock=clock, tracker_factory=factory
+        cfg(baseline_seconds=2.0),
+        tmp_path,
+        [0],
+        nvml=nv,
+        clock=clock,
+        wall_clock=clock,
+        tracker_factory=factory,
     )
     # The idle GPU draws 50 W while the baseline sleeps.
     monkeypatch.setattr(energy_mod, "_sleep", nv.advance)
@@ -381,6 +387,8 @@ def test_baseline_subtraction(tmp_path: Path, clock: FakeClock, monkeypatch: pyt
     assert base.measured_seconds == pytest.approx(2.0)
     assert base.age_seconds == pytest.approx(30.0)
     assert base.cached is False
+    assert (base.measured_by, base.host) == (tmp_path.name, socket.gethostname())
+    assert base.tracker_start_seconds == pytest.approx(0.0)  # the fake starts at once
     assert base.method == (
         "cpu=codecarbon-cpu-load-estimate;ram=codecarbon-ram-estimate;gpu=nvml-counter"
     )
@@ -411,16 +419,28 @@ def test_baseline_missing_warning(tmp_path: Path, clock: FakeClock):
     assert len(factory.trackers) == 1
 
 
-def test_cache_baseline_reuses_with_age(tmp_path: Path, clock: FakeClock):
+def _sweep_meter(
+    c: EnergyConfig, run_dir: Path, sweep: Path, clock: FakeClock, factory: FakeFactory
+) -> EnergyMeter:
+    return EnergyMeter(
+        c, run_dir, [], clock=clock, wall_clock=clock, tracker_factory=factory, sweep_dir=sweep
+    )
+
+
+def test_a_sweeps_later_runs_reuse_the_first_runs_baseline_with_its_age(
+    tmp_path: Path, clock: FakeClock
+):
     scripts = [{"cpu_joules": 10.0, "ram_joules": 0.0}, {"cpu_joules": 1.0, "ram_joules": 1.0}]
     factory = FakeFactory(*scripts, *scripts)
     c = cfg(baseline_seconds=1.0, cache_baseline=True)
-    first = EnergyMeter(c, tmp_path / "a", [], clock=clock, tracker_factory=factory)
+    sweep = tmp_path / "sweep"
+    first = _sweep_meter(c, sweep / "a", sweep, clock, factory)
     first.measure_baseline()
     with first.tracking():
         pass
+    assert first.summary(1, 1).baseline.cached is False
     clock.now += 100.0
-    second = EnergyMeter(c, tmp_path / "b", [], clock=clock, tracker_factory=factory)
+    second = _sweep_meter(c, sweep / "b", sweep, clock, factory)
     second.measure_baseline()
     assert len(factory.trackers) == 2  # no new baseline tracker
     with second.tracking():
@@ -433,16 +453,49 @@ def test_cache_baseline_reuses_with_age(tmp_path: Path, clock: FakeClock):
     # measured 1000..1001, second run's tracking starts at 1101
     assert s.baseline.age_seconds == pytest.approx(100.0)
     assert s.baseline.joules == pytest.approx(10.0)
+    assert (s.baseline.measured_by, s.baseline.host) == ("a", socket.gethostname())
+    assert s.baseline.tracker_start_seconds is None  # this run started no baseline tracker
 
 
-def test_no_baseline_reuse_without_cache_baseline(tmp_path: Path, clock: FakeClock):
+def test_a_baseline_older_than_the_max_age_is_measured_again(tmp_path: Path, clock: FakeClock):
     scripts = [{"cpu_joules": 10.0, "ram_joules": 0.0}, {"cpu_joules": 30.0, "ram_joules": 0.0}]
     factory = FakeFactory(*scripts)
-    c = cfg(baseline_seconds=1.0, cache_baseline=False)
-    EnergyMeter(c, tmp_path / "a", [], clock=clock, tracker_factory=factory).measure_baseline()
-    second = EnergyMeter(c, tmp_path / "b", [], clock=clock, tracker_factory=factory)
-    b = second.measure_baseline()
+    c = cfg(baseline_seconds=1.0, cache_baseline=True, baseline_max_age_s=60.0)
+    sweep = tmp_path / "sweep"
+    _sweep_meter(c, sweep / "a", sweep, clock, factory).measure_baseline()
+    clock.now += 61.0
+    second = _sweep_meter(c, sweep / "b", sweep, clock, factory)
+    assert second.measure_baseline().watts == pytest.approx(30.0)
     assert len(factory.trackers) == 2
+    assert second.summary(1, 1).baseline.measured_by == "b"
+
+
+@pytest.mark.parametrize(
+    ("reason", "cache", "sweep_of_second", "setting"),
+    [
+        ("a run on its own", True, None, {}),
+        ("cache_baseline=false", False, "sweep", {}),
+        ("another baseline setting", True, "sweep", {"pue": 1.5}),
+        ("another sweep", True, "other", {}),
+    ],
+)
+def test_a_baseline_is_not_reused(
+    tmp_path: Path, clock: FakeClock, reason, cache, sweep_of_second, setting
+):
+    scripts = [{"cpu_joules": 10.0, "ram_joules": 0.0}, {"cpu_joules": 30.0, "ram_joules": 0.0}]
+    factory = FakeFactory(*scripts)
+    c = cfg(baseline_seconds=1.0, cache_baseline=cache)
+    _sweep_meter(c, tmp_path / "sweep" / "a", tmp_path / "sweep", clock, factory).measure_baseline()
+    second_sweep = tmp_path / sweep_of_second if sweep_of_second else None
+    second = _sweep_meter(
+        cfg(baseline_seconds=1.0, cache_baseline=cache, **setting),
+        tmp_path / "b",
+        second_sweep,
+        clock,
+        factory,
+    )
+    b = second.measure_baseline()
+    assert len(factory.trackers) == 2, reason
     assert b.watts == pytest.approx(30.0)
     assert second.summary(1, 1).baseline.cached is False
 

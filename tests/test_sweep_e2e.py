@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,15 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
     }
     for plot in plots:
         assert plot.read_bytes()[:8] == PNG and plot.stat().st_size > 1000
+
+    results = [json.loads(p.read_text()) for p in sweep.glob("*/result.json")]
+    baselines = [r["energy"]["baseline"] for r in results]
+    measured = [b for b in baselines if not b["cached"]]
+    assert len(measured) == 1  # one idle baseline per sweep and machine, reused by the rest
+    assert {b["measured_by"] for b in baselines} == {measured[0]["measured_by"]}
+    assert all(b["age_seconds"] >= 0 and b["watts"] == measured[0]["watts"] for b in baselines)
+    for r in results:  # where each point's time went
+        assert set(r["metrics"]["phase_seconds"]) >= {"config", "baseline", "load", "measure"}
 
     table = pd.read_csv(sweep / "summary.csv")
     assert len(table) == 4 and set(table["status"]) == {"ok"}

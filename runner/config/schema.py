@@ -109,6 +109,7 @@ class PromptOrder(str, Enum):
 
 
 class Isolation(str, Enum):
+    forkserver = "forkserver"
     spawn = "spawn"
     inline = "inline"
 
@@ -393,8 +394,10 @@ class MeasureConfig:
         range=POSITIVE,
     )
     isolation: Isolation = _help(
-        "spawn: each run in a fresh child process; inline: in the launcher's process",
-        Isolation.spawn,
+        "forkserver: each run in a fresh child process, forked from a server that has "
+        "imported torch and transformers (never touched a GPU); spawn: each run in a fresh "
+        "interpreter (slower start); inline: in the launcher's process",
+        Isolation.forkserver,
     )
 
 
@@ -421,9 +424,15 @@ class EnergyConfig:
         "idle baseline before the model loads (seconds, 0 disables)", 3.0, range=AT_LEAST_0
     )
     cache_baseline: bool = _help(
-        "reuse one idle baseline across the runs of one process (measure.isolation=inline); "
-        "its age is recorded",
-        False,
+        "in a sweep (-m), measure the idle baseline once per machine and reuse it in the "
+        "sweep's later runs (a file in the sweep directory); its age and the run that "
+        "measured it are recorded. A run on its own always measures its own",
+        True,
+    )
+    baseline_max_age_s: float = _help(
+        "with cache_baseline: a baseline older than this is measured again (seconds)",
+        600.0,
+        range=POSITIVE,
     )
 
 

@@ -209,10 +209,11 @@ def _read_tracker(tracker: Any, tracked_seconds: float) -> CodeCarbonReading | N
 
 
 class TrackerBox:
-    """Filled when a :func:`tracker_run` block exits."""
+    """Filled when a :func:`tracker_run` block exits; ``start_seconds`` on entering it."""
 
     reading: CodeCarbonReading | None = None
     error: str | None = None
+    start_seconds: float | None = None  # constructing and starting the tracker (probing)
 
 
 @contextlib.contextmanager
@@ -233,10 +234,12 @@ def tracker_run(
         started_at = None
         try:
             try:
+                t0 = clock()
                 tracker = factory(**make_kwargs())
                 drop_console()
                 tracker.start()
                 started_at = clock()  # after start(): its hardware probing is not measured
+                box.start_seconds = started_at - t0
             except Exception as exc:
                 box.error = f"CodeCarbon tracker failed to start: {type(exc).__name__}: {exc}"
                 log.warning("%s", box.error)

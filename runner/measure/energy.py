@@ -29,7 +29,16 @@ How the figures are obtained:
 - Idle baseline: measured before the model loads with a short tracker (no CSV)
   and NVML; ``baseline.joules`` is idle power x the measured window duration.
   Without RAPL the idle CPU/RAM power comes from the same CodeCarbon estimate
-  model as the gross figure, which ``baseline.method`` names.
+  model as the gross figure, which ``baseline.method`` names. In a sweep with
+  ``cache_baseline`` the first run on a machine measures it and the later ones reuse
+  it while it is younger than ``baseline_max_age_s``
+  (:mod:`runner.measure.baseline_store`); ``baseline.cached``, ``age_seconds``,
+  ``measured_by`` and ``host`` say which. A run on its own always measures its own.
+- Tracker start: CodeCarbon's first tracker in a process probes the hardware (about
+  1.5 s; a fork-server job inherits the CPU part, see :mod:`runner.forkserver`). The
+  measurement's tracker starts right before the first window, never earlier: starting it
+  while the model loads would put the load into its span, and the scaling above assumes
+  the span's gaps draw the windows' power. ``tracker_start_seconds`` records the cost.
 - Emissions: gross energy x the carbon intensity CodeCarbon applied (its
   emissions over its energy), or its country table when it measured nothing.
 - ``is_estimate`` is about the CPU figure: RAM is a CodeCarbon model on every
@@ -39,8 +48,10 @@ How the figures are obtained:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.config.schema import EnergyBackend, EnergyConfig
+from runner.measure.baseline_store import Reused, SweepBaselines
 from runner.measure.codecarbon import (
     J_PER_KWH,
     MEASURED_CPU_METHODS,
@@ -86,14 +98,26 @@ _sleep = time.sleep
 class Baseline:
     """Idle power before the model loads: ``watts`` (CPU+RAM+GPU, PUE applied).
 
-    ``measured_at_s`` is the runner's clock at the end of the measurement.
+    ``measured_at_unix`` is the wall clock (``time.time()``) at the end of the measurement;
+    ``measured_by`` the run id of the run that measured it, ``host`` its machine.
     """
 
     watts: float
     measured_seconds: float
-    measured_at_s: float
+    measured_at_unix: float
     method: str
     warnings: tuple[str, ...] = ()
+    measured_by: str | None = None
+    host: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Baseline:
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in data.items() if k in names}
+        return cls(**{**known, "warnings": tuple(known.get("warnings") or ())})
 
 
 @dataclass(frozen=True)
@@ -103,15 +127,6 @@ class WindowEnergy:
     seconds: float
     gpu_joules: tuple[float, ...]
     gpu_samples: int | None = None
-
-
-# Idle baselines of this process, reused across a sweep's runs when cache_baseline is true.
-_BASELINE_CACHE: dict[tuple[Any, ...], Baseline] = {}
-
-
-def clear_baseline_cache() -> None:
-    """Forget every cached idle baseline."""
-    _BASELINE_CACHE.clear()
 
 
 def _per(total: float | None, count: float) -> float | None:
@@ -153,13 +168,17 @@ class _CodeCarbonMeter:
         logger: logging.Logger,
         nvml: NvmlLike | None,
         clock: Callable[[], float],
+        wall_clock: Callable[[], float],
         tracker_factory: Callable[..., Any],
         sample_interval_s: float,
+        baselines: SweepBaselines | None,
     ) -> None:
         self._cfg = cfg
         self._run_dir = run_dir
         self._log = logger
         self._clock = clock
+        self._wall = wall_clock
+        self._baselines = baselines
         self._factory = tracker_factory
         self._cuda = [int(i) for i in (cfg.gpu_ids if cfg.gpu_ids is not None else gpu_indices)]
         self._labels = [str(i) for i in self._cuda]
@@ -183,9 +202,10 @@ class _CodeCarbonMeter:
         self._window_warnings: list[str] = []
         self._discarded_windows = 0
         self._baseline: Baseline | None = None
-        self._baseline_cached = False
+        self._baseline_reused: Reused | None = None
+        self._baseline_tracker_start_s: float | None = None
         self._baseline_error: str | None = None
-        self._tracking_started_at: float | None = None
+        self._tracking_started_unix: float | None = None
         self._run: TrackerBox | None = None
 
     # baseline
@@ -194,28 +214,42 @@ class _CodeCarbonMeter:
         cfg = self._cfg
         if cfg.baseline_seconds <= 0:
             return None
-        key = (
-            tuple(self._nvml_indices),
-            float(cfg.baseline_seconds),
-            float(cfg.measure_power_secs),
-            float(cfg.pue),
-        )
-        if cfg.cache_baseline and key in _BASELINE_CACHE:
-            self._baseline, self._baseline_cached = _BASELINE_CACHE[key], True
-            log.info("reusing the idle baseline of this process: %.2f W", self._baseline.watts)
+        if self._baselines is None:
+            self._baseline = self._measure_idle()
             return self._baseline
-        self._baseline, self._baseline_cached = self._measure_idle(), False
-        if cfg.cache_baseline and self._baseline is not None:
-            _BASELINE_CACHE[key] = self._baseline
+        # What makes two baselines comparable (the store adds the host).
+        key = {
+            "nvml_gpus": list(self._nvml_indices),
+            "baseline_seconds": float(cfg.baseline_seconds),
+            "measure_power_secs": float(cfg.measure_power_secs),
+            "pue": float(cfg.pue),
+        }
+
+        def measure() -> dict[str, Any] | None:
+            b = self._measure_idle()
+            return None if b is None else b.to_dict()
+
+        value, self._baseline_reused = self._baselines.get_or_measure(key, measure)
+        self._baseline = None if value is None else Baseline.from_dict(value)
+        if self._baseline is not None and self._baseline_reused is not None:
+            log.info(
+                "reusing the idle baseline measured %.0f s ago by %s on %s: %.2f W",
+                self._baseline_reused.age_seconds,
+                self._baseline.measured_by,
+                self._baseline.host,
+                self._baseline.watts,
+            )
         return self._baseline
 
     def _measure_idle(self) -> Baseline | None:
         cfg, gpu = self._cfg, self._gpu
+        log.info("measuring the idle baseline (%g s)", cfg.baseline_seconds)
         self._run_dir.mkdir(parents=True, exist_ok=True)
         kwargs = functools.partial(
             tracker_kwargs, cfg, self._run_dir, self._nvml_indices, csv=False
         )
         with tracker_run(self._factory, kwargs, self._clock, self._log) as box:
+            self._baseline_tracker_start_s = box.start_seconds
             gpu.start()
             try:
                 begin = self._read_gpu()
@@ -246,7 +280,15 @@ class _CodeCarbonMeter:
         log.info(
             "idle baseline: %.2f W over %.2f s (%s)", cpu_ram_watts + gpu_watts, seconds, method
         )
-        return Baseline(cpu_ram_watts + gpu_watts, seconds, end.time_s, method, tuple(warnings))
+        return Baseline(
+            cpu_ram_watts + gpu_watts,
+            seconds,
+            self._wall(),
+            method,
+            tuple(warnings),
+            measured_by=self._run_dir.name,
+            host=socket.gethostname(),
+        )
 
     # measured windows
 
@@ -255,7 +297,7 @@ class _CodeCarbonMeter:
         if self._run is not None:
             raise RuntimeError("EnergyMeter.tracking() can be entered once per run")
         self._run_dir.mkdir(parents=True, exist_ok=True)
-        self._tracking_started_at = self._clock()
+        self._tracking_started_unix = self._wall()
         kwargs = functools.partial(
             tracker_kwargs, self._cfg, self._run_dir, self._nvml_indices, csv=True
         )
@@ -350,6 +392,7 @@ class _CodeCarbonMeter:
             gpu_nvml=gpu_nvml,
             codecarbon_gpu_joules=cc_gpu,
             gpu_relative_difference=relative,
+            tracker_start_seconds=self._run.start_seconds if self._run is not None else None,
             is_estimate=reading is None or reading.cpu_method not in MEASURED_CPU_METHODS,
             warnings=tuple(dict.fromkeys(warnings)),
         )
@@ -399,7 +442,7 @@ class _CodeCarbonMeter:
     def _baseline_section(self, window_s: float, warnings: list[str]) -> EnergyBaseline | None:
         """The idle baseline over ``window_s``; its warnings, or why it is missing, go to
         ``warnings``."""
-        b = self._baseline
+        b, reused = self._baseline, self._baseline_reused
         if b is None:
             reason = (
                 "baseline_seconds=0"
@@ -409,14 +452,17 @@ class _CodeCarbonMeter:
             warnings.append(f"idle baseline missing ({reason}): net energy is not reported")
             return None
         warnings += b.warnings
-        ref = self._tracking_started_at
+        ref = self._tracking_started_unix
         return EnergyBaseline(
             watts=b.watts,
             joules=b.watts * window_s,
             measured_seconds=b.measured_seconds,
-            age_seconds=(ref if ref is not None else self._clock()) - b.measured_at_s,
-            cached=self._baseline_cached,
+            age_seconds=(ref if ref is not None else self._wall()) - b.measured_at_unix,
+            cached=reused is not None,
             method=b.method,
+            measured_by=b.measured_by,
+            host=b.host,
+            tracker_start_seconds=None if reused else self._baseline_tracker_start_s,
         )
 
     def _quality_warnings(
@@ -490,7 +536,9 @@ class EnergyMeter:
     caller synchronizes the device first); then ``summary(output_tokens, requests)``,
     also after an interrupted or failed loop. ``gpu_indices`` are the run's CUDA
     device indices (``cfg.gpu_ids`` overrides them). With ``backend: off`` every
-    call is a no-op and ``summary`` returns None.
+    call is a no-op and ``summary`` returns None. ``sweep_dir``: the sweep this run is a
+    point of, if any; with ``cache_baseline`` the idle baseline is shared there.
+    ``clock`` times windows; ``wall_clock`` dates baselines (they outlive a process).
     """
 
     # NVML refreshes power every 20-100 ms: 20 Hz resolves it at negligible cost.
@@ -505,12 +553,17 @@ class EnergyMeter:
         logger: logging.Logger | None = None,
         nvml: NvmlLike | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        wall_clock: Callable[[], float] = time.time,
         tracker_factory: Callable[..., Any] | None = None,
+        sweep_dir: Path | None = None,
     ) -> None:
         self._impl: _OffMeter | _CodeCarbonMeter
         if EnergyBackend(cfg.backend) is EnergyBackend.off:
             self._impl = _OffMeter()
         else:
+            baselines = None
+            if sweep_dir is not None and cfg.cache_baseline:
+                baselines = SweepBaselines(sweep_dir, cfg.baseline_max_age_s, wall_clock=wall_clock)
             self._impl = _CodeCarbonMeter(
                 cfg,
                 Path(run_dir),
@@ -518,8 +571,10 @@ class EnergyMeter:
                 logger=logger or log,
                 nvml=nvml,
                 clock=clock,
+                wall_clock=wall_clock,
                 tracker_factory=tracker_factory or offline_tracker,
                 sample_interval_s=self.power_sample_interval_s,
+                baselines=baselines,
             )
 
     def measure_baseline(self) -> Baseline | None:

@@ -93,6 +93,8 @@ def _build_locked(target: Path, build: Callable[[Path], None]) -> Path:
                 log.warning("removing incomplete %s before rebuilding", target)
                 shutil.rmtree(target)
             tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=target.parent))
+            log.info("provisioning %s (once; later runs reuse it)", target.name)
+            started = time.perf_counter()
             try:
                 build(tmp)
                 (tmp / COMPLETE_MARKER).touch()
@@ -101,6 +103,7 @@ def _build_locked(target: Path, build: Callable[[Path], None]) -> Path:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            log.info("provisioned %s in %.1f s", target.name, time.perf_counter() - started)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return target

@@ -34,7 +34,12 @@ class GrossNet(Section):
 
 @dataclass(frozen=True)
 class EnergyBaseline(Section):
-    """The idle baseline: its power, its energy over the measured windows' duration."""
+    """The idle baseline: its power, its energy over the measured windows' duration.
+
+    ``cached``: reused from an earlier run of the sweep (``measured_by``, on ``host``);
+    ``age_seconds``: from its measurement to this run's tracker start;
+    ``tracker_start_seconds``: what starting its tracker cost this run (None when reused).
+    """
 
     watts: float | None = None
     joules: float | None = None
@@ -42,6 +47,9 @@ class EnergyBaseline(Section):
     age_seconds: float | None = None
     cached: bool | None = None
     method: str | None = None
+    measured_by: str | None = None
+    host: str | None = None
+    tracker_start_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,8 @@ class Energy(Section):
 
     ``gross_joules`` is the sum of ``components``, None when any is unknown (never a
     partial sum); ``net_joules`` subtracts the idle ``baseline``. ``is_estimate`` is
-    about the CPU figure.
+    about the CPU figure. ``tracker_start_seconds``: constructing and starting the
+    measurement's CodeCarbon tracker, before the first window (not in any figure).
     """
 
     backend: str | None = None
@@ -83,5 +92,6 @@ class Energy(Section):
     gpu_nvml: GpuNvml | None = None
     codecarbon_gpu_joules: float | None = None
     gpu_relative_difference: float | None = None
+    tracker_start_seconds: float | None = None
     is_estimate: bool | None = None
     warnings: tuple[str, ...] = ()

@@ -86,6 +86,9 @@ class Metrics(Section):
     was measured). ``provision_seconds`` is the one-time build of a cached checkpoint
     (GGUF conversion, tiny-model generation, random weights), or the wait for another
     job building it; None when the cache was warm. ``load_seconds`` excludes it.
+    ``startup_seconds``: from the launcher starting the run's process to the run
+    beginning (process start and imports; None with isolation=inline).
+    ``phase_seconds``: wall seconds spent in each phase, until the result file's own write.
     """
 
     latency: Latency | None = field(default=None, metadata=INLINE)
@@ -97,3 +100,5 @@ class Metrics(Section):
     compile_seconds: float | None = None
     repeats: int | None = None
     stopped_by: str | None = None
+    startup_seconds: float | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
