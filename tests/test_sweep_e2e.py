@@ -54,7 +54,8 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
         "main_effects_e2e_ms_mean",
         "interaction_e2e_ms_mean",
         "latency_distributions",
-        "pareto_energy_quality",
+        "pareto_energy_perplexity",
+        "main_effects_perplexity",
     }
     for plot in plots:
         assert plot.read_bytes()[:8] == PNG and plot.stat().st_size > 1000
