@@ -51,7 +51,9 @@ def test_jobs_and_sweep_read_back_from_a_real_store(tmp_path):
     cb.on_multirun_start(_config(sweep))
     ok = sweep / "quant=none"
     cb.on_job_start(_config(sweep, ok))
-    write_run(sweep, "quant=none", result(["quant=none"]))
+    ok_result = result(["quant=none"])
+    ok_result["quality"] = {"perplexity": 19.5, "evaluation": {"tokens_scored": 1020}}
+    write_run(sweep, "quant=none", ok_result)
     (ok / "emissions.csv").write_text("timestamp,energy_consumed\n0,1\n")
     cb.on_job_end(_config(sweep, ok), job_return=None)
     failed = sweep / "quant=nf4"
@@ -89,6 +91,8 @@ def test_jobs_and_sweep_read_back_from_a_real_store(tmp_path):
     assert metrics["e2e_ms_mean"] == pytest.approx(400.0)
     assert metrics["e2e_ms_ci95_low"] < 400.0 < metrics["e2e_ms_ci95_high"]
     assert metrics["energy_per_token_mj_net"] == pytest.approx(160.0)
+    assert metrics["perplexity"] == 19.5 and metrics["perplexity_tokens"] == 1020
+    assert "token_agreement_mean" not in metrics  # no reference: not logged as a number
     assert {a.path for a in client.list_artifacts(job.info.run_id)} == {
         "result.json",
         "requests.parquet",

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from runner.config.overrides import parse_lenient
+from runner.report.quality import headline as quality_headline
 from runner.results import ResultReadError, flatten, read_result, write_json_atomic
 from runner.sections.energy import Energy
 from runner.sections.figures import headline_numbers
@@ -247,6 +248,8 @@ class Tracker:
             Metrics.from_dict(result.get("metrics")),
             Energy.from_dict(energy) if isinstance(energy, dict) else None,
         )
+        # The report's quality columns too (perplexity, agreement, lm_eval.<task>.<metric>).
+        numbers |= {k: v for k, v in quality_headline(result).items() if isinstance(v, float)}
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in numbers.items() if v == v]  # NaN: absent
         if metrics:
