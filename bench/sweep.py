@@ -47,6 +47,7 @@ PARTS = (
     "compile + verify",
     "warmup",
     "measure phase outside the windows",
+    "quality (perplexity, after the windows)",
     "energy summary + requests table",
     "outside the runs (launcher, exit, sweep start/report)",
 )
@@ -69,6 +70,7 @@ def _parts(result: dict[str, Any]) -> dict[str, float]:
         "compile + verify": phases.get("compile", 0.0) + phases.get("verify", 0.0),
         "warmup": phases.get("warmup", 0.0),
         "measure phase outside the windows": phases.get("measure", 0.0) - measured - run_tracker,
+        "quality (perplexity, after the windows)": phases.get("quality", 0.0),
         "energy summary + requests table": phases.get("energy", 0.0) + phases.get("write", 0.0),
         "measured": measured,
         "inside": measured

@@ -1,10 +1,12 @@
 """What a run shows while it works, kept out of its timed windows.
 
 - Long steps (idle baseline, load, compile, warmup, measuring) announce themselves with
-  one log line each, and every measured pass ends with one line: pass k of at least n,
+  one log line each, and measured passes end with one line: pass k of at least n,
   requests and tokens so far, measured seconds against the stopping criteria. Those go
   wherever the run's log goes (the terminal, ``run.log``, Slurm output): a few lines
-  per run, never one per call.
+  per run, never one per call. Passes shorter than :data:`PASS_LINE_EVERY_S` (a tiny
+  model's take milliseconds) get a line every that many seconds, the first and the last
+  pass always.
 - On a terminal, a bar also counts the generate calls of the warmup and of each pass.
   It is redrawn only between calls, by the run's own thread: tqdm without its monitor
   thread, so nothing prints or redraws while a timed ``generate`` runs. It is removed
@@ -18,11 +20,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
+
+PASS_LINE_EVERY_S = 5.0
 
 
 class _Bar(tqdm):
@@ -51,10 +57,20 @@ def pass_line(
 class Display:
     """Progress of one run; see the module docstring. ``bars``: None decides by the stream."""
 
-    def __init__(self, stream: IO[str] | None = None, *, bars: bool | None = None) -> None:
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        bars: bool | None = None,
+        pass_line_every_s: float = PASS_LINE_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self.bars = _is_terminal(self._stream) if bars is None else bars
         self._bar: _Bar | None = None
+        self._every = pass_line_every_s
+        self._clock = clock
+        self._last_pass_line: float | None = None
         if not self.bars:
             _library_bars_off()
 
@@ -84,10 +100,15 @@ class Display:
                 self._bar.set_postfix_str(status, refresh=False)
             self._bar.update(1)
 
-    def pass_done(self, line: str) -> None:
-        """A measured pass ended: its line (see :func:`pass_line`)."""
+    def pass_done(self, line: str, final: bool = False) -> None:
+        """A measured pass ended: its line (see :func:`pass_line`), unless the last one
+        was logged less than ``pass_line_every_s`` ago and this is not the ``final`` pass."""
         self.close()
-        log.info("%s", line)
+        now = self._clock()
+        last = self._last_pass_line
+        if final or last is None or now - last >= self._every:
+            self._last_pass_line = now
+            log.info("%s", line)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -475,6 +475,7 @@ def _measured_loop(
             meter.end_window()
         repeat += 1
         progress.metrics = dataclasses.replace(progress.metrics, repeats=repeat)
+        done = bool(progress.stopped_by) or (repeat >= m.min_repeats and measured >= m.min_seconds)
         show.pass_done(
             pass_line(
                 repeat,
@@ -484,9 +485,10 @@ def _measured_loop(
                 measured,
                 m.min_seconds,
                 m.max_seconds,
-            )
+            ),
+            final=done,
         )
-        if progress.stopped_by or (repeat >= m.min_repeats and measured >= m.min_seconds):
+        if done:
             progress.stopped_by = progress.stopped_by or "criteria_met"
             log.info("measured %d repeat(s), %.2f s", repeat, measured)
             return

@@ -59,7 +59,7 @@ def _measure(compose, caplog, stream: io.StringIO, bars: bool | None) -> list[st
         stream.in_call = False  # ... and has returned
         return CallResult(CallTiming(0.01, (0.002, 0.004, 0.006), n), (3,) * n)
 
-    progress = run_mod._Progress(display=Display(stream, bars=bars))
+    progress = run_mod._Progress(display=Display(stream, bars=bars, pass_line_every_s=0))
     meter = EnergyMeter(cfg.energy, Path("unused"), [])  # energy=off: writes nothing
     caplog.set_level(logging.INFO, logger="runner.progress")
     run_mod._measured_loop(cfg, workload, call, meter, progress, torch.device("cpu"), StopGuard())
@@ -86,6 +86,18 @@ def test_elsewhere_one_line_per_pass_and_no_bar(compose, caplog):
         "pass 3 of 3+",
     ]
     assert "24 requests, 72 output tokens" in lines[-1]
+
+
+def test_fast_passes_get_a_line_every_few_seconds_and_the_last_always(caplog):
+    """A tiny model's passes take milliseconds: one line each would flood run.log (and
+    fill a pipe nobody drains yet)."""
+    now = [0.0]
+    display = Display(io.StringIO(), bars=False, pass_line_every_s=5.0, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="runner.progress")
+    for k in range(1, 101):  # 100 passes of 0.1 s
+        now[0] = k * 0.1
+        display.pass_done(f"pass {k}", final=k == 100)
+    assert [r.getMessage() for r in caplog.records] == ["pass 1", "pass 51", "pass 100"]
 
 
 def test_pass_line_states_the_stopping_rule():
