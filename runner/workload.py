@@ -10,7 +10,6 @@ import json
 import random
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,6 +17,7 @@ import torch
 from runner.config.schema import PromptOrder, WorkloadConfig, WorkloadKind
 from runner.config.validate import ConfigError, check_fields
 from runner.quality.outputs import workload_fingerprint
+from runner.user_files import read_user_file
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -163,18 +163,7 @@ def _check_config(cfg: WorkloadConfig) -> None:
 
 
 def _read_file(path: str) -> str:
-    label = f"workload.path={path}"
-    try:
-        # utf-8-sig: editors on Windows like to prepend a BOM, which is not JSON.
-        return Path(path).expanduser().read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise WorkloadError(f"{label}: file not found") from None
-    except IsADirectoryError:
-        raise WorkloadError(f"{label}: is a directory, expected a JSONL file") from None
-    except UnicodeDecodeError as e:
-        raise WorkloadError(f"{label}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-    except OSError as e:
-        raise WorkloadError(f"{label}: cannot read ({e.strerror})") from None
+    return read_user_file(path, f"workload.path={path}", "a JSONL file", WorkloadError)[1]
 
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}

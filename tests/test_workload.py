@@ -267,6 +267,23 @@ def test_missing_file(tmp_path: Path) -> None:
     assert isinstance(info.value, ValueError)
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "is a directory, expected a JSONL file"),
+        (b"\x1f\x8b\x08\x00\x00\x00", "not a text file (it holds NUL bytes)"),  # a .gz
+        (b'{"prompt": "caf\xe9"}', "not UTF-8 text (byte 15: invalid continuation byte)"),
+    ],
+    ids=["directory", "binary", "latin-1"],
+)
+def test_unreadable_file_is_one_line(tmp_path: Path, content: bytes | None, expected: str) -> None:
+    path = tmp_path / "prompts.jsonl"
+    path.mkdir() if content is None else path.write_bytes(content)
+    with pytest.raises(WorkloadError) as info:
+        load_prompts(_file_cfg(str(path)))
+    assert str(info.value) == f"workload.path={path}: {expected}"
+
+
 def test_blank_lines_and_optional_id(tokenizer, tmp_path: Path) -> None:
     path = _write(tmp_path, ["", '{"prompt": "the cat"}', "   ", '{"id": 7, "prompt": "the dog"}'])
     assert load_prompts(_file_cfg(path)) == [("line-2", "the cat"), ("7", "the dog")]

@@ -12,7 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
+
+from runner.user_files import read_user_file
 
 BUILTIN_TEXT = "eval_text.jsonl"
 BUILTIN_SOURCE = f"builtin:runner/data/{BUILTIN_TEXT}"
@@ -46,22 +47,7 @@ def builtin_text() -> EvalText:
 def user_text(path: str) -> EvalText:
     """The file at ``path`` as one passage; :class:`QualityInputError` saying why not."""
     label = f"quality.text_path={path}"
-    try:
-        raw = Path(path).expanduser().read_bytes()
-    except FileNotFoundError:
-        raise QualityInputError(f"{label}: file not found") from None
-    except IsADirectoryError:
-        raise QualityInputError(f"{label}: is a directory, expected a text file") from None
-    except OSError as exc:
-        raise QualityInputError(f"{label}: cannot read ({exc.strerror})") from None
-    if b"\x00" in raw:
-        raise QualityInputError(f"{label}: not a text file (it holds NUL bytes)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise QualityInputError(
-            f"{label}: not UTF-8 text (byte {exc.start}: {exc.reason})"
-        ) from None
+    raw, text = read_user_file(path, label, "a text file", QualityInputError)
     if not text.strip():
         raise QualityInputError(f"{label}: the file is empty")
     return EvalText(str(path), hashlib.sha256(raw).hexdigest(), ((USER_KIND, text),))
