@@ -69,6 +69,14 @@ def test_a_server_that_cannot_start_jobs_is_replaced_by_spawn(tmp_path):
 
 
 def test_a_process_with_the_cuda_driver_or_threads_refuses_to_serve(monkeypatch):
+    # Threads earlier tests left in this pytest process (tqdm's monitor) are not the point.
+    earlier = set(threading.enumerate()) - {threading.main_thread()}
+    enumerate_threads = threading.enumerate
+    monkeypatch.setattr(
+        forkserver.threading,
+        "enumerate",
+        lambda: [t for t in enumerate_threads() if t not in earlier],
+    )
     monkeypatch.setattr(forkserver, "cuda_driver_loaded", lambda: False)
     forkserver.check_forkable()
     stop = threading.Event()
