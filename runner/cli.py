@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(argv: list[str], guard: stop.StopGuard) -> None:
     from runner.config.validate import Facts
+    from runner.cuda_probe import cuda_available
     from runner.preflight import UserError, check_command
 
     JOB_OUTCOMES.clear()
@@ -201,9 +202,7 @@ def _main(argv: list[str], guard: stop.StopGuard) -> None:
         register_configs()
         forkserver.start_for_command(argv)  # its imports overlap with this process's own
         try:
-            import torch
-
-            check_command(argv, Facts(cuda_available=torch.cuda.is_available()))
+            check_command(argv, Facts(cuda_available=cuda_available()))
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)

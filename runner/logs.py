@@ -17,8 +17,18 @@ def setup_child_logging(log_file: Path, level: int = logging.INFO) -> None:
     for handler in (logging.StreamHandler(), logging.FileHandler(log_file)):
         handler.setFormatter(fmt)
         root.addHandler(handler)
-    # CodeCarbon's logger does not propagate by default; its lines belong in run.log.
+    logging.getLogger("codecarbon").setLevel(logging.WARNING)
+    codecarbon_to_run_log()
+
+
+def codecarbon_to_run_log() -> None:
+    """CodeCarbon's lines go where the run's go (console and run.log), once each.
+
+    Its logger does not propagate (set when codecarbon is imported) and every tracker it
+    starts adds a stderr handler of its own: called after each tracker starts, so that
+    neither depends on whether codecarbon was imported before the run's logging was set
+    up (a fork-server job) or after (a spawned one).
+    """
     cc = logging.getLogger("codecarbon")
-    cc.setLevel(logging.WARNING)
     cc.propagate = True
     cc.handlers.clear()

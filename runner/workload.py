@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from runner.config.schema import PromptOrder, WorkloadConfig, WorkloadKind
 from runner.config.validate import ConfigError, check_fields
 from runner.quality.outputs import workload_fingerprint
 from runner.user_files import read_user_file
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where tensors are built: the pre-flight reads prompts
+    import torch
     from transformers import PreTrainedTokenizerBase
 
 BUILTIN_SOURCE = "builtin:runner/data/prompts.jsonl"
@@ -313,6 +312,8 @@ def _pad_left(
         pad_id = tokenizer.eos_token_id
     if pad_id is None and any(len(ids) < width for ids in rows):
         raise WorkloadError("tokenizer has neither a pad nor an eos token to pad batches with")
+    import torch
+
     input_ids = torch.full((len(rows), width), pad_id or 0, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for row, ids in enumerate(rows):

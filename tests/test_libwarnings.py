@@ -195,3 +195,31 @@ def test_int8_run_prints_its_cast_warning_once_and_records_every_one(tmp_path):
         for w in result["warnings"]
     )
     assert "warning: bitsandbytes.autograd._functions WARNING: MatMul8bitLt" in proc.stdout
+
+
+CODECARBON_ONCE = """
+import logging, sys
+from pathlib import Path
+{early}
+from runner.logs import setup_child_logging
+from runner.measure.codecarbon import offline_tracker
+setup_child_logging(Path(sys.argv[1]))
+offline_tracker(country_iso_code="USA", save_to_file=False, log_level="warning")
+logging.getLogger("codecarbon").warning("a line from codecarbon")
+"""
+
+
+@pytest.mark.parametrize("early", [True, False], ids=["imported-before", "imported-after"])
+def test_codecarbon_lines_reach_the_run_log_and_the_console_once(tmp_path, early):
+    """A fork-server job imported codecarbon before its logging was set up, a spawned one
+    after; either way each CodeCarbon line is in run.log once and on stderr once."""
+    import subprocess
+    import sys
+
+    code = CODECARBON_ONCE.format(early="import codecarbon" if early else "")
+    log = tmp_path / "run.log"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(log)], capture_output=True, text=True, check=True
+    )
+    assert log.read_text().count("a line from codecarbon") == 1
+    assert done.stderr.count("a line from codecarbon") == 1

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import importlib.util
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -63,8 +65,21 @@ def codecarbon_version() -> str:
         return "unknown"
 
 
+ENERGY_MIX_FILE = "data/private_infra/global_energy_mix.json"  # codecarbon.input's path
+
+
 def energy_mix_table() -> dict[str, Any]:
-    """CodeCarbon's packaged per-country energy-mix table (no network), keyed by ISO alpha-3."""
+    """CodeCarbon's packaged per-country energy-mix table (no network), keyed by ISO alpha-3.
+
+    Read from the package directory without importing CodeCarbon (whose import pulls
+    pandas: a second of the command's pre-flight); through CodeCarbon where that file
+    is not where its ``DataSource`` keeps it.
+    """
+    spec = importlib.util.find_spec("codecarbon")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(spec.submodule_search_locations[0]) / ENERGY_MIX_FILE
+        if path.is_file():
+            return json.loads(path.read_text())
     from codecarbon.input import DataSource
 
     return DataSource().get_global_energy_mix_data()
@@ -124,7 +139,11 @@ def _codecarbon_logs_to(target: logging.Logger) -> Iterator[Callable[[], None]]:
 def offline_tracker(**kwargs: Any) -> Any:
     from codecarbon import OfflineEmissionsTracker
 
-    return OfflineEmissionsTracker(**kwargs)
+    from runner.logs import codecarbon_to_run_log
+
+    tracker = OfflineEmissionsTracker(**kwargs)
+    codecarbon_to_run_log()
+    return tracker
 
 
 def tracker_kwargs(

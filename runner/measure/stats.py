@@ -15,8 +15,6 @@ import statistics
 from collections.abc import Hashable, Sequence
 from dataclasses import fields
 
-from scipy.special import stdtrit  # what scipy.stats.t.ppf calls, without importing stats
-
 from runner.sections.metrics import Stats
 
 # The keys of one distribution in result.json; what each means is on Stats.
@@ -25,6 +23,10 @@ STAT_KEYS = tuple(f.name for f in fields(Stats))
 
 def t_quantile_95(dof: int) -> float:
     """Two-sided 95% quantile of Student's t with ``dof`` degrees of freedom (exact)."""
+    # What scipy.stats.t.ppf calls, without importing stats; imported here so that the
+    # command's pre-flight (which reaches this module) does not pay for scipy.
+    from scipy.special import stdtrit
+
     return float(stdtrit(dof, 0.975)) if dof >= 1 else math.nan
 
 
