@@ -26,10 +26,11 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import pickle
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing import reduction
 from multiprocessing.context import BaseContext
@@ -161,6 +162,7 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
     for s in (signal.SIGTERM, signal.SIGUSR2):
         signal.signal(s, signal.SIG_IGN)
     launcher = os.getppid()
+    tdp_probed = _probe_tdp_beside()
     for name in modules:
         if os.getppid() != launcher:  # the launcher is gone (a refused command): stop here
             os._exit(0)
@@ -172,7 +174,8 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
         # capability, which initialises CUDA; only a torch built without CUDA cannot.
         with contextlib.suppress(ImportError):
             __import__("bitsandbytes")
-    _warm_codecarbon()
+    tdp_probed()
+    _warm_codecarbon()  # nothing left to do when the probe beside succeeded
     check_forkable()
     # What was imported lives as long as any job: a job's garbage collector need not scan
     # it (a full collection over it took ~0.3 s, at a moment the job does not choose,
@@ -192,6 +195,44 @@ def check_forkable() -> None:
     extra = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if extra:
         raise RuntimeError(f"fork server: imports started threads {extra}")
+
+
+def _probe_tdp_beside() -> Callable[[], None]:
+    """Start CodeCarbon's CPU probe (``cpu.TDP()``: ~1.5 s of CPU) in a forked child, on
+    another core while this process imports; the returned function waits for the child
+    and seeds CodeCarbon's per-process cache with its answer. Forked before any import
+    that could start a thread. Any failure leaves the cache empty: the probe then runs
+    here (:func:`_warm_codecarbon`).
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        code = 1
+        try:
+            from codecarbon.core import cpu
+
+            data = pickle.dumps(cpu.TDP())
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(data)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+
+    def seed() -> None:
+        with os.fdopen(read_fd, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if status != 0 or not data:
+            return
+        with contextlib.suppress(Exception):  # another CodeCarbon: probed here instead
+            from codecarbon.core import hardware_cache
+
+            if getattr(hardware_cache, "_tdp", ...) is None:
+                hardware_cache._tdp = pickle.loads(data)
+
+    return seed
 
 
 def _warm_codecarbon() -> None:
