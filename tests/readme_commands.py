@@ -29,6 +29,11 @@ SKIPS: list[tuple[str, str]] = [
     ("hydra/launcher=slurm", "submits to a Slurm cluster (there is none here)"),
     ("mlflow ui", "starts MLflow's web server, which runs until it is stopped"),
     (
+        "quality.task_dir=/data/",
+        "names an lm-eval task directory of the reader's own (tests/test_quality_e2e.py runs "
+        "lm-eval on the project's offline task)",
+    ),
+    (
         "tests/slurm/cluster.sh",
         "starts and stops the suite's own Slurm cluster (tests/test_slurm.py runs it; "
         "stopping it here would pull it from under those tests)",
