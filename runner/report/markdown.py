@@ -352,7 +352,7 @@ def best_section(data: ReportData) -> str | None:
     for metric in data.metrics:
         ranked = metric.ranked(data.table)
         best = ranked.iloc[0]
-        cells = {"best for": f"{metric.best_word} {metric.title} ({metric.unit})"}
+        cells = {"best for": f"{metric.best_word} {metric.axis_label}"}
         cells.update(_factor_cells(ranked.iloc[:1], factors).iloc[0].to_dict())
         cells["value"] = _value(best, metric)
         cells["runs ranked"] = str(len(ranked))
