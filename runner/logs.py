@@ -17,18 +17,11 @@ def setup_child_logging(log_file: Path, level: int = logging.INFO) -> None:
     for handler in (logging.StreamHandler(), logging.FileHandler(log_file)):
         handler.setFormatter(fmt)
         root.addHandler(handler)
-    logging.getLogger("codecarbon").setLevel(logging.WARNING)
-    codecarbon_to_run_log()
-
-
-def codecarbon_to_run_log() -> None:
-    """CodeCarbon's lines go where the run's go (console and run.log), once each.
-
-    Its logger does not propagate (set when codecarbon is imported) and every tracker it
-    starts adds a stderr handler of its own: called after each tracker starts, so that
-    neither depends on whether codecarbon was imported before the run's logging was set
-    up (a fork-server job) or after (a spawned one).
-    """
+    # CodeCarbon's lines reach run.log through the energy meter, which forwards them to
+    # the run's logger while a tracker runs, its noise left out (runner.measure.codecarbon).
+    # Its logger must not also propagate: codecarbon sets that at import, which in a
+    # fork-server job happened before this setup, in a spawned one after it.
     cc = logging.getLogger("codecarbon")
-    cc.propagate = True
+    cc.setLevel(logging.WARNING)
+    cc.propagate = False
     cc.handlers.clear()

@@ -199,21 +199,24 @@ def test_int8_run_prints_its_cast_warning_once_and_records_every_one(tmp_path):
 
 
 CODECARBON_ONCE = """
-import logging, sys
+import logging, sys, time
 from pathlib import Path
 {early}
 from runner.logs import setup_child_logging
-from runner.measure.codecarbon import offline_tracker
+from runner.measure.codecarbon import offline_tracker, tracker_run
 setup_child_logging(Path(sys.argv[1]))
-offline_tracker(country_iso_code="USA", save_to_file=False, log_level="warning")
-logging.getLogger("codecarbon").warning("a line from codecarbon")
+kwargs = dict(country_iso_code="USA", save_to_file=False, log_level="warning")
+energy_log = logging.getLogger("runner.measure.energy")
+with tracker_run(offline_tracker, lambda: kwargs, time.perf_counter, energy_log):
+    logging.getLogger("codecarbon").warning("a line from codecarbon")
 """
 
 
 @pytest.mark.parametrize("early", [True, False], ids=["imported-before", "imported-after"])
 def test_codecarbon_lines_reach_the_run_log_and_the_console_once(tmp_path, early):
     """A fork-server job imported codecarbon before its logging was set up, a spawned one
-    after; either way each CodeCarbon line is in run.log once and on stderr once."""
+    after; either way each CodeCarbon line is in run.log once and on stderr once, and its
+    per-tracker hint ("Multiple instances ...") in neither."""
     import subprocess
     import sys
 
@@ -224,3 +227,4 @@ def test_codecarbon_lines_reach_the_run_log_and_the_console_once(tmp_path, early
     )
     assert log.read_text().count("a line from codecarbon") == 1
     assert done.stderr.count("a line from codecarbon") == 1
+    assert "Multiple instances" not in log.read_text() + done.stderr

@@ -93,57 +93,44 @@ def known_country_codes() -> frozenset[str] | None:
         return None
 
 
-class _Forward(logging.Handler):
-    """Hands CodeCarbon's records to the run's logger (CodeCarbon's does not propagate)."""
+class _Forward(logging.Filter):
+    """On the ``codecarbon`` logger: hands each record to the run's logger (noise left
+    out) and stops it there, so none of CodeCarbon's own handlers print it. A logger's
+    filters see every record before any handler, also those of the stderr handler that
+    each tracker construction adds anew."""
 
     def __init__(self, target: logging.Logger) -> None:
         super().__init__()
         self._target = target
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
         if not record.getMessage().startswith(_CODECARBON_NOISE):
             self._target.handle(record)
-
-
-def _is_console(handler: logging.Handler) -> bool:
-    return isinstance(handler, logging.StreamHandler) and not isinstance(
-        handler, logging.FileHandler
-    )
+        return False
 
 
 @contextlib.contextmanager
-def _codecarbon_logs_to(target: logging.Logger) -> Iterator[Callable[[], None]]:
-    """Route the ``codecarbon`` logger into ``target`` while the block runs.
+def _codecarbon_logs_to(target: logging.Logger) -> Iterator[None]:
+    """Route the ``codecarbon`` logger into ``target`` while the block runs; its level
+    and filters are restored on exit."""
+    import codecarbon.external.logger  # noqa: F401  # its import-time setup first, not inside
 
-    Every tracker construction re-creates CodeCarbon's own stderr handler; the
-    yielded function removes it again (call it after constructing a tracker) so
-    records are not printed twice. Handlers and level are restored on exit.
-    """
     cc = logging.getLogger("codecarbon")
-    saved_handlers, saved_level = list(cc.handlers), cc.level
+    saved_level = cc.level
     forward = _Forward(target)
-
-    def drop_console() -> None:
-        cc.handlers = [h for h in cc.handlers if h is forward or not _is_console(h)]
-        cc.setLevel(logging.WARNING)
-
-    cc.addHandler(forward)
-    drop_console()
+    cc.addFilter(forward)
+    cc.setLevel(logging.WARNING)
     try:
-        yield drop_console
+        yield
     finally:
-        cc.handlers = saved_handlers
+        cc.removeFilter(forward)
         cc.setLevel(saved_level)
 
 
 def offline_tracker(**kwargs: Any) -> Any:
     from codecarbon import OfflineEmissionsTracker
 
-    from runner.logs import codecarbon_to_run_log
-
-    tracker = OfflineEmissionsTracker(**kwargs)
-    codecarbon_to_run_log()
-    return tracker
+    return OfflineEmissionsTracker(**kwargs)
 
 
 def tracker_kwargs(
@@ -248,14 +235,13 @@ def tracker_run(
     not cost the run its timing results.
     """
     box = TrackerBox()
-    with _codecarbon_logs_to(target) as drop_console:
+    with _codecarbon_logs_to(target):
         tracker = None
         started_at = None
         try:
             try:
                 t0 = clock()
                 tracker = factory(**make_kwargs())
-                drop_console()
                 tracker.start()
                 started_at = clock()  # after start(): its hardware probing is not measured
                 box.start_seconds = started_at - t0
