@@ -69,7 +69,7 @@ def section(df: pd.DataFrame, energy: Metric | None, fmt_num: Any, max_listed: i
             for _, r in on.iloc[:max_listed].iterrows()
         ]
         more = len(on) - len(items)
-        tail = f" and {more} more (`summary.csv`)" if more > 0 else ""
+        tail = f" and {more} more" if more > 0 else ""
         lines.append(
             f"- Energy/{metric.title} Pareto front, {metric.best_word} {metric.title} first: "
             f"{', '.join(items) or 'no run'}{tail}."
