@@ -41,15 +41,14 @@ def visible_devices() -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return 0
-    try:
-        import pynvml
+    from runner.measure.nvml import NvmlError, open_nvml
 
-        pynvml.nvmlInit()
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver, no library: no device
+    nvml = open_nvml()
+    if nvml is None:  # no driver, no library: no device
+        return 0
+    try:
+        count = nvml.device_count()
+    except NvmlError:
         return 0
     if visible is None:
         return count

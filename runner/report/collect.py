@@ -424,6 +424,11 @@ def factor_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.attrs.get("factors", []) if c in df.columns]
 
 
+def has_values(df: pd.DataFrame, column: str) -> bool:
+    """``column`` exists and some row has a value in it."""
+    return column in df.columns and bool(df[column].notna().any())
+
+
 def swept_factors(df: pd.DataFrame) -> list[str]:
     """Factor columns with more than one value (a missing override counts as a value)."""
     return [c for c in factor_columns(df) if df[c].nunique(dropna=False) > 1]

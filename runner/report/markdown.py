@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from runner.report.collect import SETTING_GROUPS, STATUSES, swept_factors
+from runner.report.collect import SETTING_GROUPS, STATUSES, has_values, swept_factors
 from runner.report.compare import RATIO_METHOD, front_mask, pareto_metrics
 from runner.report.data import ReportData
 from runner.report.effects import Effect, levels_of, strongest
@@ -79,10 +79,6 @@ def fmt_ci(mean: Any, low: Any, high: Any) -> str:
     return f"{text} [{fmt_num(lo)}, {fmt_num(hi)}]"
 
 
-def _has(df: pd.DataFrame, column: str) -> bool:
-    return column in df.columns and df[column].notna().any()
-
-
 def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFrame:
     """Strings for people: swept factors, status, means with [95% CI], ratios, errors.
 
@@ -98,7 +94,7 @@ def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFram
         out["run"] = df["label"]
     out["status"] = df["status"]
     for header, prefix in CI_COLUMNS:
-        if _has(df, f"{prefix}_mean"):
+        if has_values(df, f"{prefix}_mean"):
             out[header] = [
                 fmt_ci(m, lo, hi)
                 for m, lo, hi in zip(
@@ -110,7 +106,7 @@ def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFram
             ]
     estimate = [v is True for v in df["energy_is_estimate"]]
     for header, column in PLAIN_COLUMNS:
-        if _has(df, column):
+        if has_values(df, column):
             mark = column.startswith("energy") or column == "emissions_g"
             out[header] = [
                 fmt_num(v) + ("*" if mark and e and fmt_num(v) else "")
@@ -119,7 +115,7 @@ def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFram
     for header, cells in display_columns(df, fmt_ci).items():
         out[header] = cells
     for header, column in RATIO_COLUMNS:
-        if _has(df, column):
+        if has_values(df, column):
             out[header] = [
                 "baseline" if base else fmt_ci(r, lo, hi)
                 for r, lo, hi, base in zip(

@@ -27,6 +27,7 @@ from runner.measure.stats import summarize
 from runner.quality.agreement import agreement, check_same_workload, fingerprint
 from runner.quality.outputs import OUTPUTS_FILE, read_outputs
 from runner.quality.text import QualityInputError
+from runner.sections.figures import finite_or_nan
 from runner.sections.metrics import Stats
 from runner.sections.quality import Agreement, PerplexityEval, Quality
 
@@ -60,23 +61,13 @@ LM_EVAL_PREFIX = "lm_eval."  # one column per lm-eval task and metric, as the ru
 NOTES = "agreement_notes"  # df.attrs key: one line per run that was not compared
 
 
-def _num(value: Any) -> float:
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return number if math.isfinite(number) else math.nan
-
-
 def _agreement_columns(agreed: Agreement | None) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for prefix, name in AGREEMENT_STATS.items():
         stats = getattr(agreed, name, None) or Stats()
         for s in CI:
-            row[f"{prefix}_{s}"] = _num(getattr(stats, s))
-    row["agreement_requests"] = _num(agreed.requests if agreed else None)
+            row[f"{prefix}_{s}"] = finite_or_nan(getattr(stats, s))
+    row["agreement_requests"] = finite_or_nan(agreed.requests if agreed else None)
     row["agreement_reference"] = agreed.reference if agreed else None
     return row
 
@@ -88,17 +79,17 @@ def headline(data: dict[str, Any] | None) -> dict[str, Any]:
     q = Quality.from_dict(raw) if isinstance(raw, dict) else Quality()
     evaluation = q.evaluation
     row: dict[str, Any] = {
-        "perplexity": _num(q.perplexity),
-        "perplexity_ci95_low": _num(q.perplexity_ci95_low),
-        "perplexity_ci95_high": _num(q.perplexity_ci95_high),
-        "perplexity_tokens": _num(evaluation.tokens_scored if evaluation else None),
+        "perplexity": finite_or_nan(q.perplexity),
+        "perplexity_ci95_low": finite_or_nan(q.perplexity_ci95_low),
+        "perplexity_ci95_high": finite_or_nan(q.perplexity_ci95_high),
+        "perplexity_tokens": finite_or_nan(evaluation.tokens_scored if evaluation else None),
         **_agreement_columns(q.agreement),
         "workload_sha256": fingerprint(data),
     }
     if q.lm_eval is not None:
         for task, metrics in sorted(q.lm_eval.results.items()):
             for metric, value in sorted(metrics.items()):
-                row[f"{LM_EVAL_PREFIX}{task}.{metric}"] = _num(value)
+                row[f"{LM_EVAL_PREFIX}{task}.{metric}"] = finite_or_nan(value)
     return row
 
 

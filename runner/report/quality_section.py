@@ -8,19 +8,16 @@ from typing import Any
 import pandas as pd
 
 from runner.quality.agreement import METHOD as AGREEMENT_METHOD
+from runner.report.collect import has_values
 from runner.report.compare import front_mask
 from runner.report.metrics import Metric, quality_metrics
 from runner.report.quality import CI, NOTES, RATIO, RATIO_COLUMNS, RATIO_METHOD
 
 
-def _has(df: pd.DataFrame, column: str) -> bool:
-    return column in df.columns and df[column].notna().any()
-
-
 def display_columns(df: pd.DataFrame, fmt_ci: Any) -> dict[str, list[str]]:
     """Report-table columns (header -> cells): perplexity and agreement with 95% CIs."""
     out: dict[str, list[str]] = {}
-    if _has(df, "perplexity"):
+    if has_values(df, "perplexity"):
         out["perplexity"] = [
             fmt_ci(m, lo, hi)
             for m, lo, hi in zip(
@@ -30,14 +27,14 @@ def display_columns(df: pd.DataFrame, fmt_ci: Any) -> dict[str, list[str]]:
                 strict=True,
             )
         ]
-    if _has(df, RATIO):
+    if has_values(df, RATIO):
         baseline = df.get("is_baseline", pd.Series(False, index=df.index))
         out["ppl ×"] = [
             "baseline" if base else fmt_ci(r, lo, hi)
             for r, lo, hi, base in zip(*(df[c] for c in RATIO_COLUMNS), baseline, strict=True)
         ]
     for header, prefix in (("token agree", "token_agreement"), ("exact match", "exact_match")):
-        if _has(df, f"{prefix}_mean"):
+        if has_values(df, f"{prefix}_mean"):
             out[header] = [
                 fmt_ci(m, lo, hi)
                 for m, lo, hi in zip(*(df[f"{prefix}_{s}"] for s in CI), strict=True)
@@ -60,7 +57,7 @@ def section(df: pd.DataFrame, energy: Metric | None, fmt_num: Any, max_listed: i
         "mean [95% CI over windows]; the same text and settings in every run for it to compare.",
         f"- **token agree / exact match** (against `agreement_reference`): {AGREEMENT_METHOD}.",
     ]
-    if _has(df, RATIO):
+    if has_values(df, RATIO):
         lines.append(f"- **ppl ×** (`perplexity_ratio`): {RATIO_METHOD}.")
     for metric in metrics if energy is not None else []:
         on = metric.ranked(df[front_mask(df, metric, energy)])

@@ -88,7 +88,7 @@ _LIST = [
 FIGURES: dict[str, Figure] = {f.name: f for f in _LIST}
 
 
-def _number(value: Any) -> float:
+def finite_or_nan(value: Any) -> float:
     """A finite number as float, else NaN (None, bools and text included)."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return math.nan
@@ -99,7 +99,7 @@ def _number(value: Any) -> float:
 def headline_numbers(metrics: Metrics, energy: Energy | None) -> dict[str, float]:
     """Every headline figure of one run, NaN where absent."""
     energy = energy or Energy()
-    return {name: _number(f.get(metrics, energy)) for name, f in FIGURES.items()}
+    return {name: finite_or_nan(f.get(metrics, energy)) for name, f in FIGURES.items()}
 
 
 # ---------------------------------------------------------------- keys of the typed sections
@@ -183,5 +183,5 @@ def metric_value(name: str, result: Mapping[str, Any] | None) -> float | None:
         for part in name.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
         value = node
-    number = _number(value)
+    number = finite_or_nan(value)
     return None if math.isnan(number) else number
