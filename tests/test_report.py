@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from runner.measure.stats import summarize
-from runner.report import build_report
+from runner.report import build_report, forked
 from runner.report.__main__ import main
 from runner.report.collect import (
     ReportError,
@@ -438,6 +438,21 @@ def test_build_report_writes_everything(sweep: Path, tmp_path: Path) -> None:
     assert "OutOfMemoryError" in text and "partial" in text and "unreadable" in text
     assert "plots/pareto_energy_latency.png" in text
     assert "## Methodology" in text
+
+
+def test_figures_drawn_by_worker_processes_are_the_ones_drawn_here(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forked, "usable_cpus", lambda: 1)
+    here = build_report([sweep], tmp_path / "here", baseline="quant=none,compile=off")
+    monkeypatch.setattr(forked, "usable_cpus", lambda: 3)
+    workers = build_report([sweep], tmp_path / "workers", baseline="quant=none,compile=off")
+    assert [p.name for p in workers.plots] == [p.name for p in here.plots]
+    assert len(here.plots) == 7
+    assert workers.skipped_plots == here.skipped_plots
+    for a, b in zip(here.plots, workers.plots, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+    assert here.report_md.read_text() == workers.report_md.read_text()
 
 
 def test_named_warnings_reach_the_csv_and_the_report(tmp_path: Path) -> None:

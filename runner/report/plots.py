@@ -30,6 +30,7 @@ from matplotlib.transforms import Bbox
 from runner.report.compare import front_mask, pareto_metrics
 from runner.report.data import ReportData
 from runner.report.effects import interaction_means, level_key, level_means, strongest
+from runner.report.forked import map_forked
 from runner.report.markdown import fmt_num
 from runner.report.metrics import Metric, energy_metric, quality_metrics
 from runner.report.samples import LatencySamples, read_latency_samples
@@ -595,31 +596,58 @@ FIGURES: list[Maker] = [
 ]
 
 
+@dataclass(frozen=True)
+class _Drawn:
+    """What drawing one figure gave (crosses back from a worker process, so plain data)."""
+
+    path: Path | None = None
+    skipped: str | None = None  # why not drawn: a NoData reason or a failure
+    failed: bool = False
+
+
+def _draw(plot: Plot, out_dir: Path) -> _Drawn:
+    try:
+        return _Drawn(path=plot.draw(out_dir / plot.filename))
+    except NoData as exc:
+        return _Drawn(skipped=str(exc))
+    except Exception as exc:  # one broken figure must not lose the others
+        return _Drawn(skipped=f"failed ({type(exc).__name__}: {exc})", failed=True)
+
+
 def make_plots(
-    data: ReportData, out_dir: Path, makers: Sequence[Maker] = tuple(FIGURES)
+    data: ReportData,
+    out_dir: Path,
+    makers: Sequence[Maker] = tuple(FIGURES),
+    workers: int | None = None,
 ) -> tuple[list[Path], list[str]]:
-    """Every figure that can be drawn into ``out_dir``; returns (paths, skip reasons)."""
-    made: list[Path] = []
+    """Every figure that can be drawn into ``out_dir``; returns (paths, skip reasons).
+
+    The figures are drawn by up to ``workers`` forked processes (default: one per usable
+    CPU, see :mod:`runner.report.forked`); paths and reasons come in the order of
+    ``makers``, whichever process drew them.
+    """
     skipped: list[str] = []
     # plots/ belongs to the report: figures of an earlier build that this one does not
     # draw would be stale, so they go.
     old = set(out_dir.glob("*.png")) if out_dir.is_dir() else set()
+    plots: list[Plot] = []
     for maker in makers:
         try:
-            plots = maker(data)
+            plots += maker(data)
         except Exception as exc:  # one broken maker must not lose the other figures
             skipped.append(f"{maker.__name__}: failed ({type(exc).__name__}: {exc})")
             log.warning("figures of %s failed: %s: %s", maker.__name__, type(exc).__name__, exc)
+    drawn = map_forked([lambda p=p: _draw(p, out_dir) for p in plots], workers)
+    made: list[Path] = []
+    for plot, outcome in zip(plots, drawn, strict=True):
+        if outcome.path is not None:
+            made.append(outcome.path)
             continue
-        for plot in plots:
-            try:
-                made.append(plot.draw(out_dir / plot.filename))
-            except NoData as exc:
-                skipped.append(f"{plot.name}: {exc}")
-                log.info("plot %s skipped: %s", plot.name, exc)
-            except Exception as exc:  # one broken figure must not lose the others
-                skipped.append(f"{plot.name}: failed ({type(exc).__name__}: {exc})")
-                log.warning("plot %s failed: %s: %s", plot.name, type(exc).__name__, exc)
+        skipped.append(f"{plot.name}: {outcome.skipped}")
+        if outcome.failed:
+            log.warning("plot %s %s", plot.name, outcome.skipped)
+        else:
+            log.info("plot %s skipped: %s", plot.name, outcome.skipped)
     for path in old - set(made):
         path.unlink(missing_ok=True)
     return made, skipped
