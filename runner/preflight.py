@@ -164,6 +164,7 @@ def _launcher_is_remote(settings: list[Setting]) -> bool:
 
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+GRID_SWEEPER = "hydra_plugins.runner_launcher.grid_sweeper.GridSweeper"
 PARETO_SWEEPER = "hydra_plugins.runner_search.pareto_sweeper.ParetoSweeper"
 
 
@@ -180,7 +181,7 @@ class Sweep:
 
     @property
     def is_search(self) -> bool:
-        return self.target != BASIC_SWEEPER
+        return self.target not in (BASIC_SWEEPER, GRID_SWEEPER)
 
 
 def _require_plugins(settings: list[Setting]) -> None:
