@@ -83,8 +83,17 @@ def _parts(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _cpu_lookup_kept() -> bool:
+    """Whether CodeCarbon's CPU lookup for this machine is kept on disk (cpu_power_cache)."""
+    from runner.measure import cpu_power_cache
+
+    key = cpu_power_cache.machine_key()
+    return key is not None and cpu_power_cache.kept_path(key).is_file()
+
+
 def _sweep(name: str, extra: list[str], root: Path) -> dict[str, Any]:
     sweep_dir = root / name
+    kept = _cpu_lookup_kept()
     cmd = [sys.executable, "-m", "runner", *SWEEP, *extra, f"hydra.sweep.dir={sweep_dir}"]
     progress(f"sweep/{name}: {' '.join(cmd[3:-1])}")
     print(f"\n=== bench sweep/{name}: {' '.join(cmd)}", file=sys.stderr, flush=True)
@@ -115,6 +124,7 @@ def _sweep(name: str, extra: list[str], root: Path) -> dict[str, Any]:
         "wall_over_inside": wall / inside if inside else None,
         "fixed_per_point_mean_seconds": per_part,
         "baselines_reused": sum(r["baseline_reused"] for r in runs),
+        "cpu_lookup_kept": "yes" if kept else "no",
         "peak_rss_mib_median": median([r["peak_rss_mib"] for r in runs]),
         "runs": runs,
     }
@@ -133,6 +143,7 @@ def _table(data: dict[str, dict[str, Any]]) -> list[str]:
         ("sweep wall, s", "wall_seconds", "{:9.1f}"),
         ("sweep wall / sum(measured + load + warmup)", "wall_over_inside", "{:8.2f}x"),
         ("idle baselines reused (of 4)", "baselines_reused", "{:9d}"),
+        ("CodeCarbon's CPU lookup on disk at the start", "cpu_lookup_kept", "{:>9}"),
         ("peak RSS in the window, MiB (median)", "peak_rss_mib_median", "{:9.0f}"),
     ):
         lines.append(f"{label:<56}" + "".join(fmt.format(data[n][key]) for n in names))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.config.schema import EnergyConfig
+from runner.measure import cpu_power_cache
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +242,12 @@ def tracker_run(
         try:
             try:
                 t0 = clock()
+                cpu_power_cache.seed()  # this machine's CPU power, if a process kept it
                 tracker = factory(**make_kwargs())
                 tracker.start()
                 started_at = clock()  # after start(): its hardware probing is not measured
                 box.start_seconds = started_at - t0
+                cpu_power_cache.keep()
             except Exception as exc:
                 box.error = f"CodeCarbon tracker failed to start: {type(exc).__name__}: {exc}"
                 log.warning("%s", box.error)
