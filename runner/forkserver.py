@@ -122,10 +122,11 @@ def start_for_command(argv: list[str]) -> bool:
     """Start the server now if the command's jobs will likely be forked from it.
 
     Its imports then run beside the launcher's own start (pre-flight, torch) instead of
-    after them. A guess from the command line, so that nothing waits for the composed
-    configs: an experiment file could still choose another isolation, and then the server
-    idles until the command ends. Not for submitit launchers (each job is its own process)
-    nor for --help and other flags.
+    after them. Read from the command line, so that nothing waits for the composed
+    configs. Not for submitit launchers (each job is its own process), nor for --help and
+    other flags, nor with an experiment file, which may choose another isolation: an
+    inline job would then measure its idle baseline while the server imports (the
+    launcher starts the server at its first forked job instead).
     """
     from runner.config.overrides import parse_lenient, value_of
     from runner.preflight import split_argv
@@ -134,10 +135,31 @@ def start_for_command(argv: list[str]) -> bool:
     settings = parse_lenient(overrides)
     isolation = value_of("measure.isolation", settings)
     launcher = value_of("hydra/launcher", settings)
-    if checkable and isolation in (None, "forkserver") and launcher in (None, "basic"):
+    experiment = value_of("experiment", settings)
+    plain = experiment is None and launcher in (None, "basic")
+    if checkable and plain and isolation in (None, "forkserver"):
         start()
         return True
     return False
+
+
+EARLY_KEYS = ("measure.isolation", "hydra/launcher", "experiment")
+
+
+def start_early(argv: list[str]) -> bool:
+    """Start the server before the command's own imports, for the plain command only.
+
+    Plain: overrides and ``-m``, none of them about the isolation, the launcher or an
+    experiment file, which :func:`start_for_command` reads with Hydra's parser once it is
+    imported. Hydra's own import (about 0.3 s) then runs beside the server's.
+    """
+    for arg in argv:
+        if arg in ("-m", "--multirun"):
+            continue
+        if arg.startswith("-") or arg.lstrip("+~").split("=", 1)[0] in EARLY_KEYS:
+            return False
+    start()
+    return True
 
 
 def cuda_driver_loaded() -> bool:
@@ -162,7 +184,10 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
     for s in (signal.SIGTERM, signal.SIGUSR2):
         signal.signal(s, signal.SIG_IGN)
     launcher = os.getppid()
-    tdp_probed = _probe_tdp_beside()
+    from runner.measure import cpu_power_cache
+
+    # CodeCarbon's CPU power, from the disk when an earlier process kept it for this machine.
+    tdp_probed = (lambda: None) if cpu_power_cache.seed() else _probe_tdp_beside()
     for name in modules:
         if os.getppid() != launcher:  # the launcher is gone (a refused command): stop here
             os._exit(0)
@@ -176,11 +201,13 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
             __import__("bitsandbytes")
     tdp_probed()
     _warm_codecarbon()  # nothing left to do when the probe beside succeeded
+    cpu_power_cache.keep()
     check_forkable()
     # What was imported lives as long as any job: a job's garbage collector need not scan
     # it (a full collection over it took ~0.3 s, at a moment the job does not choose,
-    # possibly inside a measured window) nor write to its pages (copy-on-write).
-    gc.collect()
+    # possibly inside a measured window) nor write to its pages (copy-on-write). No
+    # collection first: the imports leave about a hundred unreachable objects, and finding
+    # them would take as long as the collection a job is spared, before the first job.
     gc.freeze()
 
 

@@ -102,10 +102,35 @@ def test_a_process_with_the_cuda_driver_or_threads_refuses_to_serve(monkeypatch)
         (["measure.isolation=spawn"], False),
         (["-m", "hydra/launcher=slurm", "quant=none,nf4"], False),
         (["--help"], False),
+        # An experiment file may choose inline: its idle baseline must not see the imports.
+        (["-m", "+experiment=quant-on-tiny"], False),
     ],
 )
 def test_the_launcher_starts_the_server_early_only_for_forked_jobs(monkeypatch, argv, starts):
     started = []
     monkeypatch.setattr(forkserver, "start", lambda: started.append(True))
     assert forkserver.start_for_command(argv) is starts
+    assert bool(started) is starts
+
+
+@pytest.mark.parametrize(
+    ("argv", "starts"),
+    [
+        (["-m", "model=tiny", "quant=none,nf4"], True),
+        ([], True),
+        # Anything about isolation or the launcher waits for start_for_command's parser.
+        (["model=tiny", "measure.isolation=forkserver"], False),
+        (["+measure.isolation=spawn"], False),
+        (["-m", "hydra/launcher=slurm", "quant=none,nf4"], False),
+        (["experiment=quant-on-tiny"], False),
+        (["--cfg", "job"], False),
+        (["--help"], False),
+    ],
+)
+def test_the_server_starts_before_the_cli_imports_only_for_a_plain_command(
+    monkeypatch, argv, starts
+):
+    started = []
+    monkeypatch.setattr(forkserver, "start", lambda: started.append(True))
+    assert forkserver.start_early(argv) is starts
     assert bool(started) is starts
