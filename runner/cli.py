@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import forkserver, stop
 from runner.config import register_configs
 from runner.config.schema import Isolation
-from runner.job import JobOutcome, recorded_status
+from runner.job import JobOutcome, record_stop_before_the_run, recorded_status
 from runner.preflight import CONF_DIR
 from runner.results import Status
 from runner.stop import StopRequested
@@ -82,9 +82,13 @@ def task(dcfg: DictConfig) -> Any:
             print(summary.render(outcome.result, str(run_dir)), flush=True)
     except RunDirLocked as exc:
         log.error("%s", exc)
-    except (StopRequested, KeyboardInterrupt):
+    except (StopRequested, KeyboardInterrupt) as exc:
         # The job's result is on disk (the job wrote it, or the launcher did for a job
-        # stopped before it could): report what it says, then stop the sweep.
+        # stopped before it could; for a stop before either, it is written here): report
+        # what it says, then stop the sweep.
+        signame = exc.signame if isinstance(exc, StopRequested) else "SIGINT"
+        with contextlib.suppress(Exception):  # the stop is reported whatever this gives
+            record_stop_before_the_run(run_dir, _config_of(cfg, dcfg), overrides, signame)
         outcome = JobOutcome(_recorded_status(run_dir), run_dir, tuple(overrides), stopped=True)
         if _submitit_job(str(hc.launcher.get("_target_", ""))):
             _print_result(run_dir)
@@ -96,6 +100,15 @@ def task(dcfg: DictConfig) -> Any:
     finally:
         JOB_OUTCOMES.append(outcome)
     return None if cfg is None else task_return(cfg.search, outcome.result)
+
+
+def _config_of(cfg: Any, dcfg: DictConfig) -> dict[str, Any]:
+    """The job's config as its result records it (the composed one before conversion)."""
+    from runner.config.resolved import config_dict
+
+    if cfg is not None:
+        return config_dict(cfg)
+    return OmegaConf.to_container(dcfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
 def _print_result(run_dir: Path) -> None:

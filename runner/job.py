@@ -270,6 +270,19 @@ def run_spawned(
     return read_result(result_path)
 
 
+def record_stop_before_the_run(
+    run_dir: Path, cfg_dict: dict[str, Any], overrides: list[str], signame: str
+) -> None:
+    """A stop that reached the job before :func:`execute` could record it (while the task
+    read its config, or in execute's first lines): the run directory gets an
+    ``interrupted`` result, unless it holds one already (written by the run, or by an
+    earlier run of the same point, which stays as it was)."""
+    if (run_dir / RESULT_FILE).exists():
+        return
+    chash = config_hash(cfg_dict) if cfg_dict else ""
+    write_result(run_dir, stopped_result(cfg_dict, run_dir, overrides, chash, stopped_by=signame))
+
+
 def execute(
     cfg: RunConfig,
     run_dir: Path,

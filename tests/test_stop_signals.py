@@ -151,6 +151,39 @@ def test_a_stop_before_the_job_process_starts_leaves_an_interrupted_result(
     assert "SIGTERM" in result["error"]["message"]
 
 
+STOP_AT_JOB_START = """
+import os, signal, sys
+from runner import job
+from runner.cli import main
+
+real = job.execute
+
+def stopped_first(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)  # handled at once: raised here, before execute runs
+    return real(*args, **kwargs)
+
+job.execute = stopped_first
+sys.argv = ["runner", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_stop_as_the_task_hands_the_job_over_is_recorded(tmp_path):
+    """A stop between the task reading its config and execute() recording anything."""
+    proc = subprocess.run(
+        [sys.executable, "-c", STOP_AT_JOB_START, *TINY, f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["status"], result["error"]["phase"]) == ("interrupted", "config")
+    assert "SIGINT" in result["error"]["message"]
+    assert result["config"]["model"]["source"] == "tiny"
+
+
 # --- the guard itself, in this process --------------------------------------------------
 
 
