@@ -9,7 +9,6 @@ import atexit
 import contextlib
 import os
 import sys
-import threading
 
 from runner import forkserver
 
@@ -19,7 +18,7 @@ def _exit_fast(code: object) -> None:
     flushes and closes its files, multiprocessing ends its helpers), stdout and stderr are
     flushed, and the process ends without tearing down every module (about 0.2 s after a
     sweep). Not while another thread is alive: the interpreter would wait for it."""
-    if threading.active_count() > 1:
+    if forkserver.other_threads():
         sys.exit(code)
     if code is None:
         status = 0

@@ -118,6 +118,10 @@ def _stdio_to_devnull() -> Iterator[None]:
         os.close(null)
 
 
+# The overrides that decide whether a command's jobs are forked from the server.
+ISOLATION, LAUNCHER, EXPERIMENT = "measure.isolation", "hydra/launcher", "experiment"
+
+
 def start_for_command(argv: list[str]) -> bool:
     """Start the server now if the command's jobs will likely be forked from it.
 
@@ -133,17 +137,14 @@ def start_for_command(argv: list[str]) -> bool:
 
     _, overrides, checkable = split_argv(argv)
     settings = parse_lenient(overrides)
-    isolation = value_of("measure.isolation", settings)
-    launcher = value_of("hydra/launcher", settings)
-    experiment = value_of("experiment", settings)
+    isolation = value_of(ISOLATION, settings)
+    launcher = value_of(LAUNCHER, settings)
+    experiment = value_of(EXPERIMENT, settings)
     plain = experiment is None and launcher in (None, "basic")
     if checkable and plain and isolation in (None, "forkserver"):
         start()
         return True
     return False
-
-
-EARLY_KEYS = ("measure.isolation", "hydra/launcher", "experiment")
 
 
 def start_early(argv: list[str]) -> bool:
@@ -156,7 +157,8 @@ def start_early(argv: list[str]) -> bool:
     for arg in argv:
         if arg in ("-m", "--multirun"):
             continue
-        if arg.startswith("-") or arg.lstrip("+~").split("=", 1)[0] in EARLY_KEYS:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if arg.startswith("-") or key in (ISOLATION, LAUNCHER, EXPERIMENT):
             return False
     start()
     return True
@@ -187,7 +189,8 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
     from runner.measure import cpu_power_cache
 
     # CodeCarbon's CPU power, from the disk when an earlier process kept it for this machine.
-    tdp_probed = (lambda: None) if cpu_power_cache.seed() else _probe_tdp_beside()
+    seeded = cpu_power_cache.seed()
+    tdp_probed = (lambda: None) if seeded else _probe_tdp_beside()
     for name in modules:
         if os.getppid() != launcher:  # the launcher is gone (a refused command): stop here
             os._exit(0)
@@ -201,7 +204,8 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
             __import__("bitsandbytes")
     tdp_probed()
     _warm_codecarbon()  # nothing left to do when the probe beside succeeded
-    cpu_power_cache.keep()
+    if not seeded:
+        cpu_power_cache.keep()
     check_forkable()
     # What was imported lives as long as any job: a job's garbage collector need not scan
     # it (a full collection over it took ~0.3 s, at a moment the job does not choose,
@@ -219,9 +223,15 @@ def check_forkable() -> None:
         raise RuntimeError(
             "fork server: an import loaded the CUDA driver; forked jobs could not use CUDA"
         )
-    extra = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    extra = other_threads()
     if extra:
         raise RuntimeError(f"fork server: imports started threads {extra}")
+
+
+def other_threads() -> list[str]:
+    """Names of the live threads besides the main one (a fork copies only the thread that
+    forks: a lock another one holds stays locked in the child)."""
+    return [t.name for t in threading.enumerate() if t is not threading.main_thread()]
 
 
 def _probe_tdp_beside() -> Callable[[], None]:

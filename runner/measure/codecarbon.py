@@ -242,12 +242,15 @@ def tracker_run(
         try:
             try:
                 t0 = clock()
-                cpu_power_cache.seed()  # this machine's CPU power, if a process kept it
+                # This machine's CPU power, if a process kept it; else CodeCarbon looks it
+                # up as the tracker starts, and its answer is kept for later processes.
+                seeded = cpu_power_cache.seed()
                 tracker = factory(**make_kwargs())
                 tracker.start()
                 started_at = clock()  # after start(): its hardware probing is not measured
                 box.start_seconds = started_at - t0
-                cpu_power_cache.keep()
+                if not seeded:
+                    cpu_power_cache.keep()
             except Exception as exc:
                 box.error = f"CodeCarbon tracker failed to start: {type(exc).__name__}: {exc}"
                 log.warning("%s", box.error)

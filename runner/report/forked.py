@@ -16,11 +16,12 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
+
+from runner.forkserver import other_threads
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def usable_cpus() -> int:
 
 
 def fork_is_safe() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    return "fork" in multiprocessing.get_all_start_methods() and not other_threads()
 
 
 def _call(index: int) -> object:
