@@ -191,28 +191,35 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
     # CodeCarbon's CPU power, from the disk when an earlier process kept it for this machine.
     seeded = cpu_power_cache.seed()
     tdp_probed = (lambda: None) if seeded else _probe_tdp_beside()
-    for name in modules:
-        if os.getppid() != launcher:  # the launcher is gone (a refused command): stop here
-            os._exit(0)
-        __import__(name)
-    import torch
+    # No garbage collection while importing: the collector ran about 0.9 s of the imports'
+    # 6 s (it rescans the growing set of module objects), and the first job waits for them.
+    gc.disable()
+    try:
+        for name in modules:
+            if os.getppid() != launcher:  # the launcher is gone (a refused command): stop
+                os._exit(0)
+            __import__(name)
+        import torch
 
-    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
-        # bitsandbytes asks at import whether there is a GPU and reads its compute
-        # capability, which initialises CUDA; only a torch built without CUDA cannot.
-        with contextlib.suppress(ImportError):
-            __import__("bitsandbytes")
-    tdp_probed()
-    _warm_codecarbon()  # nothing left to do when the probe beside succeeded
-    if not seeded:
-        cpu_power_cache.keep()
-    check_forkable()
-    # What was imported lives as long as any job: a job's garbage collector need not scan
-    # it (a full collection over it took ~0.3 s, at a moment the job does not choose,
-    # possibly inside a measured window) nor write to its pages (copy-on-write). No
-    # collection first: the imports leave about a hundred unreachable objects, and finding
-    # them would take as long as the collection a job is spared, before the first job.
-    gc.freeze()
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            # bitsandbytes asks at import whether there is a GPU and reads its compute
+            # capability, which initialises CUDA; only a torch built without CUDA cannot.
+            with contextlib.suppress(ImportError):
+                __import__("bitsandbytes")
+        tdp_probed()
+        _warm_codecarbon()  # nothing left to do when the probe beside succeeded
+        if not seeded:
+            cpu_power_cache.keep()
+        check_forkable()
+        # What was imported lives as long as any job: a job's garbage collector need not
+        # scan it (a full collection over it took ~0.3 s, at a moment the job does not
+        # choose, possibly inside a measured window) nor write to its pages (copy-on-
+        # write). No collection first: it would take ~0.45 s before the first job, to
+        # free the ~13,000 unreachable objects (~8 MiB) the imports leave, which the jobs
+        # share unwritten.
+        gc.freeze()
+    finally:  # jobs collect their own garbage, whether the imports succeeded or not
+        gc.enable()
 
 
 def check_forkable() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -21,6 +22,8 @@ def report(launcher: Any, conn: Any, launched_at: float) -> None:
             "cuda_initialized": torch.cuda.is_initialized(),
             "env": os.environ.get("RUNNER_TEST_FORKSERVER"),
             "left_by_earlier_job": getattr(torch, "_left_by_a_job", None),
+            "gc_enabled": gc.isenabled(),
+            "gc_frozen": gc.get_freeze_count(),
         }
     )
     torch._left_by_a_job = os.getpid()  # a job's change to library state

@@ -36,6 +36,10 @@ def test_each_job_is_a_fresh_process_with_the_launchers_environment_and_stderr(c
     assert first["pid"] != second["pid"] != os.getpid()
     assert first["preloaded"] and second["preloaded"]  # imported before the job began
     assert first["cuda_initialized"] is False
+    # The server imported with its collector off; its jobs collect their own garbage,
+    # never scanning the imports' objects (frozen: over 100,000 for torch alone).
+    assert first["gc_enabled"] and second["gc_enabled"]
+    assert first["gc_frozen"] > 100_000
     assert first["env"] == "set after the server started"
     assert second["left_by_earlier_job"] is None  # nothing leaks from one job to the next
     err = capfd.readouterr().err
