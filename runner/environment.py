@@ -45,14 +45,21 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _cpu_model() -> str:
+def cpu_model_name() -> str | None:
+    """The CPU model ``/proc/cpuinfo`` names; None where it names none (not Linux, some
+    ARM machines)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            name, sep, value = line.partition(":")
+            if sep and name.strip() == "model name":
+                return value.strip() or None
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return cpu_model_name() or platform.processor() or platform.machine()
 
 
 @lru_cache(maxsize=1)

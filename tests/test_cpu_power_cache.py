@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from codecarbon.core import hardware_cache
 
+from runner import environment
 from runner.config.schema import EnergyConfig
 from runner.measure import codecarbon, cpu_power_cache
 
@@ -69,7 +70,7 @@ def test_another_machine_key_is_not_seeded(cache, monkeypatch):
     _found("Kept Test CPU", 123)
     cpu_power_cache.keep()
     hardware_cache._tdp = None
-    monkeypatch.setattr(cpu_power_cache, "_model_name", lambda: "Another CPU")
+    monkeypatch.setattr(environment, "cpu_model_name", lambda: "Another CPU")
     assert not cpu_power_cache.seed()
     assert hardware_cache._tdp is None
 

@@ -27,23 +27,13 @@ log = logging.getLogger(__name__)
 DIR = "codecarbon-cpu"
 
 
-def _model_name() -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                name, sep, value = line.partition(":")
-                if sep and name.strip() == "model name":
-                    return value.strip() or None
-    except OSError:
-        pass
-    return None
-
-
 def machine_key() -> str | None:
     """What CodeCarbon's answer depends on; None where it cannot be read cheaply."""
     if os.environ.get("SLURM_JOB_ID") or os.environ.get("SLURM_JOBID"):
         return None
-    model = _model_name()
+    from runner.environment import cpu_model_name
+
+    model = cpu_model_name()
     if model is None:
         return None
     import psutil
