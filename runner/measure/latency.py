@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner.measure.stats import summarize
+from runner.measure.stats import ratio_ci95, summarize
 from runner.measure.timing import CallTiming
 from runner.sections.metrics import Latency, Stats, Throughput
 from runner.sections.requests import RequestRecord
@@ -60,8 +60,9 @@ def records_for_call(
     return records, batch
 
 
-def per_repeat_throughput(batches: Sequence[BatchRecord]) -> list[float]:
-    """Output tokens per second of each complete measured pass (its calls' summed windows).
+def complete_passes(batches: Sequence[BatchRecord]) -> list[tuple[int, float]]:
+    """``(output tokens, seconds)`` of each complete measured pass (its calls' summed
+    windows), in pass order.
 
     A pass cut short (``max_seconds``, an interruption) has fewer calls than the longest
     pass and is left out: its mix of batches differs, so its rate is not comparable.
@@ -70,12 +71,32 @@ def per_repeat_throughput(batches: Sequence[BatchRecord]) -> list[float]:
     for b in batches:
         passes.setdefault(b.repeat, []).append(b)
     full = max((len(calls) for calls in passes.values()), default=0)
-    rates = []
+    out = []
     for calls in passes.values():
         seconds = sum(b.timing.total_seconds for b in calls)
         if len(calls) == full and seconds > 0:
-            rates.append(sum(b.output_tokens for b in calls) / seconds)
-    return rates
+            out.append((sum(b.output_tokens for b in calls), seconds))
+    return out
+
+
+def per_repeat_throughput(batches: Sequence[BatchRecord]) -> list[float]:
+    """Output tokens per second of each complete measured pass (see :func:`complete_passes`)."""
+    return [tokens / seconds for tokens, seconds in complete_passes(batches)]
+
+
+def output_throughput(batches: Sequence[BatchRecord], total: float | None) -> dict[str, Any]:
+    """The 95% CI of the total output rate ``total`` (tokens / seconds over every measured
+    call), over complete passes: the ratio estimator's relative half-width
+    (:func:`~runner.measure.stats.ratio_ci95`) around ``total``. Keys of :class:`Throughput`.
+    """
+    passes = complete_passes(batches)
+    out: dict[str, Any] = {"ci_unit": "pass", "ci_units": len(passes)}
+    ci = ratio_ci95([t for t, _ in passes], [s for _, s in passes])
+    if ci is not None and total is not None:
+        ratio, low, high, _ = ci
+        out["output_tokens_per_second_ci95_low"] = total * low / ratio
+        out["output_tokens_per_second_ci95_high"] = total * high / ratio
+    return out
 
 
 def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRecord]) -> Latency:
@@ -98,9 +119,11 @@ def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRec
     def rate(num: float, den: float) -> float | None:
         return num / den if den > 0 else None
 
+    total_rate = rate(out_tokens, e2e_total)
+
     def per_call(pairs: list[tuple[float, tuple[int, int]]]) -> Stats:
         """Summary of ``(value, (repeat, batch))`` pairs, CI over calls."""
-        return summarize([v for v, _ in pairs], [c for _, c in pairs], unit="call")
+        return summarize([v for v, _ in pairs], [c for _, c in pairs], "call", positive=True)
 
     def call(r: RequestRecord) -> tuple[int, int]:
         return (r.repeat, r.batch)
@@ -114,15 +137,18 @@ def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRec
             [(r.tpot_seconds, call(r)) for r in records if r.tpot_seconds is not None]
         ),
         e2e_request_seconds=per_call([(r.e2e_seconds, call(r)) for r in records]),
-        e2e_batch_seconds=summarize([b.timing.total_seconds for b in batches], unit="call"),
-        output_tokens_per_second=summarize(per_batch_tps, unit="call"),
-        decode_tokens_per_second=summarize(per_batch_decode, unit="call"),
-        throughput_per_repeat=summarize(per_repeat_throughput(batches), unit="repeat"),
+        e2e_batch_seconds=summarize(
+            [b.timing.total_seconds for b in batches], unit="call", positive=True
+        ),
+        output_tokens_per_second=summarize(per_batch_tps, unit="call", positive=True),
+        decode_tokens_per_second=summarize(per_batch_decode, unit="call", positive=True),
+        throughput_per_repeat=summarize(per_repeat_throughput(batches), unit="pass", positive=True),
         throughput=Throughput(
-            output_tokens_per_second=rate(out_tokens, e2e_total),
+            output_tokens_per_second=total_rate,
             decode_tokens_per_second=rate(decode_tokens, decode_time),
             requests_per_second=rate(len(records), e2e_total),
             input_tokens_per_second=rate(in_tokens, e2e_total),
+            **output_throughput(batches, total_rate),
         ),
         measured_seconds=e2e_total,
         requests=len(records),

@@ -36,12 +36,21 @@ class Stats(Section):
 
 @dataclass(frozen=True)
 class Throughput(Section):
-    """Totals over every measured window: tokens (or requests) / window seconds."""
+    """Totals over every measured window: tokens (or requests) / window seconds.
+
+    ``output_tokens_per_second`` is the run's headline rate; its 95% CI is over
+    ``ci_units`` complete measured passes (``ci_unit`` "pass"), from the ratio estimator
+    total tokens / total seconds (None with fewer than 3 passes).
+    """
 
     output_tokens_per_second: float | None = None
     decode_tokens_per_second: float | None = None
     requests_per_second: float | None = None
     input_tokens_per_second: float | None = None
+    output_tokens_per_second_ci95_low: float | None = None
+    output_tokens_per_second_ci95_high: float | None = None
+    ci_unit: str | None = None
+    ci_units: int | None = None
 
 
 @dataclass(frozen=True)
