@@ -5,23 +5,70 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from runner.measure.stats import too_few_units
 from runner.results import RESULT_FILE, RunResult
+from runner.sections.energy import Energy, unresolved
 from runner.sections.metrics import Stats, Throughput
 
 
+def _interval(mean: float, low: float | None, high: float | None, fmt: str) -> str:
+    """`` ± half`` for a symmetric interval, `` [low, high]`` otherwise ("" without one)."""
+    if low is None or high is None:
+        return ""
+    if abs((high - mean) - (mean - low)) <= 1e-6 * max(abs(mean), 1e-12):
+        return f" ± {(high - low) / 2:{fmt}}"
+    return f" [{low:{fmt}}, {high:{fmt}}]"
+
+
 def _ms(stats: Stats | None) -> str:
-    """``mean ± half-CI (n=observations over N units)``: the CI is over the independent units."""
+    """``mean [CI] (n=observations over N units)``: the CI is over the independent units."""
     if stats is None or stats.mean is None:
         return "n/a"
-    text = f"{stats.mean * 1000:.2f} ms"
-    if stats.ci95_low is not None and stats.ci95_high is not None:
-        half = (stats.ci95_high - stats.ci95_low) / 2 * 1000
-        text += f" ± {half:.2f}"
+    scale = 1000
+    low, high = (None if v is None else v * scale for v in (stats.ci95_low, stats.ci95_high))
+    text = f"{stats.mean * scale:.2f} ms" + _interval(stats.mean * scale, low, high, ".2f")
     units = stats.ci_units
+    counts = f"n={stats.count}"
     if units is not None and units != stats.count:
-        unit = stats.ci_unit or "unit"
-        return text + f" (n={stats.count} over {units} {unit}{'' if units == 1 else 's'})"
-    return text + f" (n={stats.count})"
+        counts += f" over {units} {stats.ci_unit or 'unit'}{'' if units == 1 else 's'}"
+    if low is None:
+        counts += f"; no CI: {too_few_units(units, stats.ci_unit)}"
+    return f"{text} ({counts})"
+
+
+def _throughput(tp: Throughput) -> str:
+    """The headline rate (total tokens / total time) with its CI over passes."""
+    rate = tp.output_tokens_per_second
+    if rate is None:
+        return "n/a"
+    low, high = tp.output_tokens_per_second_ci95_low, tp.output_tokens_per_second_ci95_high
+    text = f"{rate:.1f} output tok/s" + _interval(rate, low, high, ".1f")
+    if low is None and tp.ci_units is not None:
+        text += f" (no CI: {too_few_units(tp.ci_units, tp.ci_unit)})"
+    return text
+
+
+def _energy_line(energy: Energy) -> list[str]:
+    """Gross and net energy, per token and CO2, each only where measured and resolved."""
+    said = unresolved(energy)
+    if "gross" in said:
+        return [f"  energy: unresolved ({said['gross']})"]
+    per_tok = energy.per_output_token_joules
+    net_said = f"net unresolved ({said['net']})" if "net" in said else None
+    totals = [
+        f"{energy.gross_joules:.2f} J gross" if energy.gross_joules is not None else "",
+        net_said or (f"{energy.net_joules:.2f} J net" if energy.net_joules is not None else ""),
+    ]
+    per = [
+        f"{1000 * per_tok.gross:.2f} mJ/token gross" if per_tok.gross is not None else "",
+        f"{1000 * per_tok.net:.2f} mJ/token net"
+        if per_tok.net is not None and not net_said
+        else "",
+    ]
+    co2 = f"{1000 * energy.emissions_kg:.4f} g CO2eq" if energy.emissions_kg is not None else ""
+    parts = [", ".join(p for p in group if p) for group in (totals, per)] + [co2]
+    text = "; ".join(p for p in parts if p)
+    return [f"  energy: {text or 'nothing measured'}"]
 
 
 def _repeat_cv(stats: Stats | None) -> str:
@@ -92,41 +139,40 @@ def render(result: RunResult | Mapping[str, Any], run_dir: str) -> str:
         lines.append(f"  error in {err.phase}: {err.type}: {first}")
     m = result.metrics
     lat = m.latency
+    phases = [
+        _seconds("one-time model provisioning", m.provision_seconds),
+        _seconds("load", m.load_seconds),
+        _seconds("warmup", m.warmup_seconds),
+        _seconds("compile (first call)", m.compile_seconds),
+    ]
+    if any(phases):
+        lines.append("  " + ", ".join(p for p in phases if p))
     if lat is not None and lat.requests:
         tp = lat.throughput or Throughput()
-        phases = [
-            _seconds("one-time model provisioning", m.provision_seconds),
-            f"load {m.load_seconds or 0:.2f} s",
-            f"warmup {m.warmup_seconds or 0:.2f} s",
-            _seconds("compile (first call)", m.compile_seconds),
+        decode = tp.decode_tokens_per_second
+        rates = [
+            f"decode {decode:.1f} tok/s" if decode is not None else "",
+            f"{tp.requests_per_second:.2f} req/s" if tp.requests_per_second is not None else "",
         ]
         lines += [
-            "  " + ", ".join(p for p in phases if p),
-            f"  measured {lat.measured_seconds or 0:.2f} s: {m.repeats or 0} repeat(s), "
+            f"  measured {lat.measured_seconds or 0:.2f} s: {m.repeats or 0} pass(es), "
             f"{lat.requests} requests, {lat.output_tokens} output tokens",
             f"  TTFT {_ms(lat.ttft_seconds)} | inter-token {_ms(lat.itl_seconds)} | "
             f"end-to-end {_ms(lat.e2e_request_seconds)}",
-            f"  throughput {tp.output_tokens_per_second or 0:.1f} output tok/s "
-            f"(decode {tp.decode_tokens_per_second or 0:.1f} tok/s), "
-            f"{tp.requests_per_second or 0:.2f} req/s; "
-            f"repeat-to-repeat {_repeat_cv(lat.throughput_per_repeat)}",
+            f"  throughput {_throughput(tp)}"
+            + (f" ({', '.join(r for r in rates if r)})" if any(rates) else "")
+            + f"; pass-to-pass {_repeat_cv(lat.throughput_per_repeat)}",
         ]
         mem = m.memory
         lines.append(
             f"  memory: model {_mib(mem.model_footprint_bytes)}, "
             f"peak {_mib(mem.peak_bytes)} ({mem.peak_source or '?'})"
         )
+    elif result.status.value != "ok":
+        lines.append("  nothing measured before it ended")
     energy = result.energy
-    if energy:
-        per_tok = energy.per_output_token_joules
-        net = per_tok.net
-        lines.append(
-            f"  energy: {energy.gross_joules or 0:.2f} J gross"
-            + (f", {energy.net_joules:.2f} J net" if energy.net_joules is not None else "")
-            + f"; {1000 * (per_tok.gross or 0):.2f} mJ/token gross"
-            + (f", {1000 * net:.2f} mJ/token net" if net is not None else "")
-            + f"; {1000 * (energy.emissions_kg or 0):.4f} g CO2eq"
-        )
+    if energy and lat is not None and lat.requests:
+        lines += _energy_line(energy)
         if energy.is_estimate:
             lines.append(
                 "  note: CPU/RAM energy is CodeCarbon's model-based ESTIMATE, not a measurement"

@@ -122,6 +122,15 @@ CATALOGUE = [
     ([*SEARCH, "search.objectives=[e2e_ms_mean:down]"], "direction 'down': minimize or maximize"),
     ([*SEARCH, *E2E, "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0: must be an integer"),
     ([*SEARCH], "search.objectives=energy_per_token_mj_net: needs energy, and energy=off"),
+    (  # every trial's energy would be unresolved: refused before anything runs
+        [*SEARCH[:2], *SEARCH[3:], "energy=codecarbon", "measure=quick"],
+        "measure.min_seconds=0.0: energy_per_token_mj_net needs a measured time of at least "
+        "energy.measure_power_secs=1 s",
+    ),
+    (
+        [*SEARCH, "search.objectives=[output_tok_s_total:maximize]"],
+        "'output_tok_s_total' was renamed: use output_tok_s",
+    ),
     ([*SEARCH, *E2E, "search.constraints=[e2e_ms_mean:max:fast]"], "not a finite number"),
     (
         ["-m", "decoding=sample", "decoding.temperature=interval(0.5,1.0)"],

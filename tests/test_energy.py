@@ -37,6 +37,7 @@ SECTION_KEYS = {
     "country_iso_code",
     "pue",
     "window_seconds",
+    "sampling_interval_seconds",
     "repeats",
     "components",
     "gross_joules",

@@ -23,7 +23,7 @@ LATENCY_KEYS = [f.name for f in fields(Latency)]
 def _full_result() -> RunResult:
     """A result with every kind of field set: nested, optional, dict and tuple ones."""
     latency = Latency(
-        ttft_seconds=summarize([0.1, 0.2, 0.3], [0, 0, 1], unit="call"),
+        ttft_seconds=summarize([0.1, 0.2, 0.3, 0.2], [0, 0, 1, 2], unit="call", positive=True),
         itl_seconds=summarize([0.01, 0.02], unit="call"),
         throughput=Throughput(100.0, 120.0, 2.0, 400.0),
         throughput_per_repeat=summarize([99.0, 101.0], unit="repeat"),
@@ -99,7 +99,7 @@ def test_the_json_layout():
     assert list(data)[0] == "schema_version"
     metrics = data["metrics"]
     # The latency keys sit flat in metrics, next to the phases and memory.
-    assert metrics["ttft_seconds"]["ci_units"] == 2 and "latency" not in metrics
+    assert metrics["ttft_seconds"]["ci_units"] == 3 and "latency" not in metrics
     assert list(metrics["ttft_seconds"]) == list(STAT_KEYS)
     assert metrics["throughput"]["requests_per_second"] == 2.0
     assert metrics["memory"]["peak_source"] == "rss"
@@ -177,8 +177,11 @@ def test_summary_reads_the_typed_result_and_its_dict_alike():
     assert lines[0] == "[ok] tiny (quant=nf4)"
     assert lines[1] == "  error in measure: E: boom"
     assert "one-time model provisioning 21.50 s, load 0.40 s" in text
-    assert "TTFT 200.00 ms ± " in text and "(n=3 over 2 calls)" in text
-    assert "repeat-to-repeat CV 1.4% over 2 passes" in text
+    # a log-scale interval: asymmetric, positive
+    assert "TTFT 200.00 ms [" in text and "(n=4 over 3 calls)" in text
+    assert "inter-token 15.00 ms (n=2; no CI: 2 calls, 3 needed for a CI)" in text
+    assert "throughput 100.0 output tok/s (decode 120.0 tok/s" in text
+    assert "pass-to-pass CV 1.4% over 2 passes" in text
     assert "12.00 J gross, 9.00 J net; 40.00 mJ/token gross, 30.00 mJ/token net" in text
     assert "ESTIMATE" not in text
     assert lines[-1] == "  -> /runs/r/result.json"

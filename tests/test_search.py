@@ -94,7 +94,7 @@ def test_bad_objectives(items, fragment):
 def test_constraints_both_spellings_and_their_violations():
     data = result(["quant=none"], ttft_s=0.05)  # e2e mean 400 ms, 100 tok/s
     budget, floor, missing = parse_constraints(
-        ["e2e_ms_mean:max:250", "output_tok_s_mean>=90", "peak_mem_mib:min:1e9"]
+        ["e2e_ms_mean:max:250", "output_tok_s>=90", "peak_mem_mib:min:1e9"]
     )
     assert (budget.op, budget.bound, floor.op) == ("<=", 250.0, ">=")
     v = violations([budget, floor], data)
@@ -107,9 +107,7 @@ def test_constraints_both_spellings_and_their_violations():
 
 
 def test_task_returns_numbers_only_for_an_ok_run_with_every_value():
-    search = OmegaConf.structured(
-        {"objectives": ["e2e_ms_mean:minimize", "output_tok_s_total:maximize"]}
-    )
+    search = OmegaConf.structured({"objectives": ["e2e_ms_mean:minimize", "output_tok_s:maximize"]})
     ok = result(["quant=none"], tok_s=100.0)
     assert task_return(search, ok) == pytest.approx([400.0, 100.0])
     one = OmegaConf.structured({"objectives": ["e2e_ms_mean:minimize"]})
@@ -164,9 +162,12 @@ class Launcher:
         stop_at: int | None = None,
         fail: set[str] = frozenset(),
         stop_after_write: bool = False,
+        negative_net: set[str] = frozenset(),
+        objectives: list[str] | None = None,
     ):
         self.root, self.stop_at, self.fail, self.calls = root, stop_at, fail, 0
         self.stop_after_write = stop_after_write
+        self.negative_net, self.objectives = negative_net, objectives
 
     def launch(self, job_overrides, initial_job_idx):
         from hydra.core.utils import JobReturn, JobStatus
@@ -185,6 +186,9 @@ class Launcher:
             status = "failed" if params["q"] in self.fail else "ok"
             run_dir = self.root / ",".join(overrides)
             data = result(list(overrides), status=status, tok_s=10.0 * b, ttft_s=0.01 * b)
+            if params["q"] in self.negative_net:  # the idle baseline above the loaded machine
+                data["energy"]["net_joules"] = -25.0
+                data["energy"]["per_output_token_joules"]["net"] = -0.025
             write_json_atomic(run_dir / "result.json", data)
             if stop:
                 raise StopRequested(2)  # the run had finished ok: only the tell was lost
@@ -193,6 +197,10 @@ class Launcher:
             ret.status = JobStatus.COMPLETED
             values = [data["metrics"]["ttft_seconds"]["mean"] * 1e3, 10.0 * b]
             ret.return_value = values if status == "ok" else None
+            if self.objectives:  # what the task function returns for these objectives
+                ret.return_value = task_return(
+                    OmegaConf.structured({"objectives": self.objectives}), data
+                )
             returns.append(ret)
         return returns
 
@@ -218,7 +226,7 @@ def _sweeper(tmp_path: Path, launcher: Launcher, n_trials: int, **search: Any):
         {
             "hydra": {"sweep": {"dir": str(tmp_path)}},
             "search": {
-                "objectives": ["ttft_ms_mean:minimize", "output_tok_s_total:maximize"],
+                "objectives": ["ttft_ms_mean:minimize", "output_tok_s:maximize"],
                 "constraints": [],
                 "violation": "penalise",
                 **search,
@@ -258,6 +266,35 @@ def test_failed_runs_are_failed_trials_and_the_front_is_marked(tmp_path):
     assert [int(r.split("|")[1]) for r in rows] == list(range(8))
     assert [("★" in r.split("|")[2]) for r in rows] == [t["pareto"] for t in trials]
     assert (tmp_path / "plots" / "search_pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_unresolved_energy_is_a_failed_trial_with_its_reason_never_a_winner(tmp_path):
+    objectives = ["energy_per_token_mj_net:minimize", "output_tok_s:maximize"]
+    launcher = Launcher(tmp_path, negative_net={"neg"}, objectives=objectives)
+    _sweeper(tmp_path, launcher, 6, objectives=objectives).sweep(
+        ["q=choice(good,neg)", "b=range(1,4)"]
+    )
+    trials = _trials(tmp_path)
+    negative = [t for t in trials if t["params"]["q"] == "neg"]
+    assert negative and all(t["state"] == "FAIL" and t["status"] == "ok" for t in negative)
+    for t in negative:
+        assert t["reason"].startswith("energy_per_token_mj_net unresolved: net energy ≤ 0")
+        assert not t["pareto"]
+    assert all(t["reason"] is None for t in trials if t["params"]["q"] == "good")
+
+    from runner.report import build_report
+
+    text = build_report([tmp_path], tmp_path).report_md.read_text()
+    assert "why FAIL" in text and "energy_per_token_mj_net unresolved" in text
+    best = text[text.index("## Best points") : text.index("## Energy/latency")]
+    assert "Not ranked for energy per output token, net, unresolved:" in best
+
+
+def test_a_renamed_metric_is_refused_with_its_new_name():
+    with pytest.raises(ConfigError, match="'output_tok_s_total' was renamed: use output_tok_s"):
+        parse_objectives(["output_tok_s_total:maximize"])
+    with pytest.raises(ConfigError, match="per_call_output_tok_s_mean"):
+        parse_constraints(["output_tok_s_mean:min:3"])
 
 
 def test_constraints_prune_or_penalise(tmp_path):

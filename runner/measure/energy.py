@@ -81,7 +81,15 @@ from runner.measure.nvml import (
     make_gpu_source,
     open_nvml,
 )
-from runner.sections.energy import Energy, EnergyBaseline, EnergyComponent, GpuNvml, GrossNet
+from runner.sections.energy import (
+    NET_NOT_POSITIVE,
+    SHORT_WINDOW,
+    Energy,
+    EnergyBaseline,
+    EnergyComponent,
+    GpuNvml,
+    GrossNet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +382,7 @@ class _CodeCarbonMeter:
             country_iso_code=cfg.country_iso_code,
             pue=float(cfg.pue),
             window_seconds=window_s,
+            sampling_interval_seconds=float(cfg.measure_power_secs) if reading else None,
             repeats=len(windows),
             components=components,
             gross_joules=gross,
@@ -488,9 +497,9 @@ class _CodeCarbonMeter:
         if reading is not None and windows:
             if window_s < cfg.measure_power_secs:
                 out.append(
-                    f"measured time {window_s:.3f} s is shorter than CodeCarbon's sampling "
-                    f"interval (measure_power_secs={cfg.measure_power_secs:g}): its CPU/RAM "
-                    "figures rest on one or two power samples"
+                    f"measured time {window_s:.3f} s is {SHORT_WINDOW} "
+                    f"(measure_power_secs={cfg.measure_power_secs:g}): its CPU/RAM "
+                    "figures rest on one or two power samples; energy is unresolved"
                 )
             coverage = window_s / reading.tracked_seconds if reading.tracked_seconds > 0 else 0
             if coverage < MIN_WINDOW_COVERAGE:
@@ -523,8 +532,8 @@ class _CodeCarbonMeter:
                 f"CPU energy is an estimate, not a measurement ({reading.cpu_detail}); "
                 "no RAPL-like counter was readable"
             )
-        if net is not None and net < 0:
-            out.append("net energy is negative: the idle baseline exceeds the measured energy")
+        if net is not None and net <= 0:
+            out.append(NET_NOT_POSITIVE)
         return out
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.measure.stats import summarize
+from runner.quality.outputs import workload_fingerprint
 from runner.quality.text import EvalText
 from runner.sections.quality import PerplexityEval
 
@@ -196,6 +197,7 @@ def measure_perplexity(
         text=text.source,
         text_sha256=text.sha256,
         text_tokens=len(tokens.ids),
+        token_ids_sha256=workload_fingerprint([tokens.ids]),
         tokens_scored=len(scores.nll),
         windows=len(windows),
         window_tokens=window,

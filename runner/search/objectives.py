@@ -17,7 +17,14 @@ from typing import Any
 
 from runner.config.schema import EnergyBackend, RunConfig, SearchConfig
 from runner.config.validate import ConfigError
-from runner.sections.figures import is_metric, metric_names_text, metric_value, needs_energy
+from runner.sections.energy import Energy, unresolved
+from runner.sections.figures import (
+    RENAMED,
+    is_metric,
+    metric_names_text,
+    metric_value,
+    needs_energy,
+)
 
 
 class Direction(str, Enum):
@@ -53,6 +60,8 @@ class Constraint:
 
 
 def _metric(field: str, item: str, name: str) -> str:
+    if name in RENAMED:
+        raise ConfigError(field, item, f"{name!r} was renamed: use {RENAMED[name]}")
     if not is_metric(name):
         raise ConfigError(
             field, item, f"{name!r} names no result metric; valid: " + metric_names_text()
@@ -116,16 +125,34 @@ def check_search(cfg: RunConfig, searching: bool) -> None:
     metrics can exist with this config. Raises :class:`ConfigError`."""
     objectives = parse_objectives(cfg.search.objectives)
     constraints = parse_constraints(cfg.search.constraints)
-    if searching and cfg.energy.backend is EnergyBackend.off:
-        for name in [o.metric for o in objectives] + [c.metric for c in constraints]:
-            if needs_energy(name):
+    if not searching:
+        return
+    interval = float(cfg.energy.measure_power_secs)
+    for name in [o.metric for o in objectives] + [c.metric for c in constraints]:
+        if not needs_energy(name):
+            continue
+        field = (
+            "search.objectives" if name in {o.metric for o in objectives} else "search.constraints"
+        )
+        if cfg.energy.backend is EnergyBackend.off:
+            raise ConfigError(
+                field,
+                name,
+                "needs energy, and energy=off records none: choose energy=codecarbon "
+                "or another metric",
+            )
+        # A measured time shorter than CodeCarbon's sampling interval leaves energy
+        # unresolved, so every trial would fail: it is at least min_seconds (and at most
+        # max_seconds).
+        for key in ("min_seconds", "max_seconds"):
+            seconds = getattr(cfg.measure, key)
+            if seconds < interval:
                 raise ConfigError(
-                    "search.objectives"
-                    if name in {o.metric for o in objectives}
-                    else "search.constraints",
-                    name,
-                    "needs energy, and energy=off records none: choose energy=codecarbon "
-                    "or another metric",
+                    f"measure.{key}",
+                    seconds,
+                    f"{name} needs a measured time of at least energy.measure_power_secs="
+                    f"{interval:g} s (CodeCarbon's sampling interval; shorter leaves energy "
+                    f"unresolved): set measure.{key}={interval:g} or more",
                 )
 
 
@@ -140,6 +167,28 @@ def objective_values(
     if any(v is None for v in values):
         return None
     return [float(v) for v in values if v is not None]
+
+
+def missing_reason(objectives: Sequence[Objective], result: Mapping[str, Any] | None) -> str:
+    """Why :func:`objective_values` gave None: the run's status, or which objective has no
+    value and why (an unresolved energy figure says its reason). Told to the search with
+    the FAIL, so a physically impossible value never looks like a number it lost."""
+    if not isinstance(result, Mapping):
+        return "no result"
+    if result.get("status") != "ok":
+        return f"the run ended {result.get('status')}"
+    energy = result.get("energy")
+    reasons = unresolved(Energy.from_dict(energy) if isinstance(energy, Mapping) else None)
+    missing = []
+    for o in objectives:
+        if metric_value(o.metric, result) is not None:
+            continue
+        figure = "net" if "net" in o.metric.rsplit(".", 1)[-1].split("_") else "gross"
+        if needs_energy(o.metric) and figure in reasons:
+            missing.append(f"{o.metric} unresolved: {reasons[figure]}")
+        else:
+            missing.append(f"{o.metric} has no value")
+    return "; ".join(missing) or "no objective value"
 
 
 def task_return(search: SearchConfig, result: Mapping[str, Any] | None) -> Any:

@@ -14,7 +14,8 @@ needs on top.
   (:func:`stored_constraints`); with ``search.violation=prune`` a violating trial is told
   PRUNED.
 - ``search.json`` in the sweep directory lists every trial in order (state, status,
-  params, values, violations, run directory, Pareto membership): the report's source.
+  params, values, violations, why a trial failed, run directory, Pareto membership): the
+  report's source; ``multirun.yaml`` records the command, as Hydra's grid sweeper does.
 
 Only ``sweep`` differs from the original; the search space, the samplers and their config
 are hydra-optuna-sweeper's (its ``_impl`` is subclassed: the plugin has no hooks).
@@ -49,6 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 from runner.config.schema import Violation
 from runner.results import RESULT_FILE, ResultReadError, read_result, write_json_atomic
 from runner.search.objectives import (
+    missing_reason,
     objective_values,
     parse_constraints,
     parse_objectives,
@@ -102,6 +104,9 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        # As Hydra's basic sweeper does: the command (and its config) beside the runs, where
+        # the report reads the order of the levels and how to resume.
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = optuna.create_study(
             study_name=self.study_name,
             storage=self.storage,
@@ -137,13 +142,13 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
                 for trial, job in zip(trials, overrides, strict=True):
                     run_dir = _find_run_dir(sweep_dir, job)
                     values = objective_values(objectives, _read(run_dir))
-                    _tell(study, trial, run_dir, values, constraints, prune, stopped=True)
+                    _tell(study, trial, run_dir, values, constraints, prune, objectives, True)
                 export.write()
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns, strict=True):
                 values = _returned(ret, len(objectives))
-                _tell(study, trial, _run_dir(ret), values, constraints, prune)
+                _tell(study, trial, _run_dir(ret), values, constraints, prune, objectives)
             export.write()
             todo -= batch
         front = export.write()
@@ -228,17 +233,21 @@ def _tell(
     values: list[float] | None,
     constraints: list,
     prune: bool,
+    objectives: Sequence = (),
     stopped: bool = False,
 ) -> None:
     """Tell Optuna how the trial's run ended: values (COMPLETE or, violating a constraint
-    with ``prune``, PRUNED) or FAIL, with its status, run directory and violations."""
+    with ``prune``, PRUNED) or FAIL with the reason, with its status, run directory and
+    violations."""
     result = _read(run_dir)
     if run_dir is not None:
         trial.set_user_attr("run_dir", str(run_dir))
     status = str(result.get("status")) if result else "no result"
     if values is None:
+        reason = "interrupted" if stopped and status != "ok" else missing_reason(objectives, result)
         trial.set_user_attr("status", INTERRUPTED if stopped else status)
-        log.warning("trial %d: the run ended %s; told to Optuna as FAIL", trial.number, status)
+        trial.set_user_attr("reason", reason)
+        log.warning("trial %d: %s; told to Optuna as FAIL", trial.number, reason)
         study.tell(trial, state=TrialState.FAIL)
         return
     trial.set_user_attr("status", status)
@@ -297,6 +306,7 @@ class _Exporter:
                 "params": dict(t.params),
                 "values": list(t.values) if t.values is not None else None,
                 "violations": t.user_attrs.get("constraints"),
+                "reason": t.user_attrs.get("reason"),
                 "feasible": t.number in ok,
                 "pareto": t.number in front,
                 "run_dir": t.user_attrs.get("run_dir"),

@@ -70,6 +70,9 @@ class Energy(Section):
     partial sum); ``net_joules`` subtracts the idle ``baseline``. ``is_estimate`` is
     about the CPU figure. ``tracker_start_seconds``: constructing and starting the
     measurement's CodeCarbon tracker, before the first window (not in any figure).
+    ``sampling_interval_seconds``: CodeCarbon's power sampling interval
+    (``measure_power_secs``); a shorter ``window_seconds`` leaves the energy unresolved
+    (:func:`unresolved`).
     """
 
     backend: str | None = None
@@ -78,6 +81,7 @@ class Energy(Section):
     country_iso_code: str | None = None
     pue: float | None = None
     window_seconds: float | None = None
+    sampling_interval_seconds: float | None = None
     repeats: int | None = None
     components: dict[str, EnergyComponent] = field(default_factory=dict)
     gross_joules: float | None = None
@@ -95,3 +99,42 @@ class Energy(Section):
     tracker_start_seconds: float | None = None
     is_estimate: bool | None = None
     warnings: tuple[str, ...] = ()
+
+
+# The warnings the meter writes for the two unresolved cases (also how results written
+# before ``sampling_interval_seconds`` existed are recognised).
+SHORT_WINDOW = "shorter than CodeCarbon's sampling interval"
+NET_NOT_POSITIVE = (
+    "net energy is not positive: the idle baseline is at least the measured energy; "
+    "net energy is unresolved"
+)
+LEGACY_NEGATIVE = "net energy is negative"
+
+
+def unresolved(energy: Energy | None) -> dict[str, str]:
+    """The energy figures that must not stand as numbers, and why: ``{"gross": reason,
+    "net": reason}`` (a key only where that figure is unresolved).
+
+    - A measured time shorter than CodeCarbon's sampling interval rests on one or two
+      power samples: gross and net (and what follows from them: per token, CO2) are
+      unresolved.
+    - Net energy at or below zero is physically impossible for work done: the idle
+      baseline was higher than the loaded machine (a neighbour's load during the
+      baseline, a window too short to integrate); net is unresolved, gross stands.
+    """
+    if energy is None:
+        return {}
+    out: dict[str, str] = {}
+    window, interval = energy.window_seconds, energy.sampling_interval_seconds
+    short = window is not None and interval is not None and window < interval
+    if short or any(SHORT_WINDOW in w for w in energy.warnings):
+        measured = f"{window:.3g} s" if window is not None else "the measured time"
+        sampling = f" ({interval:g} s)" if interval is not None else ""
+        reason = f"measured {measured}, shorter than CodeCarbon's sampling interval{sampling}"
+        out["gross"] = out["net"] = reason
+    net = energy.net_joules
+    if "net" not in out and (
+        (net is not None and net <= 0) or any(LEGACY_NEGATIVE in w for w in energy.warnings)
+    ):
+        out["net"] = "net energy ≤ 0: the idle baseline exceeds the measured energy"
+    return out

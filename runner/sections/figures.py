@@ -3,8 +3,11 @@ constraints, the metrics logged to a tracker. One registry, so the list of valid
 one fact.
 
 A name is either a headline figure (:data:`FIGURES`, in the unit its name says: ``*_ms_*``
-milliseconds, ``output_tok_s_*`` output tokens per second, ``*_mib`` mebibytes,
-``energy_per_token_mj_*`` millijoules per output token, ``emissions_g`` grams CO2-eq) or a
+milliseconds, ``*output_tok_s*`` output tokens per second (``output_tok_s``: total tokens
+over total measured time; ``per_call_output_tok_s_*``: the distribution of each call's
+own rate), ``*_mib`` mebibytes,
+``energy_per_token_mj_*`` millijoules per output token, ``emissions_g`` grams CO2-eq; an
+unresolved energy figure is absent, see :func:`runner.sections.energy.unresolved`) or a
 numeric key of a typed result section, dotted as in ``result.json``
 (``metrics.ttft_seconds.p99``, ``energy.net_joules``). The sections are read from
 :class:`runner.results.RunResult`'s fields, so a section added there (``quality``) is
@@ -21,7 +24,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from runner.sections.base import Section
-from runner.sections.energy import Energy
+from runner.sections.energy import Energy, unresolved
 from runner.sections.metrics import Latency, Metrics, Stats, Throughput
 
 MIB = 2**20
@@ -58,34 +61,57 @@ def _lat(m: Metrics) -> Latency:
     return m.latency or Latency()
 
 
+def _throughput(m: Metrics) -> Throughput:
+    return _lat(m).throughput or Throughput()
+
+
+def _energy(get: Callable[[Energy], float | None], figure: str) -> Callable[..., float | None]:
+    """An energy getter that gives None where ``figure`` ("gross" or "net") is unresolved:
+    a physically impossible or unmeasured value never stands as a number."""
+
+    def value(_m: Metrics, e: Energy) -> float | None:
+        return None if figure in unresolved(e) else get(e)
+
+    return value
+
+
 _LIST = [
     *_distribution("ttft_ms", lambda lat: lat.ttft_seconds, 1e3, (*MEAN_CI, "p95")),
     *_distribution("itl_ms", lambda lat: lat.itl_seconds, 1e3, (*MEAN_CI, "p95")),
     *_distribution("e2e_ms", lambda lat: lat.e2e_request_seconds, 1e3, (*MEAN_CI, "p95")),
-    *_distribution("output_tok_s", lambda lat: lat.output_tokens_per_second, 1.0, MEAN_CI),
+    # The headline rate: total output tokens / total measured seconds, CI over passes.
+    Figure("output_tok_s", lambda m, e: _throughput(m).output_tokens_per_second),
+    Figure("output_tok_s_ci95_low", lambda m, e: _throughput(m).output_tokens_per_second_ci95_low),
     Figure(
-        "output_tok_s_total",
-        lambda m, e: (_lat(m).throughput or Throughput()).output_tokens_per_second,
+        "output_tok_s_ci95_high", lambda m, e: _throughput(m).output_tokens_per_second_ci95_high
     ),
+    # Each call's own rate, a distribution: its mean weights a fast call like a slow one.
+    *_distribution("per_call_output_tok_s", lambda lat: lat.output_tokens_per_second, 1.0, MEAN_CI),
     Figure("repeat_cv", lambda m, e: (_lat(m).throughput_per_repeat or Stats()).cv),
     Figure("peak_mem_mib", lambda m, e: _scaled(m.memory.peak_bytes, 1 / MIB)),
     Figure("model_footprint_mib", lambda m, e: _scaled(m.memory.model_footprint_bytes, 1 / MIB)),
     Figure(
         "energy_per_token_mj_gross",
-        lambda m, e: _scaled(e.per_output_token_joules.gross, 1e3),
+        _energy(lambda e: _scaled(e.per_output_token_joules.gross, 1e3), "gross"),
         energy=True,
     ),
     Figure(
         "energy_per_token_mj_net",
-        lambda m, e: _scaled(e.per_output_token_joules.net, 1e3),
+        _energy(lambda e: _scaled(e.per_output_token_joules.net, 1e3), "net"),
         energy=True,
     ),
-    Figure("emissions_g", lambda m, e: _scaled(e.emissions_kg, 1e3), energy=True),
+    Figure("emissions_g", _energy(lambda e: _scaled(e.emissions_kg, 1e3), "gross"), energy=True),
     Figure("repeats", lambda m, e: m.repeats),
     Figure("requests", lambda m, e: _lat(m).requests),
     Figure("output_tokens", lambda m, e: _lat(m).output_tokens),
 ]
 FIGURES: dict[str, Figure] = {f.name: f for f in _LIST}
+# Names that meant something else before: a search or query naming one is told what to use.
+RENAMED = {
+    "output_tok_s_mean": "per_call_output_tok_s_mean (the mean of per-call rates); the "
+    "headline rate is output_tok_s (total output tokens / total measured time)",
+    "output_tok_s_total": "output_tok_s",
+}
 
 
 def finite_or_nan(value: Any) -> float:
@@ -182,6 +208,19 @@ def metric_value(name: str, result: Mapping[str, Any] | None) -> float | None:
         node: Any = result
         for part in name.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
-        value = node
+        value = None if _unresolved_energy_key(name, result) else node
     number = finite_or_nan(value)
     return None if math.isnan(number) else number
+
+
+def _unresolved_energy_key(name: str, result: Mapping[str, Any]) -> bool:
+    """A measured energy key (``energy.net_joules``, ``energy.per_output_token_joules.net``,
+    ``energy.components.cpu.joules``...) whose figure is unresolved in this result."""
+    if not name.startswith("energy.") or name.startswith("energy.baseline."):
+        return False
+    last = name.rsplit(".", 1)[-1]
+    if not (last.endswith(("joules", "watts", "_kg")) or last in ("gross", "net")):
+        return False
+    energy = result.get("energy")
+    reasons = unresolved(Energy.from_dict(energy) if isinstance(energy, Mapping) else None)
+    return ("net" if last.startswith("net") else "gross") in reasons

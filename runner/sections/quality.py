@@ -19,6 +19,8 @@ class PerplexityEval(Section):
 
     ``nll_per_token`` is the mean negative log-likelihood (nats) of the scored tokens;
     ``text_sha256`` with the window fields says which tokens were scored;
+    ``token_ids_sha256`` (sha256 of the text's token ids) says which tokenizer read it:
+    perplexities are comparable only where it is equal;
     ``perplexity_by_kind`` splits the built-in text's tokens by the kind of passage they
     belong to (prose, code, dialogue); a user's text is one kind, ``text``.
     """
@@ -26,6 +28,7 @@ class PerplexityEval(Section):
     text: str | None = None  # builtin:runner/data/eval_text.jsonl, or the file's path
     text_sha256: str | None = None
     text_tokens: int | None = None  # tokens of the whole text
+    token_ids_sha256: str | None = None
     tokens_scored: int | None = None
     windows: int | None = None
     window_tokens: int | None = None
