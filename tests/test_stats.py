@@ -258,7 +258,10 @@ def test_log_scale_interval_covers_the_true_mean_of_skewed_latencies():
         effects = rng.normal(0, call_sd, calls)
         sizes = rng.integers(8, 48, calls)
         values = np.concatenate(
-            [np.exp(mu + e + rng.normal(0, noise_sd, n)) for e, n in zip(effects, sizes)]
+            [
+                np.exp(mu + e + rng.normal(0, noise_sd, n))
+                for e, n in zip(effects, sizes, strict=True)
+            ]
         )
         labels = np.repeat(np.arange(calls), sizes)
         low, high, _ = cluster_ci95(values.tolist(), labels.tolist(), positive=True)
