@@ -97,7 +97,9 @@ def result(
         output_tokens_per_second=stats(tok_s, tok_half),
         decode_tokens_per_second=stats(tok_s * 1.1, tok_half),
         throughput_per_repeat=stats(tok_s, tok_half, cv=0.02),
-        throughput=Throughput(tok_s, tok_s, 2.0, 400.0),
+        throughput=Throughput(
+            tok_s, tok_s, 2.0, 400.0, tok_s - tok_half, tok_s + tok_half, "pass", 3
+        ),
         measured_seconds=10.0,
         requests=24,
         output_tokens=768,
@@ -248,7 +250,9 @@ def test_collect_statuses_errors_and_columns(sweep: Path) -> None:
     assert ok["ttft_ms_ci95_high"] == pytest.approx(110.0)
     assert ok["itl_ms_mean"] == pytest.approx(10.0)
     assert ok["e2e_ms_ci95_high"] == pytest.approx(420.0)
-    assert ok["output_tok_s_mean"] == 100.0 and ok["output_tok_s_ci95_low"] == 90.0
+    assert ok["output_tok_s"] == 100.0 and ok["output_tok_s_ci95_low"] == 90.0
+    assert ok["per_call_output_tok_s_mean"] == 100.0  # the per-call distribution, apart
+    assert "output_tok_s_mean" not in df.columns and "output_tok_s_total" not in df.columns
     assert ok["repeat_cv"] == pytest.approx(0.02)
     assert ok["peak_mem_mib"] == pytest.approx(1536.0)
     assert ok["peak_mem_source"] == "cuda-max-allocated"
@@ -360,11 +364,13 @@ def test_baseline_comparison(sweep: Path) -> None:
     fast = rel.loc["compile=on, quant=none"]
     assert fast["speedup_output_tok_s"] == pytest.approx(2.0)  # 100 vs 50 tok/s
     assert fast["speedup_output_tok_s_ci95_low"] < 2.0 < fast["speedup_output_tok_s_ci95_high"]
-    h = math.hypot(10 / 100, 5 / 50)
+    # the log half-widths of the two runs' own CIs ([90, 110] and [45, 55]) in quadrature
+    h = math.hypot(*(math.log(110 / 90) / 2, math.log(55 / 45) / 2))
     assert fast["speedup_output_tok_s_ci95_low"] == pytest.approx(2 * math.exp(-h))
     assert fast["ttft_ratio"] == pytest.approx(2.0)  # 0.1 s vs 0.05 s
     assert fast["energy_per_token_ratio"] == pytest.approx(0.5)  # 0.2 vs 0.4 J/token
-    assert fast["energy_per_token_ratio_ci95_low"] < 0.5 < fast["energy_per_token_ratio_ci95_high"]
+    # energy is one integrated measurement per run: no CI of its own, so none for its ratio
+    assert math.isnan(fast["energy_per_token_ratio_ci95_low"])
     assert rel.loc["compile=off, quant=none", "speedup_output_tok_s"] == 1.0
     assert bool(rel.loc["compile=off, quant=none", "is_baseline"])
     assert math.isnan(rel.loc["compile=on, quant=nf4", "speedup_output_tok_s"])  # failed
@@ -421,7 +427,7 @@ def test_build_report_writes_everything(sweep: Path, tmp_path: Path) -> None:
         "latency_distributions.png",
         "main_effects_e2e_ms_mean.png",
         "main_effects_energy_per_token_mj_net.png",
-        "main_effects_output_tok_s_mean.png",
+        "main_effects_output_tok_s.png",
         "pareto_energy_latency.png",
     ]
     assert all(_is_png(p) for p in outputs.plots)
@@ -485,7 +491,7 @@ def test_build_report_without_energy_or_requests(tmp_path: Path) -> None:
     outputs = build_report([root], root)
     assert [p.name for p in outputs.plots] == [
         "main_effects_e2e_ms_mean.png",
-        "main_effects_output_tok_s_mean.png",
+        "main_effects_output_tok_s.png",
     ]
     assert all(_is_png(p) for p in outputs.plots)
     assert any(s.startswith("interaction") for s in outputs.skipped_plots)
@@ -520,11 +526,11 @@ def test_replicates_and_single_run(tmp_path: Path) -> None:
     outputs = build_report([root], root)
     assert "main_effects_e2e_ms_mean.png" in {p.name for p in outputs.plots}
     effects = pd.read_csv(root / "effects.csv")
-    seed = effects[(effects["factor"] == "seed") & (effects["metric"] == "output_tok_s_mean")]
+    seed = effects[(effects["factor"] == "seed") & (effects["metric"] == "output_tok_s")]
     # quant=none is run at both seeds, nf4 at seed 1 only: one matched pair (not the
     # confounded 110 / mean(90, 50)), with a CI from the two runs' own CIs
     assert list(seed["pairs"]) == [1] and list(seed["ci_basis"]) == ["within run"]
-    h = math.hypot(10 / 110, 10 / 90)
+    h = math.hypot(math.log(120 / 100) / 2, math.log(100 / 80) / 2)  # [100, 120], [80, 100]
     assert seed["ratio"].iloc[0] == pytest.approx(110 / 90)
     assert seed["ratio_ci95_low"].iloc[0] == pytest.approx(110 / 90 * math.exp(-h))
     single = build_report([root / "a"], tmp_path / "single")

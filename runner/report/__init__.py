@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from runner.report.collect import ReportError, collect, find_run_dirs, load_run, scan
+from runner.report.command import sources_levels
 from runner.report.compare import add_relative_columns, front_mask, pareto_metrics, resolve_baseline
 from runner.report.data import ReportData
 from runner.report.effects import effects_frame
@@ -84,7 +85,7 @@ def _write_csv(df: pd.DataFrame, path: Path) -> Path:
 
 def _effects_table(data: ReportData) -> pd.DataFrame:
     return effects_frame(
-        [e for m in data.metrics for f in data.factors for e in data.effects(m, f)]
+        [e for m in data.metrics for f in data.effect_factors for e in data.effects(m, f)]
     )
 
 
@@ -100,10 +101,16 @@ def build_report(
     paths = [Path(p) for p in paths]
     out_dir = Path(out_dir)
     run_dirs = find_run_dirs(paths)
-    if not run_dirs:
-        where = ", ".join(map(str, paths))
-        raise ReportError(f"no run directory (result.json or .hydra/) under {where}")
     found = scan(run_dirs)
+    if found.table.empty:
+        where = ", ".join(map(str, paths))
+        copies = (
+            f" ({len(found.copies)} result.json copies of other runs passed over, e.g. "
+            f"{found.copies[0]})"
+            if found.copies
+            else ""
+        )
+        raise ReportError(f"no run directory (result.json or .hydra/) under {where}{copies}")
     df = found.table
     base = resolve_baseline(df, baseline) if baseline else None
     if base is not None:
@@ -116,7 +123,17 @@ def build_report(
         df = compare_with_baseline(df, found.evaluations, base, base_eval)
     front = pareto_metrics(df)
     df["on_pareto_front"] = front_mask(df, *front) if front else False
-    data = ReportData(df, found.environments, found.settings, base, [str(p) for p in paths])
+    sweeps = dict.fromkeys([*(p for p in paths if p.is_dir()), *(d.parent for d in run_dirs)])
+    data = ReportData(
+        df,
+        found.environments,
+        found.settings,
+        base,
+        [str(p) for p in paths],
+        typed=sources_levels(sweeps),
+        evaluations=found.evaluations,
+        copies=found.copies,
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = _write_csv(df, out_dir / SUMMARY_CSV)

@@ -9,6 +9,11 @@ The quality columns (perplexity, agreement, ``lm_eval.<task>.<metric>``) are des
 
 Nothing here raises on a weird directory: a run that cannot be used becomes a row with
 status ``partial`` (no ``result.json`` yet) or ``unreadable`` (and the reason in ``error``).
+
+A run directory is one the runner wrote for that run: Hydra's ``.hydra/`` folder is in it,
+or its ``result.json`` names it (``run_id`` is the directory's name). A ``result.json``
+copied elsewhere (MLflow's artifact store, a backup folder) names another directory: it is
+not a run, is never counted, and the scan says how many such copies it passed over.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import pandas as pd
 
 from runner.config.overrides import Setting, parse_lenient
 from runner.report import quality
+from runner.report.metrics import UNRESOLVED
 from runner.report.variation import Variation
 from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
-from runner.sections.energy import Energy
+from runner.sections.energy import Energy, unresolved
 from runner.sections.figures import FIGURES, headline_numbers
 from runner.sections.metrics import Metrics
 from runner.sections.quality import PerplexityEval
@@ -36,6 +42,7 @@ from runner.sections.warnings import WarningsDetail
 HYDRA_DIR = ".hydra"
 RESULT_STATUSES = ("ok", "failed", "interrupted")
 STATUSES = (*RESULT_STATUSES, "partial", "unreadable")
+COPY = "copy"  # the status of a result.json that belongs to another directory: not a run
 
 BASE_COLUMNS = ["run_dir", "run_id", "label", "status", "error", "error_type", "error_phase"]
 SETTING_GROUPS = ("measure", "energy", "workload", "model")  # the report's settings section
@@ -47,8 +54,10 @@ NUMERIC_COLUMNS = [*FIGURES, *quality.QUALITY_COLUMNS]
 HEADLINE_COLUMNS = [
     *NUMERIC_COLUMNS,
     *quality.TEXT_COLUMNS,
+    "model_name",
     "peak_mem_source",
     "energy_is_estimate",
+    UNRESOLVED,
     "energy_warnings",
     "named_warnings",
     "library_warnings",
@@ -220,6 +229,10 @@ def _load_run(run_dir: Path) -> RunRecord:
         return RunRecord(run_dir, "unreadable", str(exc), _hydra_overrides(run_dir))
     except FileNotFoundError:  # removed between the two calls
         return RunRecord(run_dir, "partial", "result.json disappeared", _hydra_overrides(run_dir))
+    run_id = data.get("run_id")
+    names_another = isinstance(run_id, str) and run_id and run_id != run_dir.name
+    if names_another and not (run_dir / HYDRA_DIR).is_dir():
+        return RunRecord(run_dir, COPY, f"a copy of run {run_id}'s result.json")
     overrides = data.get("overrides")
     if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
         overrides = _hydra_overrides(run_dir)
@@ -239,8 +252,9 @@ def load_run(run_dir: Path) -> RunRecord:
 
 
 def load_runs(paths: Iterable[Path | str]) -> list[RunRecord]:
-    """:func:`find_run_dirs` then :func:`load_run` on each."""
-    return [load_run(d) for d in find_run_dirs(paths)]
+    """:func:`find_run_dirs` then :func:`load_run` on each; copies of another run's result
+    are left out."""
+    return [rec for rec in map(load_run, find_run_dirs(paths)) if rec.status != COPY]
 
 
 # --------------------------------------------------------------------------- the table
@@ -276,15 +290,29 @@ def headline(rec: RunRecord) -> dict[str, Any]:
     row: dict[str, Any] = headline_numbers(metrics, energy)
     row["peak_mem_source"] = metrics.memory.peak_source
     row["energy_is_estimate"] = energy.is_estimate
+    row[UNRESOLVED] = unresolved_text(rec.energy)
     row["energy_warnings"] = "; ".join(energy.warnings) or None
     said = rec.warnings_detail
     row["named_warnings"] = "; ".join(f"{w.name}: {w.message}" for w in said.named) or None
     distinct = {(w.source, w.category, w.message) for w in said.library if not w.noise}
     row["library_warnings"] = len(distinct) if rec.data else None
+    model = rec.config.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    row["model_name"] = name if isinstance(name, str) else None
     config_hash = (rec.data or {}).get("config_hash")
     row["config_hash"] = config_hash if isinstance(config_hash, str) else None
     row.update(quality.headline(rec.data))
     return row
+
+
+def unresolved_text(energy: Energy | None) -> str | None:
+    """Why the run's energy figures are not numbers: ``"net: <reason>"`` or
+    ``"gross and net: <reason>"``; None when they stand."""
+    reasons = unresolved(energy)
+    if not reasons:
+        return None
+    which = "gross and net" if "gross" in reasons else "net"
+    return f"{which}: {reasons['net']}"
 
 
 def _error_fields(rec: RunRecord) -> tuple[str | None, str | None]:
@@ -388,12 +416,14 @@ def table(records: list[RunRecord], full: bool = False) -> pd.DataFrame:
 @dataclass
 class Scan:
     """Every run under some paths, read once: the table, and what the runs' environments
-    and settings share (aligned with the table's rows)."""
+    and settings share (aligned with the table's rows); ``copies``: the directories whose
+    ``result.json`` belongs to another run, passed over."""
 
     table: pd.DataFrame
     environments: Variation
     settings: Variation
     evaluations: list[PerplexityEval | None]  # per row: what a perplexity ratio pairs
+    copies: list[Path] = field(default_factory=list)
 
 
 def scan(run_dirs: Iterable[Path]) -> Scan:
@@ -403,13 +433,17 @@ def scan(run_dirs: Iterable[Path]) -> Scan:
     rows: list[dict[str, Any]] = []
     evaluations: list[PerplexityEval | None] = []
     environments, settings = Variation(), Variation()
+    copies: list[Path] = []
     for run_dir in run_dirs:
         rec = load_run(run_dir)
+        if rec.status == COPY:
+            copies.append(rec.run_dir)
+            continue
         rows.append(run_row(rec))
         evaluations.append(quality.evaluation(rec.data))
         environments.add(environment_of(rec))
         settings.add(settings_of(rec))
-    return Scan(frame(rows), environments, settings, evaluations)
+    return Scan(frame(rows), environments, settings, evaluations, copies)
 
 
 def collect(paths: Iterable[Path | str], full: bool = False) -> pd.DataFrame:

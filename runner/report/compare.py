@@ -1,17 +1,18 @@
 """Comparison against a baseline run, and the energy/latency Pareto front.
 
-Every relative column is ``run / baseline`` of a headline mean, so a
-``speedup_output_tok_s`` of 2 means twice the baseline's output throughput, and an
+Every relative column is ``run / baseline`` of a headline figure, so a
+``speedup_output_tok_s`` of 2 means twice the baseline's output throughput (total tokens
+over total measured time: a ratio of totals, never of per-call means), and an
 ``energy_per_token_ratio`` of 0.5 half its energy per token.
 
-Uncertainty of a ratio ``R = a / b`` (delta method on the log): the relative
-standard errors add in quadrature, ``Var(log R) ~ (se_a/a)^2 + (se_b/b)^2``, so the
-95% CI is ``R * exp(+-h)`` with ``h = sqrt(r_a^2 + r_b^2)``, ``r = CI half-width / mean``
-of each run's own 95% CI. The interval is asymmetric, always positive and always
-contains ``R``. Runs are treated as independent. Energy is integrated once over the
-measured window and has no CI of its own: its relative half-width is taken as that of
-the run's output throughput (energy per token = mean power / throughput, power assumed
-steady), which makes the energy-ratio CI a lower bound on the true uncertainty.
+Uncertainty of a ratio ``R = a / b`` (delta method on the log): each run's own 95% CI
+gives the half-width of its log, ``h = (log high - log low) / 2`` (the CIs of positive
+figures are on the log scale already), the two add in quadrature, and the 95% CI is
+``R * exp(+-sqrt(h_a^2 + h_b^2))``: asymmetric, always positive, always containing ``R``.
+Runs are treated as independent, and these are within-run CIs: the calls or passes of
+each run, not the run-to-run variation a rerun would show. A run without a CI of its own
+(fewer than 3 calls or passes) gives a ratio without one. Energy is integrated once over
+the measured window and has no CI of its own, so energy ratios have none.
 """
 
 from __future__ import annotations
@@ -27,22 +28,33 @@ import pandas as pd
 
 from runner.config.overrides import split_joined
 from runner.report.collect import ReportError, factor_columns, load_run, parse_overrides, table
-from runner.report.metrics import LATENCIES, Metric, energy_metric
+from runner.report.metrics import (
+    ENERGY_GROSS,
+    ENERGY_NET,
+    ITL,
+    LATENCIES,
+    THROUGHPUT,
+    TTFT,
+    Metric,
+    energy_metric,
+)
 from runner.results import RESULT_FILE
 from runner.search.pareto import minimal_2d
 
-# relative column -> (headline column of the mean, CI prefix for its relative half-width)
-RATIOS: dict[str, tuple[str, str]] = {
-    "speedup_output_tok_s": ("output_tok_s_mean", "output_tok_s"),
-    "ttft_ratio": ("ttft_ms_mean", "ttft_ms"),
-    "itl_ratio": ("itl_ms_mean", "itl_ms"),
-    "energy_per_token_ratio": ("energy_per_token_mj_gross", "output_tok_s"),
-    "energy_per_token_net_ratio": ("energy_per_token_mj_net", "output_tok_s"),
+# relative column -> the metric it is the ratio of
+RATIOS: dict[str, Metric] = {
+    "speedup_output_tok_s": THROUGHPUT,
+    "ttft_ratio": TTFT,
+    "itl_ratio": ITL,
+    "energy_per_token_ratio": ENERGY_GROSS,
+    "energy_per_token_net_ratio": ENERGY_NET,
 }
 RATIO_METHOD = (
-    "delta method on the log ratio: relative half-widths of the two runs' 95% CIs added "
-    "in quadrature, CI = R·exp(±h); energy borrows the relative CI of output throughput "
-    "(a lower bound)"
+    "run ÷ baseline of the headline figures (throughput: total tokens over total time); "
+    "95% CI by the delta method on the log ratio, the two runs' own log-scale CI "
+    "half-widths added in quadrature (runs assumed independent; within-run CIs, so "
+    "run-to-run variation is not in it); no CI where a run has none (energy, or fewer "
+    "than 3 calls or passes)"
 )
 
 
@@ -127,35 +139,41 @@ def resolve_baseline(df: pd.DataFrame, spec: str) -> Baseline:
     return _match_spec(df, spec)
 
 
-def relative_half_width(row: pd.Series, prefix: str) -> float:
-    """Half-width of the 95% CI of ``{prefix}_mean`` divided by the mean (NaN if unknown)."""
-    mean = row.get(f"{prefix}_mean", math.nan)
-    low = row.get(f"{prefix}_ci95_low", math.nan)
-    high = row.get(f"{prefix}_ci95_high", math.nan)
-    try:
-        value = (float(high) - float(low)) / 2 / float(mean)
-    except (TypeError, ValueError, ZeroDivisionError):
+def log_half_width(row: pd.Series, metric: Metric) -> float:
+    """Half-width of the log of the run's own 95% CI of ``metric``,
+    ``(log high - log low) / 2``; NaN without a positive CI."""
+    columns = metric.ci_columns
+    if columns is None:
         return math.nan
-    return abs(value) if math.isfinite(value) else math.nan
+    try:
+        low, high = float(row.get(columns[0], math.nan)), float(row.get(columns[1], math.nan))
+    except (TypeError, ValueError):
+        return math.nan
+    if not (low > 0 and high >= low):  # also False for NaN
+        return math.nan
+    return (math.log(high) - math.log(low)) / 2
 
 
-def ratio_ci(num: float, num_rel: float, den: float, den_rel: float) -> tuple[float, ...]:
-    """``(R, low, high)`` for ``R = num / den`` given relative CI half-widths (see module doc)."""
+def ratio_ci(num: float, num_h: float, den: float, den_h: float) -> tuple[float, ...]:
+    """``(R, low, high)`` for ``R = num / den`` given the log half-widths of both (see the
+    module doc); the bounds are NaN where either half-width is."""
     if not (num > 0 and den > 0):  # also False for NaN
         return math.nan, math.nan, math.nan
     ratio = num / den
-    h = math.hypot(num_rel, den_rel)
+    h = math.hypot(num_h, den_h)
     if not math.isfinite(h):
         return ratio, math.nan, math.nan
     return ratio, ratio * math.exp(-h), ratio * math.exp(h)
 
 
-def _relative_half_widths(frame: pd.DataFrame, prefix: str) -> pd.Series:
-    """:func:`relative_half_width` of every row at once."""
-    mean = frame[f"{prefix}_mean"].astype(float)
-    half = (frame[f"{prefix}_ci95_high"].astype(float) - frame[f"{prefix}_ci95_low"]) / 2
-    rel = (half / mean).abs()
-    return rel.where(np.isfinite(rel))
+def _log_half_widths(frame: pd.DataFrame, metric: Metric) -> pd.Series:
+    """:func:`log_half_width` of every row at once."""
+    if metric.ci_columns is None:
+        return pd.Series(math.nan, index=frame.index)
+    low, high = (frame[c].astype(float) for c in metric.ci_columns)
+    positive = (low > 0) & (high >= low)
+    h = (np.log(high.where(positive)) - np.log(low.where(positive))) / 2
+    return h.where(np.isfinite(h))
 
 
 def add_relative_columns(df: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
@@ -167,15 +185,16 @@ def add_relative_columns(df: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
     out["is_baseline"] = is_base
     base = baseline.row
     ok = out["status"] == "ok"
-    for name, (column, ci_prefix) in RATIOS.items():
+    for name, metric in RATIOS.items():
+        column = metric.column
         num = out[column].astype(float)
         den = float(base[column]) if base[column] is not None else math.nan
         valid = ok & (num > 0) & (den > 0)  # False for NaN
-        h = np.hypot(_relative_half_widths(out, ci_prefix), relative_half_width(base, ci_prefix))
+        h = np.hypot(_log_half_widths(out, metric), log_half_width(base, metric))
         ratio = (num / den).where(valid)
         low, high = ratio * np.exp(-h), ratio * np.exp(h)
         if baseline.index is not None:
-            one = 1.0 if float(base[column]) > 0 else math.nan
+            one = 1.0 if den > 0 else math.nan
             for series in (ratio, low, high):
                 series[baseline.index] = one
         out[name], out[f"{name}_ci95_low"], out[f"{name}_ci95_high"] = ratio, low, high
@@ -214,7 +233,8 @@ def front_mask(df: pd.DataFrame, x: Metric, y: Metric) -> pd.Series:
     xs = ok[x.column].astype(float) * (1 if x.lower_is_better else -1)
     ys = ok[y.column].astype(float) * (1 if y.lower_is_better else -1)
     mask = pd.Series(False, index=df.index)
-    mask[ok.index] = pareto_front(list(xs), list(ys))
+    if len(ok):
+        mask[ok.index] = pareto_front(list(xs), list(ys))
     return mask
 
 

@@ -16,29 +16,36 @@ from typing import Any
 
 import pandas as pd
 
+from runner.measure.stats import MIN_CI_UNITS
 from runner.report.collect import SETTING_GROUPS, STATUSES, has_values, swept_factors
 from runner.report.compare import RATIO_METHOD, front_mask, pareto_metrics
 from runner.report.data import ReportData
-from runner.report.effects import Effect, levels_of, strongest
+from runner.report.effects import Effect, headline, levels_of
 from runner.report.failures import failure_groups
-from runner.report.metrics import Metric, energy_metric
-from runner.report.quality_section import display_columns, section
+from runner.report.metrics import (
+    E2E,
+    ITL,
+    THROUGHPUT,
+    TTFT,
+    UNRESOLVED,
+    Metric,
+    energy_metric,
+)
+from runner.report.quality_section import comparable_parts, display_columns, section
 from runner.report.variation import ABSENT, Variation
 from runner.results import flatten
 
-# (header, column prefix with _mean/_ci95_low/_ci95_high, or a plain column)
-CI_COLUMNS = [
-    ("TTFT ms", "ttft_ms"),
-    ("ITL ms", "itl_ms"),
-    ("E2E ms", "e2e_ms"),
-    ("out tok/s", "output_tok_s"),
-]
+# Figures shown as value with the run's own 95% CI
+CI_METRICS = [TTFT, ITL, E2E, THROUGHPUT]
+# (header, column, which energy figure it follows: unresolved when that one is)
 PLAIN_COLUMNS = [
-    ("peak MiB", "peak_mem_mib"),
-    ("mJ/tok gross", "energy_per_token_mj_gross"),
-    ("mJ/tok net", "energy_per_token_mj_net"),
-    ("CO2 g", "emissions_g"),
+    ("peak MiB", "peak_mem_mib", None),
+    ("mJ/tok gross", "energy_per_token_mj_gross", "gross"),
+    ("mJ/tok net", "energy_per_token_mj_net", "net"),
+    ("CO2 g", "emissions_g", "gross"),
 ]
+NO_CI = " (no CI)"  # a figure whose run had too few units for an interval
+UNRESOLVED_CELL = "unresolved"
 RATIO_COLUMNS = [
     ("speed-up", "speedup_output_tok_s"),
     ("TTFT ×", "ttft_ratio"),
@@ -68,11 +75,27 @@ def fmt_num(value: Any) -> str:
     return f"{x:#.3g}"
 
 
-def fmt_ci(mean: Any, low: Any, high: Any) -> str:
-    """``mean ± half`` for a symmetric CI, ``mean [low, high]`` otherwise, or just the mean."""
+def fmt_ratio(value: Any, near: float = 1.0) -> str:
+    """A ratio with as many digits as it takes to tell it from 1 (``1.0018``, not ``1.00``)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return ""
+    if not math.isfinite(x):
+        return ""
+    gap = abs(x - near)
+    if 0 < gap < 0.005 and abs(x) < 100:
+        decimals = min(6, max(3, -math.floor(math.log10(gap))))
+        return f"{x:.{decimals}f}"
+    return fmt_num(x)
+
+
+def fmt_ci(mean: Any, low: Any, high: Any, missing: str = "") -> str:
+    """``mean ± half`` for a symmetric CI, ``mean [low, high]`` otherwise, or the mean
+    followed by ``missing`` when there is no interval."""
     text = fmt_num(mean)
     if not (text and fmt_num(low) and fmt_num(high)):
-        return text
+        return text + missing if text else text
     m, lo, hi = float(mean), float(low), float(high)
     if math.isclose(hi - m, m - lo, rel_tol=1e-6, abs_tol=1e-12 * max(1.0, abs(m))):
         return f"{text} ± {fmt_num(hi - m)}"
@@ -93,31 +116,29 @@ def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFram
     else:
         out["run"] = df["label"]
     out["status"] = df["status"]
-    for header, prefix in CI_COLUMNS:
-        if has_values(df, f"{prefix}_mean"):
-            out[header] = [
-                fmt_ci(m, lo, hi)
-                for m, lo, hi in zip(
-                    df[f"{prefix}_mean"],
-                    df[f"{prefix}_ci95_low"],
-                    df[f"{prefix}_ci95_high"],
-                    strict=True,
-                )
+    for metric in CI_METRICS:
+        if has_values(df, metric.column):
+            low, high = metric.ci_columns or ("", "")
+            out[metric.header] = [
+                fmt_ci(m, lo, hi, NO_CI)
+                for m, lo, hi in zip(df[metric.column], df[low], df[high], strict=True)
             ]
     estimate = [v is True for v in df["energy_is_estimate"]]
-    for header, column in PLAIN_COLUMNS:
-        if has_values(df, column):
-            mark = column.startswith("energy") or column == "emissions_g"
+    said = df[UNRESOLVED] if UNRESOLVED in df.columns else pd.Series(None, index=df.index)
+    for header, column, figure in PLAIN_COLUMNS:
+        if has_values(df, column) or (figure and said.notna().any()):
             out[header] = [
-                fmt_num(v) + ("*" if mark and e and fmt_num(v) else "")
-                for v, e in zip(df[column], estimate, strict=True)
+                UNRESOLVED_CELL
+                if figure and _unresolved(reason, figure)
+                else fmt_num(v) + ("*" if figure and e and fmt_num(v) else "")
+                for v, e, reason in zip(df[column], estimate, said, strict=True)
             ]
     for header, cells in display_columns(df, fmt_ci).items():
         out[header] = cells
     for header, column in RATIO_COLUMNS:
         if has_values(df, column):
             out[header] = [
-                "baseline" if base else fmt_ci(r, lo, hi)
+                "baseline" if base else fmt_ci(r, lo, hi, NO_CI)
                 for r, lo, hi, base in zip(
                     df[column],
                     df[f"{column}_ci95_low"],
@@ -134,6 +155,21 @@ def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFram
     return out.reset_index(drop=True)
 
 
+def _unresolved(reason: Any, figure: str) -> bool:
+    """The ``energy_unresolved`` text ``reason`` covers ``figure`` ("gross" or "net")."""
+    if not isinstance(reason, str) or not reason:
+        return False
+    return figure == "net" or reason.startswith("gross")
+
+
+def unresolved_runs(df: pd.DataFrame, figure: str = "net") -> pd.DataFrame:
+    """Ok runs whose energy ``figure`` is unresolved."""
+    if UNRESOLVED not in df.columns:
+        return df.iloc[:0]
+    mask = (df["status"] == "ok") & df[UNRESOLVED].map(lambda r: _unresolved(r, figure))
+    return df[mask]
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub pipe table of a frame of strings."""
 
@@ -148,35 +184,45 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-METHODOLOGY = """\
+METHODOLOGY = f"""\
 - **Factors** are the runs' Hydra overrides; tables show those with more than one value,
   every override is a column of `summary.csv`; `—` or `(default)` means the run did not
-  override that factor (the config default applied).
+  override that factor (the config default applied). Factors that change together in
+  every run (`a = b`) are *aliased*: their effects cannot be told apart and are reported
+  once.
 - **TTFT**: time from the start of a `generate` call to each request's first token.
   **ITL** (inter-token latency): every gap between consecutive tokens of a request, pooled
   over requests. **E2E**: per-request end-to-end latency (until `generate` returned its
-  batch). **out tok/s**: output tokens / wall time of each batch, averaged over batches
-  (`output_tok_s_total` in the CSV is total tokens / total measured time).
-- **A run's mean and 95% CI**: `mean ± half-width` is the mean over the samples of one
-  run (requests, token gaps or batches) with a two-sided Student-t 95% interval over
-  independent units (`runner/measure/stats.py`): the requests and token gaps of one
-  `generate` call share its clock, so TTFT, ITL and E2E intervals use a cluster-robust
-  standard error over calls (`ci_unit`, `ci_units` in `result.json`). It describes the
-  variability *within* a run only: run-to-run variation (clocks, thermals, other tenants)
-  is not in it, so repeat the sweep to see it. `repeat_cv` in the CSV is the
-  coefficient of variation of throughput between the measured passes of a run.
+  batch). **out tok/s**: total output tokens / total measured time of the run
+  (`output_tok_s`), never a mean of per-call rates, which would weight a fast call like a
+  slow one (their distribution is `per_call_output_tok_s_*` in the CSV).
+- **A run's 95% CI** (within the run): TTFT, ITL and E2E over the run's `generate` calls
+  (the requests and token gaps of one call share its clock, so the unit is the call: a
+  cluster-robust standard error), throughput over its complete measured passes (the
+  ratio estimator of total tokens over total time). Intervals of these positive figures
+  are on the log scale (`mean·exp(±t·SE/mean)`), so they stay positive and can be
+  asymmetric; with fewer than {MIN_CI_UNITS} units there is none (`(no CI)`), rather than
+  a t-interval on one degree of freedom. It describes the variability *within* a run:
+  run-to-run variation (clocks, thermals, other tenants) is not in it, so repeat the
+  sweep to see it. `repeat_cv` in the CSV is the coefficient of variation of throughput
+  between the measured passes of a run.
 - **Effects of a factor**: each level against the reference level (the baseline's, else
-  the first), as a ratio. Runs that agree on every other swept factor are matched
-  (replicates averaged first); the ratio is the geometric mean of the matched ratios
-  with a Student-t interval on their logarithms, simultaneous over the factor's levels
-  (Bonferroni: 95% for a two-level factor). Where fewer than two matches exist, the
-  ratio of the level means, with a CI from the CIs over runs (or from the runs' own
-  CIs when each level has one run); `effects.csv` says which (`ci_basis`).
+  the first level the command typed), as a ratio. Runs that agree on every other swept
+  factor are matched (replicates averaged first); the ratio is the geometric mean of the
+  matched ratios. Its CI: a Student-t interval on the logarithms over {MIN_CI_UNITS} or
+  more pairs, simultaneous over the factor's levels (Bonferroni: 95% for a two-level
+  factor); with 1 or 2 pairs, from the runs' own within-run CIs (marked †: run-to-run
+  variation is not in it; perplexity pairs the two runs window by window); with no pair,
+  the ratio of the level means over {MIN_CI_UNITS} or more runs per level (marked ‡: the
+  other factors are not matched). *No detectable difference* means the CI includes 1;
+  *not estimable* means there is no CI, and the cell says why. `effects.csv` has every
+  level with `ci_basis` and `note`.
 - **Main-effect figures**: per level, the mean over the ok runs at that level
-  (marginalised over the other factors) with a 95% t-interval over runs; coloured lines
-  split it by a second factor of few levels when that factor matters. **Heatmaps**:
-  the mean of each pair of levels of the two factors that matter most. **Box plots**:
-  the spread of the runs' values at each level.
+  (marginalised over the other factors), with a 95% t-interval over runs where a level has
+  {MIN_CI_UNITS} or more runs; otherwise the runs themselves are drawn as points, no bar.
+  Coloured lines split it by a second factor of few levels when that factor matters.
+  **Heatmaps**: the mean of each pair of levels of the two factors that matter most.
+  **Box plots**: the spread of the runs' values at each level.
 - **Peak memory** (MiB = 2^20 bytes): `cuda-max-allocated` (PyTorch's peak allocated CUDA
   memory) on GPU runs, `process-peak-rss` (peak resident set of the process) otherwise; the
   source of each run is in `peak_mem_source`.
@@ -185,10 +231,15 @@ METHODOLOGY = """\
   `result.json` reports after removing the idle share; per token = energy / output tokens
   (mJ). Emissions (g CO2-eq) = energy × the carbon intensity the backend used. `*` marks
   runs where some component was estimated rather than measured (`energy_is_estimate`).
-  Energy has no CI of its own (one integrated measurement per run).
+  Energy has no CI of its own (one integrated measurement per run). *Unresolved*: a
+  measured time shorter than CodeCarbon's sampling interval (gross and net), or net
+  energy at or below zero (net): not a number, never ranked, never on a front
+  (`energy_unresolved` in the CSV says why).
 - **Pareto front**: a run is on it when no other ok run has lower-or-equal latency *and*
   lower-or-equal energy per token (one of them strictly lower). Energy is net when every
   run has it, else gross.
+- **Perplexity** is ranked and compared only between runs that scored the same text with
+  the same tokenizer (`perplexity_group`); across groups (another model) it is not.
 - Failed, interrupted, partial and unreadable runs are listed, not drawn; an interrupted
   run's numbers cover only the part that was measured.
 """
@@ -295,9 +346,9 @@ def settings_section(configs: Mapping[str, Mapping[str, Any]]) -> str:
 
 def _value(row: pd.Series, metric: Metric) -> str:
     """A run's value of ``metric`` with its own CI; ``*`` marks an estimated energy."""
-    if metric.ci_prefix:
-        p = metric.ci_prefix
-        text = fmt_ci(row[metric.column], row[f"{p}_ci95_low"], row[f"{p}_ci95_high"])
+    if metric.ci_columns:
+        low, high = metric.ci_columns
+        text = fmt_ci(row[metric.column], row[low], row[high], NO_CI)
     else:
         text = fmt_num(row[metric.column])
     estimate = metric.column.startswith("energy") and row.get("energy_is_estimate") is True
@@ -321,6 +372,11 @@ def summary_section(data: ReportData) -> str:
         "",
         f"{len(df)} runs{where}: {status_line(df)}.",
     ]
+    if data.copies:
+        lines.append(
+            f"Not counted: {len(data.copies)} `result.json` copies of these runs (they name "
+            f"another run directory), e.g. `{data.copies[0]}`."
+        )
     if data.small:
         lines.append("Every run is in the table below and in `summary.csv`, `summary.parquet`.")
     else:
@@ -338,28 +394,55 @@ def summary_section(data: ReportData) -> str:
     return "\n".join(lines)
 
 
+def _not_ranked(data: ReportData, metric: Metric) -> str | None:
+    """Why some ok runs are missing from a ranking of ``metric`` (unresolved energy)."""
+    if not metric.column.startswith("energy"):
+        return None
+    figure = "net" if metric.column.endswith("net") else "gross"
+    left = unresolved_runs(data.table, figure)
+    if left.empty:
+        return None
+    shown = "; ".join(f"`{r['label']}` ({r[UNRESOLVED]})" for _, r in left.head(5).iterrows())
+    more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+    return f"Not ranked for {metric.title}, unresolved: {shown}{more}."
+
+
 def best_section(data: ReportData) -> str | None:
     """The best ok run for each headline metric, with its factors."""
     if not data.metrics:
         return None
     factors = swept_factors(data.table)
     base = data.baseline.row if data.baseline is not None else None
-    rows = []
+    rows, notes = [], []
     for metric in data.metrics:
-        ranked = metric.ranked(data.table)
-        best = ranked.iloc[0]
-        cells = {"best for": f"{metric.best_word} {metric.axis_label}"}
-        cells.update(_factor_cells(ranked.iloc[:1], factors).iloc[0].to_dict())
-        cells["value"] = _value(best, metric)
-        cells["runs ranked"] = str(len(ranked))
-        if base is not None:
-            cells["× baseline"] = fmt_num(best[metric.column] / base[metric.column])
-        rows.append(cells)
+        for group, part in comparable_parts(data.table, metric):
+            ranked = metric.ranked(part)
+            if ranked.empty:
+                continue
+            best = ranked.iloc[0]
+            title = f"{metric.best_word} {metric.axis_label}"
+            cells = {"best for": f"{title} ({group})" if group else title}
+            cells.update(_factor_cells(ranked.iloc[:1], factors).iloc[0].to_dict())
+            cells["value"] = _value(best, metric)
+            cells["runs ranked"] = str(len(ranked))
+            column = metric.comparable_by
+            comparable = group is None or base is None or base.get(column) == best.get(column)
+            if base is not None:
+                ratio = best[metric.column] / base[metric.column] if comparable else math.nan
+                cells["× baseline"] = fmt_num(ratio)
+            rows.append(cells)
+        if len(comparable_parts(data.table, metric)) > 1:
+            notes.append(
+                f"{metric.title.capitalize()} is ranked within each `{metric.comparable_by}` "
+                "(the same text read by the same tokenizer); across them it is not comparable."
+            )
+        notes.append(_not_ranked(data, metric) or "")
     text = markdown_table(pd.DataFrame(rows).fillna(""))
+    tail = "".join(f"\n\n{n}" for n in notes if n)
     return (
         "## Best points\n\n" + text + "\n\nValues: the run's mean ± the half-width of its own "
         "95% CI (within the run); `*`: energy partly estimated. For the runners-up, sort "
-        "`summary.csv` by the metric's column."
+        "`summary.csv` by the metric's column." + tail
     )
 
 
@@ -367,6 +450,12 @@ def pareto_section(data: ReportData) -> str:
     metrics = pareto_metrics(data.table)
     title = "## Energy/latency Pareto front\n\n"
     if metrics is None:
+        left = unresolved_runs(data.table, "net")
+        if not left.empty:
+            return title + (
+                f"No Pareto front: the energy of every ok run is unresolved ({len(left)} "
+                f"runs; e.g. `{left.iloc[0]['label']}`: {left.iloc[0][UNRESOLVED]})."
+            )
         return title + "No energy measured: no Pareto front."
     x, y = metrics
     front = data.table[front_mask(data.table, x, y)].sort_values(x.column, kind="stable")
@@ -378,6 +467,9 @@ def pareto_section(data: ReportData) -> str:
     frame.insert(0, "#", [str(i) for i in range(1, len(shown) + 1)])
     more = len(front) - len(shown)
     tail = f"\n\n{more} more on the front: `summary.csv`, column `on_pareto_front`." if more else ""
+    left = _not_ranked(data, y)
+    if left:
+        tail += "\n\n" + left.replace("Not ranked for", "Not on the front, for")
     return (
         f"{title}{x.title.capitalize()} (`{x.column}`) against {y.title} (`{y.column}`), "
         f"lower is better on both: {len(front)} of {ok} ok runs are on the front (no other "
@@ -387,46 +479,64 @@ def pareto_section(data: ReportData) -> str:
     )
 
 
+BASIS_MARK = {"within run": " †", "unpaired": " ‡"}
+
+
 def effect_cell(effects: list[Effect]) -> str:
-    """The strongest level of a factor as ``level ×ratio [CI]``; ``none (...)`` when its
-    interval includes 1 (no level differs detectably from the reference)."""
-    top = strongest(effects)
-    if top is None or not top.ratio > 0:
+    """What a factor does to a metric, as its :func:`~.effects.headline` level says it:
+    ``level ×ratio [CI]`` (detectable), ``no detectable difference (level ×ratio [CI])``,
+    or ``not estimable: level ×ratio (why)``; † and ‡ mark a CI within runs or unpaired."""
+    top = headline(effects)
+    if top is None:
         return ""
-    text = f"{top.level} ×{fmt_num(top.ratio)}"
-    if math.isfinite(top.ratio_ci95_low) and math.isfinite(top.ratio_ci95_high):
-        text += f" [{fmt_num(top.ratio_ci95_low)}, {fmt_num(top.ratio_ci95_high)}]"
-    else:
-        text += " (no CI)"
-    return text if top.detectable else f"none ({text})"
+    if not top.ratio > 0:
+        return f"not estimable ({top.note})" if top.note else "not estimable"
+    text = f"{top.level} ×{fmt_ratio(top.ratio)}"
+    if not top.estimable:
+        return f"not estimable: {text} ({top.note})"
+    text += f" [{fmt_ratio(top.ratio_ci95_low)}, {fmt_ratio(top.ratio_ci95_high)}]"
+    text += BASIS_MARK.get(top.ci_basis, "")
+    return text if top.detectable else f"no detectable difference ({text})"
 
 
 def effects_section(data: ReportData) -> str | None:
-    if not data.factors or not data.summary_metrics:
+    if not data.effect_factors or not data.summary_metrics:
         return None
     lead_metric = data.summary_metrics[0]
     ranked = data.ranked_factors(lead_metric)
-    found, none = [], []
+    found, none, unknown = [], [], []
     for factor in ranked:
-        top = strongest(data.effects(lead_metric, factor))
-        if top is not None and top.detectable:
-            found.append(f"**{factor}** ({top.level} ×{fmt_num(top.ratio)} vs {top.reference})")
+        top = headline(data.effects(lead_metric, factor))
+        name = data.factor_name(factor)
+        if top is None:
+            continue
+        if top.detectable:
+            found.append(f"**{name}** ({top.level} ×{fmt_num(top.ratio)} vs {top.reference})")
+        elif top.estimable:
+            none.append(name)
         else:
-            none.append(factor)
+            unknown.append(f"{name} ({top.note})")
     lead = f"On {lead_metric.title}: "
     lead += (
         f"detectable effects, largest first: {', '.join(found)}."
         if found
-        else ("no factor has a detectable effect.")
+        else "no factor has a detectable effect."
     )
-    if none and found:
-        lead += f" No detectable effect: {', '.join(none)}."
+    if none:
+        lead += f" No detectable difference: {', '.join(none)}."
+    if unknown:
+        lead += f" Not estimable: {'; '.join(unknown)}."
     rows = []
     for factor in ranked:
         levels = levels_of(data.ok[factor]).nunique()
         effects = [data.effects(m, factor) for m in data.summary_metrics]
         reference = next((e[0].reference for e in effects if e), "")
-        row = {"factor": factor, "levels": str(levels), "reference": reference}
+        aliased = data.aliases(factor)
+        row = {
+            "factor": data.factor_name(factor) + (" (aliased)" if aliased else ""),
+            "levels": str(levels),
+            "reference": reference,
+        }
         for metric, eff in zip(data.summary_metrics, effects, strict=True):
             row[metric.header or metric.column] = effect_cell(eff)
         rows.append(row)
@@ -437,8 +547,13 @@ def effects_section(data: ReportData) -> str | None:
         + markdown_table(pd.DataFrame(rows))
         + "\n\nEach cell: the level that changes the metric most, as level ÷ reference "
         "level with a 95% CI, paired over the other factors (runs that agree on every other "
-        "factor are compared); `none (...)`: no level differs detectably from the "
-        "reference (the CI includes 1). Every level of every factor: `effects.csv`."
+        f"factor are compared; a CI over {MIN_CI_UNITS} or more pairs); †: from 1 or 2 pairs, "
+        "the CI rests on the runs' own within-run CIs and leaves out run-to-run variation; "
+        "‡: no pair, the level means compared with the other factors unmatched. "
+        "`no detectable difference`: every level's CI includes 1. `not estimable`: no CI, "
+        "for the reason given (never read it as no effect). `a = b (aliased)`: factors that "
+        "change together in every run; their effects cannot be told apart. Every level of "
+        "every factor: `effects.csv`."
     )
 
 
@@ -483,12 +598,17 @@ def failures_section(data: ReportData) -> str | None:
 def table_section(data: ReportData) -> str | None:
     if not data.small:
         return None
+    said = unresolved_runs(data.table, "net")
+    notes = "".join(f"\n- `{r['label']}`: energy {r[UNRESOLVED]}" for _, r in said.iterrows())
+    unresolved_note = f"\n\n`unresolved`:{notes}" if notes else ""
     return (
         "## All runs\n\n"
         + markdown_table(display_table(data.table, error_width=0))
-        + "\n\nValues: mean ± 95% CI half-width; ratios: value [95% CI]; `*`: energy partly "
-        "estimated. Units: ms, output tokens/s, MiB, mJ per output token, g CO2-eq. Full "
-        "table: `summary.csv`, `summary.parquet`."
+        + "\n\nValues: mean ± 95% CI half-width, or mean [95% CI] where the interval is "
+        f"asymmetric (within the run); `(no CI)`: fewer than {MIN_CI_UNITS} calls or passes; "
+        "ratios: value [95% CI]; `*`: energy partly estimated. Units: ms, output tokens/s "
+        "(total tokens / total time), MiB, mJ per output token, g CO2-eq. Full table: "
+        "`summary.csv`, `summary.parquet`." + unresolved_note
     )
 
 

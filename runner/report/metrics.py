@@ -18,6 +18,8 @@ class Metric:
 
     ``ci_prefix``: the run's own 95% CI is in ``{ci_prefix}_ci95_low/high`` (None: the
     metric has no CI of its own). ``header``: short name for table headers.
+    ``comparable_by``: a column whose value must be equal for two runs' values to be
+    compared or ranked together (perplexity: the evaluation text as tokenized).
     """
 
     column: str
@@ -26,10 +28,17 @@ class Metric:
     lower_is_better: bool = True
     ci_prefix: str | None = None
     header: str = ""
+    comparable_by: str | None = None
 
     @property
     def axis_label(self) -> str:
         return f"{self.title} ({self.unit})" if self.unit else self.title
+
+    @property
+    def ci_columns(self) -> tuple[str, str] | None:
+        """The columns of the run's own 95% CI (low, high), or None."""
+        p = self.ci_prefix
+        return (f"{p}_ci95_low", f"{p}_ci95_high") if p else None
 
     @property
     def best_word(self) -> str:
@@ -50,8 +59,9 @@ class Metric:
 E2E = Metric("e2e_ms_mean", "end-to-end request latency", "ms", True, "e2e_ms", "E2E ms")
 TTFT = Metric("ttft_ms_mean", "time to first token", "ms", True, "ttft_ms", "TTFT ms")
 ITL = Metric("itl_ms_mean", "inter-token latency", "ms", True, "itl_ms", "ITL ms")
+# Total output tokens / total measured time (its CI over the run's complete passes).
 THROUGHPUT = Metric(
-    "output_tok_s_mean", "output throughput", "tok/s", False, "output_tok_s", "out tok/s"
+    "output_tok_s", "output throughput", "tok/s", False, "output_tok_s", "out tok/s"
 )
 ENERGY_NET = Metric(
     "energy_per_token_mj_net", "energy per output token, net", "mJ", True, None, "mJ/tok net"
@@ -62,7 +72,9 @@ ENERGY_GROSS = Metric(
 PEAK_MEMORY = Metric("peak_mem_mib", "peak memory", "MiB", True, None, "peak MiB")
 # Output quality (runner.report.quality): perplexity on the evaluation text, and token
 # agreement with the reference run (the report's baseline, or the run's quality.reference).
-PERPLEXITY = Metric("perplexity", "perplexity", "", True, "perplexity", "ppl")
+PERPLEXITY = Metric(
+    "perplexity", "perplexity", "", True, "perplexity", "ppl", comparable_by="perplexity_group"
+)
 TOKEN_AGREEMENT = Metric(
     "token_agreement_mean", "token agreement", "fraction", False, "token_agreement", "token agree"
 )
@@ -71,14 +83,26 @@ QUALITY = (PERPLEXITY, TOKEN_AGREEMENT)
 # In the order the report lists them; latency first (the metric most sweeps are about).
 HEADLINE: tuple[Metric, ...] = (E2E, TTFT, ITL, THROUGHPUT, ENERGY_NET, PEAK_MEMORY, PERPLEXITY)
 LATENCIES = (E2E, ITL, TTFT)  # the primary latency: the first with data
+KNOWN = {m.column: m for m in (*HEADLINE, ENERGY_GROSS, TOKEN_AGREEMENT)}
+
+
+def describe(name: str) -> str:
+    """A figure's name in words with its unit (``e2e_ms_mean`` -> ``end-to-end request
+    latency (ms)``); a name the report has no words for is given as it is."""
+    metric = KNOWN.get(name)
+    return metric.axis_label if metric is not None else name
+
+
+UNRESOLVED = "energy_unresolved"  # column: why a run's energy figures are not numbers
 
 
 def energy_metric(df: pd.DataFrame) -> Metric | None:
-    """Energy per token: net when every ok run with energy has it, else gross; None
-    when no ok run has energy."""
+    """Energy per token: net when every ok run with energy has it (a value, or a reason
+    why it is unresolved), else gross; None when no ok run has energy."""
     ok = df[df["status"] == "ok"]
-    gross = ok[ENERGY_GROSS.column].notna()
-    net = ok[ENERGY_NET.column].notna()
+    said = ok[UNRESOLVED].notna() if UNRESOLVED in ok.columns else False
+    gross = ok[ENERGY_GROSS.column].notna() | said
+    net = ok[ENERGY_NET.column].notna() | said
     if not (gross | net).any():
         return None
     return ENERGY_NET if net[gross | net].all() else ENERGY_GROSS

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import Bbox
 
+from runner.measure.stats import MIN_CI_UNITS
 from runner.report.compare import front_mask, pareto_metrics
 from runner.report.data import ReportData
 from runner.report.effects import interaction_means, level_key, level_means, strongest
 from runner.report.forked import map_forked
 from runner.report.markdown import fmt_num
 from runner.report.metrics import Metric, energy_metric, quality_metrics
+from runner.report.quality_section import comparable_parts
 from runner.report.samples import LatencySamples, read_latency_samples
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,13 @@ def _figure(width_in: float, height_in: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def _title(fig: Figure, text: str, fontsize: float = 10) -> None:
+    """A figure title wrapped to the figure's width, so no title is ever cut off."""
+    width_px = fig.get_size_inches()[0] * DPI
+    chars = max(30, int(width_px / (0.62 * fontsize * DPI / 72)))
+    fig.suptitle("\n".join(textwrap.wrap(text, chars)), fontsize=fontsize)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -204,12 +214,16 @@ def plot_pareto(
     path: Path,
     factors: Sequence[str] = (),
     baseline_index: object = None,
+    x_ci: bool = True,
 ) -> Path:
     """Every ok run as a grey point, the Pareto front of ``x`` against ``y`` (each in its
-    own direction) in red, labelled by its factors where the labels fit."""
+    own direction) in red, labelled by its factors where the labels fit; ``x_ci``: the
+    front's own CIs of ``x`` as bars."""
     data = df[(df["status"] == "ok") & df[x.column].notna() & df[y.column].notna()]
     if data.empty:
         raise NoData(f"no ok run has both {x.column} and {y.column}")
+    if len(comparable_parts(data, x)) > 1:
+        raise NoData(f"{x.title} of runs that are not comparable ({x.comparable_by} differs)")
     on_front = front_mask(data, x, y)
     front = data[on_front].sort_values(x.column, kind="stable")
     fig = _figure(9, 6.5)
@@ -224,19 +238,23 @@ def plot_pareto(
         lw=0,
         label=f"other runs ({len(rest)})",
     )
-    if x.ci_prefix:
-        p = x.ci_prefix
-        low = (front[x.column] - front[f"{p}_ci95_low"]).clip(lower=0).fillna(0)
-        high = (front[f"{p}_ci95_high"] - front[x.column]).clip(lower=0).fillna(0)
-        ax.errorbar(
-            front[x.column],
-            front[y.column],
-            xerr=[low, high],
-            fmt="none",
-            ecolor="salmon",
-            lw=1,
-            zorder=2,
-        )
+    shown_ci = False
+    if x_ci and x.ci_columns:
+        lo, hi = x.ci_columns
+        has = front[lo].notna() & front[hi].notna()
+        if has.any():
+            shown_ci = True
+            bars = front[has]
+            ax.errorbar(
+                bars[x.column],
+                bars[y.column],
+                xerr=[bars[x.column] - bars[lo], bars[hi] - bars[x.column]],
+                fmt="none",
+                ecolor="salmon",
+                lw=1,
+                zorder=2,
+                label="95% CI within the run",
+            )
     ax.step(front[x.column], front[y.column], where="post", color="tab:red", lw=1, zorder=3)
     ax.scatter(
         front[x.column],
@@ -259,25 +277,34 @@ def plot_pareto(
         )
     _log_scale_if_wide(ax, data[x.column], "x")
     _log_scale_if_wide(ax, data[y.column], "y")
-    ax.set_xlabel(x.axis_label + (" (front: ±95% CI)" if x.ci_prefix else ""))
+    ax.set_xlabel(x.axis_label)
     ax.set_ylabel(y.axis_label)
     if x.lower_is_better == y.lower_is_better:
         better = f"{x.best_word.removesuffix('est')}er is better on both axes"
     else:
         better = f"better: {x.best_word} {x.title}, {y.best_word} {y.title}"
-    ax.set_title(f"{y.title} vs {x.title} ({better})", fontsize=10)
+    ax.set_title(f"{y.title.capitalize()} vs {x.title} ({better})", fontsize=10, wrap=True)
     ax.grid(alpha=0.3)
     # Below the axes: a legend inside would hide points or labels.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, fontsize=8, frameon=False)
     labels = _short_labels(front, factors) if len(front) > 1 else list(front["label"])
     points = list(zip(front[x.column], front[y.column], labels, strict=True))
+    notes = []
+    if x_ci and x.ci_columns and not shown_ci:
+        notes.append(f"no front point has a CI of its own (fewer than {MIN_CI_UNITS} units)")
+    if not x_ci and x.ci_columns:
+        notes.append(
+            f"each run's {x.title} CI is left out: runs scored the same text, so compare "
+            "them by the paired ratio in report.md"
+        )
     note = fig.suptitle(" ", fontsize=8)  # its room is part of the layout labels are placed in
     placed = place_labels(fig, ax, points)
     if placed < len(front):
-        note.set_text(
+        notes.append(
             f"{placed} of {len(front)} front points labelled (the others would overlap); "
             "all are listed in report.md"
         )
+    note.set_text("\n".join(notes) or " ")
     return _save(fig, path)
 
 
@@ -294,44 +321,69 @@ def _facet(data: ReportData, metric: Metric, factor: str) -> str | None:
 
 
 def _mean_ci(ax, xs: Sequence[float], stats: pd.DataFrame, joined: bool, **style) -> None:
-    low = (stats["mean"] - stats["ci95_low"]).clip(lower=0).fillna(0)
-    high = (stats["ci95_high"] - stats["mean"]).clip(lower=0).fillna(0)
-    ax.errorbar(
-        xs,
-        stats["mean"],
-        yerr=[low, high],
-        capsize=2,
-        markersize=4,
-        fmt="o-" if joined else "o",
-        **style,
-    )
+    """Means as markers (joined by a line for numeric levels), with a bar only where the
+    level has a CI (3 or more runs, or one run's own)."""
+    xs = list(xs)
+    label = style.pop("label", None)
+    ax.plot(xs, stats["mean"], "o-" if joined else "o", markersize=4, label=label, **style)
+    has = (stats["ci95_low"].notna() & stats["ci95_high"].notna()).to_numpy()
+    if has.any():
+        part = stats[has]
+        ax.errorbar(
+            [x for x, h in zip(xs, has, strict=True) if h],
+            part["mean"],
+            yerr=[part["mean"] - part["ci95_low"], part["ci95_high"] - part["mean"]],
+            fmt="none",
+            capsize=2,
+            ecolor=style.get("color"),
+            lw=style.get("lw", 1),
+        )
+
+
+def _runs_as_points(ax, data: ReportData, factor: str, metric: Metric, position) -> bool:
+    """The runs of levels with too few runs for a CI over runs (2), as small points."""
+    stats = level_means(data.table, factor, metric, typed=data.typed.get(factor, ()))
+    few = stats[(stats["runs"] > 1) & (stats["runs"] < MIN_CI_UNITS)][factor]
+    if few.empty:
+        return False
+    ok = data.ok[data.ok[metric.column].notna()]
+    levels = ok[factor].astype(object).where(ok[factor].notna(), "(default)").astype(str)
+    for level in few:
+        values = ok.loc[levels == level, metric.column]
+        ax.scatter([position[level]] * len(values), values, s=14, c="0.55", zorder=1, lw=0)
+    return True
 
 
 def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
     """One panel per factor (those that matter most first): ``metric``'s mean per level
-    over the runs at that level, with a 95% CI over runs; split by a second factor with
+    over the runs at that level, with a 95% CI over runs where a level has 3 or more (one
+    run: its own CI; two: the runs themselves as points); split by a second factor with
     few levels when that one matters."""
-    if not data.factors:
+    if not data.effect_factors:
         raise NoData("fewer than two values of any factor among ok runs")
+    if len(comparable_parts(data.table, metric)) > 1:
+        raise NoData(f"{metric.title} of runs that are not comparable ({metric.comparable_by})")
     factors = data.ranked_factors(metric)[:MAX_PANELS]
-    fig = _figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 0.8)
-    single_run_level = False
+    fig = _figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 1.2)
+    single_run_level = two_run_level = False
     for ax, factor in zip(_grid(fig, len(factors)), factors, strict=True):
-        overall = level_means(data.table, factor, metric)
+        typed = data.typed.get(factor, ())
+        overall = level_means(data.table, factor, metric, typed=typed)
         single_run_level |= bool((overall["runs"] == 1).any())
         levels = list(overall[factor])
         position = {lv: i for i, lv in enumerate(levels)}
         joined = _numeric(levels)
         facet = _facet(data, metric, factor)
         if facet is not None:
-            split = level_means(data.table, factor, metric, by=facet)
+            split = level_means(data.table, factor, metric, by=facet, typed=typed)
             facet_levels = sorted(split[facet].unique(), key=level_key)
             width = 0.3 / max(len(facet_levels) - 1, 1)
             for j, lv in enumerate(facet_levels):
                 part = split[split[facet] == lv]
                 xs = [position[v] - 0.15 + j * width for v in part[factor]]
                 _mean_ci(ax, xs, part, joined, color=f"C{j}", lw=1, label=f"{facet}={lv}")
-            ax.legend(fontsize=6, loc="best")
+        else:
+            two_run_level |= _runs_as_points(ax, data, factor, metric, position)
         _mean_ci(
             ax,
             range(len(levels)),
@@ -339,30 +391,33 @@ def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
             joined,
             color="black",
             lw=1.5,
-            label="all runs" if facet else None,
+            label="mean over the level's runs",
         )
+        ax.legend(fontsize=6, loc="best")
         _level_ticks(ax, levels)
-        ax.set_xlabel(factor, fontsize=8)
+        ax.set_xlabel(data.factor_name(factor), fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel(metric.axis_label, fontsize=8)
     shown = (
         ""
-        if len(factors) == len(data.factors)
-        else f" ({len(factors)} of {len(data.factors)} factors)"
+        if len(factors) == len(data.effect_factors)
+        else f" ({len(factors)} of {len(data.effect_factors)} factors)"
     )
-    single = "; a level with one run: its own CI" if single_run_level else ""
-    fig.suptitle(
-        f"Main effects on {metric.title}: mean ± 95% CI over runs{single}{shown}", fontsize=10
-    )
+    parts = [f"bars: 95% CI over a level's runs where it has {MIN_CI_UNITS} or more"]
+    if single_run_level:
+        parts.append("a level with one run: that run's own CI")
+    if two_run_level:
+        parts.append("grey points: the runs of a level with too few for a CI")
+    _title(fig, f"Main effects on {metric.title}{shown}. Black: mean over runs; {'; '.join(parts)}")
     return _save(fig, path)
 
 
 def plot_interaction(data: ReportData, metric: Metric, path: Path) -> Path:
     """Heatmap of ``metric``'s mean for each pair of levels of the two factors that
     matter most for it (the one with more levels across)."""
-    if len(data.factors) < 2:
-        raise NoData("fewer than two swept factors among ok runs")
+    if len(data.effect_factors) < 2:
+        raise NoData("fewer than two swept factors among ok runs (aliased ones count once)")
     a, b = data.ranked_factors(metric)[:2]
     if data.ok[a].astype(str).nunique() > data.ok[b].astype(str).nunique():
         a, b = b, a
@@ -391,21 +446,24 @@ def plot_interaction(data: ReportData, metric: Metric, path: Path) -> Path:
                         fontsize=7,
                         color="black" if values[i, j] > middle else "white",
                     )
-    ax.set_title(f"{metric.title}, mean per cell\n{a} × {b}", fontsize=10)
+    ax.set_title(
+        "\n".join(textwrap.wrap(f"{metric.title.capitalize()}, mean per cell: {a} × {b}", 50)),
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
 def plot_distributions(data: ReportData, metric: Metric, path: Path) -> Path:
     """One panel per factor: a box of the runs' ``metric`` values at each level."""
-    if not data.factors:
+    if not data.effect_factors:
         raise NoData("fewer than two values of any factor among ok runs")
     ok = data.ok[data.ok[metric.column].notna()]
-    if len(ok) < MIN_BOX_RUNS * min(ok[f].astype(str).nunique() for f in data.factors):
+    if len(ok) < MIN_BOX_RUNS * min(ok[f].astype(str).nunique() for f in data.effect_factors):
         raise NoData(f"fewer than {MIN_BOX_RUNS} runs per level: the main effects show them")
     factors = data.ranked_factors(metric)[:MAX_PANELS]
     fig = _figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 0.8)
     for ax, factor in zip(_grid(fig, len(factors)), factors, strict=True):
-        levels = level_means(data.table, factor, metric)[factor].tolist()
+        levels = data.levels(factor)
         values = ok[factor].astype(object).where(ok[factor].notna(), "(default)").astype(str)
         boxes = [list(ok.loc[values == lv, metric.column]) for lv in levels]
         ax.boxplot(
@@ -421,9 +479,10 @@ def plot_distributions(data: ReportData, metric: Metric, path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel(metric.axis_label, fontsize=8)
-    fig.suptitle(
-        f"{metric.title} of the runs at each level (box: quartiles, whiskers: 1.5 IQR, ▲: mean)",
-        fontsize=10,
+    _title(
+        fig,
+        f"{metric.title.capitalize()} of the runs at each level (box: quartiles, whiskers: "
+        "1.5 IQR, ▲: mean)",
     )
     return _save(fig, path)
 
@@ -436,22 +495,22 @@ def plot_latency_distributions(
         ("time to first token (ms)", {k: s.ttft_ms for k, s in samples.items() if s.ttft_ms}),
         ("inter-token latency (ms)", {k: s.itl_ms for k, s in samples.items() if s.itl_ms}),
     ]
-    panels = [(title, d) for title, d in panels if d]
+    panels = [(axis, d) for axis, d in panels if d]
     if not panels:
         raise NoData("no run has per-request latency samples (requests.parquet)")
     rows = max(len(d) for _, d in panels)
     fig = _figure(6 * len(panels), max(3.0, 0.35 * rows + 1.5))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, d) in zip(axes, panels, strict=True):
+    for ax, (axis, d) in zip(axes, panels, strict=True):
         labels = list(d)[::-1]
         ax.boxplot(
             [d[k] for k in labels], showmeans=True, flierprops={"markersize": 2}, **_HORIZONTAL
         )
         ax.set_yticks(range(1, len(labels) + 1), labels)
-        ax.set_xlabel(title)
+        ax.set_xlabel(axis)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("Per-request latency (box: quartiles, whiskers: 1.5 IQR, ▲: mean)", fontsize=10)
+    _title(fig, f"{title} (box: quartiles, whiskers: 1.5 IQR, ▲: mean)")
     return _save(fig, path)
 
 
@@ -491,7 +550,9 @@ def quality_pareto_figures(data: ReportData) -> list[Plot]:
             f"pareto_energy_{_slug(m.column)}.png",
             _no("no ok run has energy per token (energy off or not measured)")
             if energy is None
-            else lambda p, m=m: plot_pareto(data.table, m, energy, p, data.factors, base),
+            else lambda p, m=m: plot_pareto(
+                data.table, m, energy, p, data.factors, base, x_ci=m.comparable_by is None
+            ),
         )
         for m in quality
     ]

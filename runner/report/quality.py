@@ -4,7 +4,8 @@ Columns (one row per run): ``perplexity`` with ``perplexity_ci95_low/high`` and
 ``perplexity_tokens`` (tokens scored), read from ``result.json``; ``token_agreement_*``,
 ``exact_match_*`` and ``first_divergence_*`` (``_mean``, ``_ci95_low``, ``_ci95_high``;
 fractions and token indices) with ``agreement_requests`` and ``agreement_reference``;
-``workload_sha256``; and ``lm_eval.<task>.<metric>`` for lm-eval results.
+``workload_sha256``; ``perplexity_group`` (:func:`perplexity_group`: which perplexities
+can be compared); and ``lm_eval.<task>.<metric>`` for lm-eval results.
 
 Agreement comes from the run's own ``quality.agreement`` (against its ``quality.reference``)
 unless the report has a baseline: then every ok run is compared with the baseline run,
@@ -16,6 +17,7 @@ over the windows both runs scored (from ``result.json``: no extra file).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from pathlib import Path
@@ -50,7 +52,7 @@ QUALITY_COLUMNS = [
     *[f"{prefix}_{s}" for prefix in AGREEMENT_STATS for s in CI],
     "agreement_requests",
 ]
-TEXT_COLUMNS = ["agreement_reference", "workload_sha256"]
+TEXT_COLUMNS = ["agreement_reference", "workload_sha256", "perplexity_group"]
 RATIO = "perplexity_ratio"
 RATIO_COLUMNS = [RATIO, f"{RATIO}_ci95_low", f"{RATIO}_ci95_high"]
 RATIO_METHOD = (
@@ -85,12 +87,33 @@ def headline(data: dict[str, Any] | None) -> dict[str, Any]:
         "perplexity_tokens": finite_or_nan(evaluation.tokens_scored if evaluation else None),
         **_agreement_columns(q.agreement),
         "workload_sha256": fingerprint(data),
+        "perplexity_group": perplexity_group(evaluation) if q.perplexity is not None else None,
     }
     if q.lm_eval is not None:
         for task, metrics in sorted(q.lm_eval.results.items()):
             for metric, value in sorted(metrics.items()):
                 row[f"{LM_EVAL_PREFIX}{task}.{metric}"] = finite_or_nan(value)
     return row
+
+
+def perplexity_group(evaluation: PerplexityEval | None) -> str | None:
+    """A short name for what makes two perplexities comparable: the same evaluation text,
+    read by the same tokenizer into the same windows. Runs with equal groups are ranked and
+    compared together; across groups (another model's tokenizer) never."""
+    if evaluation is None or not evaluation.text_sha256:
+        return None
+    if evaluation.token_ids_sha256:
+        key = f"{evaluation.text_sha256}|{evaluation.token_ids_sha256}|{evaluation.window_tokens}"
+    else:  # results written before token_ids_sha256: the windows' token counts tell it
+        key = (
+            "|".join(
+                map(str, (evaluation.text_sha256, evaluation.text_tokens, evaluation.window_tokens))
+            )
+            + "|"
+            + ",".join(map(str, evaluation.window_scored))
+        )
+    text = (evaluation.text or "text").rsplit("/", 1)[-1]
+    return f"{text}#{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 def evaluation(data: dict[str, Any] | None) -> PerplexityEval | None:
@@ -107,7 +130,8 @@ def perplexity_ratio(
     if base is None or run is None or not base.window_nll:
         return None
     same = (
-        base.text_sha256 == run.text_sha256
+        perplexity_group(base) == perplexity_group(run)
+        and base.text_sha256 == run.text_sha256
         and base.text_tokens == run.text_tokens
         and base.window_tokens == run.window_tokens
         and base.window_scored == run.window_scored

@@ -42,6 +42,24 @@ def display_columns(df: pd.DataFrame, fmt_ci: Any) -> dict[str, list[str]]:
     return out
 
 
+def comparable_parts(df: pd.DataFrame, metric: Metric) -> list[tuple[str | None, pd.DataFrame]]:
+    """The table split by ``metric.comparable_by`` where the ok runs hold more than one
+    value of it (perplexities of two tokenizers are never ranked together); else whole."""
+    column = metric.comparable_by
+    if not column or column not in df.columns:
+        return [(None, df)]
+    ranked = metric.ranked(df)
+    values = list(dict.fromkeys(ranked[column].dropna()))
+    if len(values) <= 1:
+        return [(None, df)]
+    out = []
+    for value in values:
+        names = ranked.loc[ranked[column] == value].get("model_name", pd.Series(dtype=object))
+        models = ", ".join(dict.fromkeys(str(n) for n in names.dropna()))
+        out.append((f"{models}: {value}" if models else str(value), df[df[column] == value]))
+    return out
+
+
 def section(df: pd.DataFrame, energy: Metric | None, fmt_num: Any, max_listed: int) -> str:
     """The report's quality section: what the columns mean, the energy/quality fronts (at
     most ``max_listed`` runs each), and the runs that were not compared."""
@@ -60,17 +78,21 @@ def section(df: pd.DataFrame, energy: Metric | None, fmt_num: Any, max_listed: i
     if has_values(df, RATIO):
         lines.append(f"- **ppl ×** (`perplexity_ratio`): {RATIO_METHOD}.")
     for metric in metrics if energy is not None else []:
-        on = metric.ranked(df[front_mask(df, metric, energy)])
-        items = [
-            f"{r['label']} ({fmt_num(r[metric.column])}, {fmt_num(r[energy.column])} mJ/token)"
-            for _, r in on.iloc[:max_listed].iterrows()
-        ]
-        more = len(on) - len(items)
-        tail = f" and {more} more" if more > 0 else ""
-        lines.append(
-            f"- Energy/{metric.title} Pareto front, {metric.best_word} {metric.title} first: "
-            f"{', '.join(items) or 'no run'}{tail}."
-        )
+        for group, part in comparable_parts(df, metric):
+            on = metric.ranked(part[front_mask(part, metric, energy)])
+            items = [
+                f"{r['label']} ({fmt_num(r[metric.column])}, {fmt_num(r[energy.column])} mJ/token)"
+                for _, r in on.iloc[:max_listed].iterrows()
+            ]
+            more = len(on) - len(items)
+            tail = f" and {more} more" if more > 0 else ""
+            within = f" among the runs of `{group}`" if group else ""
+            if not items and part[energy.column].notna().sum() == 0:
+                tail = " (no run has a resolved energy figure)"
+            lines.append(
+                f"- Energy/{metric.title} Pareto front{within}, {metric.best_word} "
+                f"{metric.title} first: {', '.join(items) or 'no run'}{tail}."
+            )
     if notes:
         lines += ["", "Not compared:", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines)

@@ -18,6 +18,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from runner.report.metrics import describe
+
 log = logging.getLogger(__name__)
 
 SEARCH_FILE = "search.json"  # the sweeper's export (runner.search.sweeper.SEARCH_FILE)
@@ -82,13 +84,15 @@ def trials_markdown(search: dict[str, Any]) -> str:
     else:
         out.append("No feasible completed trial yet.")
     out += ["", "### Trials in order", ""]
+    reasons = any(t.get("reason") for t in trials)
     out.append(
         "| trial | front | state | status | params | "
         + " | ".join(names)
         + (" | violations" if constraints else "")
+        + (" | why FAIL" if reasons else "")
         + " |"
     )
-    out.append("|" + "---|" * (5 + len(names) + bool(constraints)))
+    out.append("|" + "---|" * (5 + len(names) + bool(constraints) + reasons))
     for t in trials:
         values = t.get("values") or [None] * len(names)
         cells = [
@@ -101,51 +105,79 @@ def trials_markdown(search: dict[str, Any]) -> str:
         ]
         if constraints:
             cells.append(", ".join(_fmt(v) for v in t.get("violations") or []))
+        if reasons:
+            cells.append(str(t.get("reason") or "") if t.get("state") == "FAIL" else "")
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     out.append(
         "★: on the Pareto front. FAIL: the run did not end ok (or was interrupted: it is "
-        "asked again when the search resumes); PRUNED: a constraint was violated with "
-        "search.violation=prune. Violations > 0 break a constraint."
+        "asked again when the search resumes), or an objective has no value (an unresolved "
+        "energy figure, never a number that could win); PRUNED: a constraint was violated "
+        "with search.violation=prune. Violations > 0 break a constraint."
     )
     return "\n".join(out)
 
 
+def _axis(objective: str) -> str:
+    """``e2e_ms_mean:minimize`` -> ``end-to-end request latency (ms), lower is better``."""
+    name, _, direction = objective.rpartition(":")
+    better = {"minimize": "lower is better", "maximize": "higher is better"}.get(direction, "")
+    return describe(name or objective) + (f", {better}" if better else "")
+
+
 def plot_front(search: dict[str, Any], path: Path) -> Path | None:
-    """The first two objectives of every completed trial, the front drawn as a line."""
+    """The first two objectives of every completed trial; the front as a step line,
+    labelled by trial number where a label fits (trials of one point share a label)."""
+    from runner.report.plots import MAX_PX, _title, place_labels
+
     objectives = [str(o) for o in search.get("objectives") or []]
     done = [t for t in search["trials"] if isinstance(t, dict) and t.get("values")]
     if len(objectives) < 2 or not done:
         return None
-    fig = Figure(figsize=(6.5, 4.5))
+    directions = [o.rpartition(":")[2] for o in objectives[:2]]
+    fig = Figure(figsize=(8, 6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     others = [t for t in done if not t.get("pareto")]
     front = sorted((t for t in done if t.get("pareto")), key=lambda t: t["values"][0])
     ax.scatter(
-        [t["values"][0] for t in others], [t["values"][1] for t in others], c="0.6", label="trial"
+        [t["values"][0] for t in others],
+        [t["values"][1] for t in others],
+        c="0.6",
+        label=f"other completed trials ({len(others)})",
     )
-    ax.plot(
+    # The front as a staircase: between two front points, what the better of them reaches.
+    where = "post" if directions[0] == directions[1] else "pre"
+    ax.step(
         [t["values"][0] for t in front],
         [t["values"][1] for t in front],
-        "o-",
+        where=where,
         c="tab:red",
-        label="Pareto front",
+        lw=1,
     )
-    for t in done:
-        ax.annotate(
-            str(t["number"]),
-            (t["values"][0], t["values"][1]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
-    ax.set_xlabel(objectives[0])
-    ax.set_ylabel(objectives[1])
-    ax.set_title("search: trials and the Pareto front (numbers: trial order)")
-    ax.legend()
+    ax.scatter(
+        [t["values"][0] for t in front],
+        [t["values"][1] for t in front],
+        c="tab:red",
+        label=f"Pareto front ({len(front)})",
+        zorder=3,
+    )
+    ax.set_xlabel(_axis(objectives[0]))
+    ax.set_ylabel(_axis(objectives[1]))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
+    failed = sum(t.get("state") == "FAIL" for t in search["trials"] if isinstance(t, dict))
+    title = "Search: completed trials and their Pareto front (labels: trial numbers)"
+    if failed:
+        title += f"; {failed} failed trial(s) not drawn (report.md says why)"
+    _title(fig, title)
+    points: dict[tuple[float, float], list[str]] = {}
+    for t in [*front, *others]:
+        points.setdefault((t["values"][0], t["values"][1]), []).append(str(t["number"]))
+    place_labels(fig, ax, [(x, y, ", ".join(n)) for (x, y), n in points.items()])
     path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    width, height = fig.get_size_inches()
+    fig.savefig(path, dpi=min(100, MAX_PX[0] / width, MAX_PX[1] / height))
     return path
 
 

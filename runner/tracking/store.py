@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 
 POINTER = "tracking.json"
 DB_FILE = "mlflow.db"
-ARTIFACTS_DIR = "mlartifacts"
+# Hidden: a copy of a run's result.json stored there is never taken for a run by the
+# report's scan, which skips hidden folders (and recognises copies anyway).
+ARTIFACTS_DIR = ".mlartifacts"
 # result status -> MLflow run status
 STATUS = {"ok": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 JOB_ARTIFACTS = ("result.json", "requests.parquet", "requests.csv", "emissions.csv", "run.log")
