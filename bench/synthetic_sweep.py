@@ -376,6 +376,7 @@ def make_sweep(
             sweep.broken[kind].append(run_dir)
             if kind == "failed":
                 res = result(factors, overrides, values)
+                res.run_id = run_dir.name  # as the runner names it: its directory
                 res.status, res.energy, res.metrics = Status.failed, None, Metrics()
                 res.error = RunError(
                     "OutOfMemoryError", f"CUDA out of memory (point {index})", "...", "load"
@@ -385,7 +386,9 @@ def make_sweep(
                 text = '{"schema_version": 1, "status": "ok", "metrics": {"ttft_se'
                 (run_dir / "result.json").write_text(text)
             continue
-        _write_result(run_dir, result(factors, overrides, values))
+        res = result(factors, overrides, values)
+        res.run_id = run_dir.name
+        _write_result(run_dir, res)
         if requests:
             batch = int(factors.get("workload.batch_size", 4))
             tokens = int(factors.get("decoding.max_new_tokens", 32))

@@ -79,6 +79,10 @@ def test_search_stopped_by_sigint_resumes_and_is_tracked(tmp_path):
         assert 1 <= t["params"]["workload.batch_size"] <= 3  # range(1,4) as Hydra reads it
     report = (sweep / "report.md").read_text()
     assert "## Search" in report and "### Trials in order" in report and "★" in report
+    # MLflow's copies of each result (.mlartifacts/) are not runs: each run counted once
+    run_dirs = {p.parent for p in sweep.glob("*/result.json")}
+    assert len(list(sweep.glob(".mlartifacts/**/result.json"))) >= len(run_dirs)
+    assert f"{len(run_dirs)} runs from `{sweep}`" in report
 
     client = MlflowClient(f"sqlite:///{sweep / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("llm-sweep-runner").experiment_id])

@@ -27,6 +27,7 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
             "quant=none,nf4",
             "compile=off,on",
             "measure=quick",
+            "measure.min_seconds=1",  # CodeCarbon's sampling interval: energy is resolved
             "workload.num_prompts=2",
             "decoding.max_new_tokens=8",
             "energy.baseline_seconds=1",
@@ -72,6 +73,13 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
     table = pd.read_csv(sweep / "summary.csv")
     assert len(table) == 4 and set(table["status"]) == {"ok"}
     assert table["energy_per_token_mj_gross"].notna().all()
+    # the headline rate is each run's total tokens over its total measured time
+    for r in results:
+        row = table[table["run_id"] == r["run_id"]].iloc[0]
+        assert row["output_tok_s"] == r["metrics"]["throughput"]["output_tokens_per_second"]
+        assert row["output_tok_s"] == pytest.approx(
+            r["metrics"]["output_tokens"] / r["metrics"]["measured_seconds"], rel=1e-9
+        )
     assert table["perplexity"].notna().all() and (table["perplexity_tokens"] > 0).all()
     first = (sweep / "report.md").read_text()
 

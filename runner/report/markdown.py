@@ -395,12 +395,20 @@ def summary_section(data: ReportData) -> str:
 
 
 def _not_ranked(data: ReportData, metric: Metric) -> str | None:
-    """Why some ok runs are missing from a ranking of ``metric`` (unresolved energy)."""
+    """Why some ok runs are missing from a ranking of ``metric`` (unresolved energy), or
+    why energy is ranked gross."""
     if not metric.column.startswith("energy"):
         return None
     figure = "net" if metric.column.endswith("net") else "gross"
     left = unresolved_runs(data.table, figure)
     if left.empty:
+        net_left = unresolved_runs(data.table, "net")
+        if figure == "gross" and not net_left.empty:
+            first = net_left.iloc[0]
+            return (
+                f"Energy is ranked gross: net energy is unresolved in {len(net_left)} ok "
+                f"run(s), e.g. `{first['label']}` ({first[UNRESOLVED]})."
+            )
         return None
     shown = "; ".join(f"`{r['label']}` ({r[UNRESOLVED]})" for _, r in left.head(5).iterrows())
     more = f" and {len(left) - 5} more" if len(left) > 5 else ""

@@ -97,15 +97,18 @@ UNRESOLVED = "energy_unresolved"  # column: why a run's energy figures are not n
 
 
 def energy_metric(df: pd.DataFrame) -> Metric | None:
-    """Energy per token: net when every ok run with energy has it (a value, or a reason
-    why it is unresolved), else gross; None when no ok run has energy."""
+    """Energy per token: net when some ok run has a net value and every ok run with energy
+    has one or a reason why it is unresolved; else gross; None when no ok run has energy.
+    (Net unresolved in every run, as when each idle baseline exceeded its load: gross.)"""
     ok = df[df["status"] == "ok"]
-    said = ok[UNRESOLVED].notna() if UNRESOLVED in ok.columns else False
-    gross = ok[ENERGY_GROSS.column].notna() | said
-    net = ok[ENERGY_NET.column].notna() | said
-    if not (gross | net).any():
+    said = ok[UNRESOLVED].notna() if UNRESOLVED in ok.columns else pd.Series(False, ok.index)
+    gross, net = ok[ENERGY_GROSS.column].notna(), ok[ENERGY_NET.column].notna()
+    has_energy = gross | net | said
+    if not has_energy.any():
         return None
-    return ENERGY_NET if net[gross | net].all() else ENERGY_GROSS
+    if net.any() and (net | said)[has_energy].all():
+        return ENERGY_NET
+    return ENERGY_GROSS
 
 
 def latency_metric(df: pd.DataFrame) -> Metric | None:

@@ -34,7 +34,7 @@ from runner.report.data import ReportData
 from runner.report.effects import interaction_means, level_key, level_means, strongest
 from runner.report.forked import map_forked
 from runner.report.markdown import fmt_num
-from runner.report.metrics import Metric, energy_metric, quality_metrics
+from runner.report.metrics import UNRESOLVED, Metric, energy_metric, quality_metrics
 from runner.report.quality_section import comparable_parts
 from runner.report.samples import LatencySamples, read_latency_samples
 
@@ -520,13 +520,7 @@ def plot_latency_distributions(
 def pareto_figures(data: ReportData) -> list[Plot]:
     metrics = pareto_metrics(data.table)
     if metrics is None:
-        return [
-            Plot(
-                "pareto",
-                "pareto_energy_latency.png",
-                _no("no ok run has energy per token (energy off or not measured)"),
-            )
-        ]
+        return [Plot("pareto", "pareto_energy_latency.png", _no(_no_energy(data)))]
     x, y = metrics
     base = data.baseline.index if data.baseline is not None else None
     return [
@@ -548,7 +542,7 @@ def quality_pareto_figures(data: ReportData) -> list[Plot]:
         Plot(
             f"energy/{m.column} pareto",
             f"pareto_energy_{_slug(m.column)}.png",
-            _no("no ok run has energy per token (energy off or not measured)")
+            _no(_no_energy(data))
             if energy is None
             else lambda p, m=m: plot_pareto(
                 data.table, m, energy, p, data.factors, base, x_ci=m.comparable_by is None
@@ -556,6 +550,13 @@ def quality_pareto_figures(data: ReportData) -> list[Plot]:
         )
         for m in quality
     ]
+
+
+def _no_energy(data: ReportData) -> str:
+    """Why no ok run has an energy figure to draw."""
+    if UNRESOLVED in data.ok.columns and data.ok[UNRESOLVED].notna().any():
+        return "the energy of every ok run is unresolved (report.md says why)"
+    return "no ok run has energy per token (energy off or not measured)"
 
 
 def main_effect_figures(data: ReportData) -> list[Plot]:
