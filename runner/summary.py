@@ -44,7 +44,7 @@ def _throughput(tp: Throughput) -> str:
     low, high = tp.output_tokens_per_second_ci95_low, tp.output_tokens_per_second_ci95_high
     text = f"{rate:.1f} output tok/s" + _interval(rate, low, high, ".1f")
     if low is None and tp.ci_units is not None:
-        text += f" (no CI: {too_few_units(tp.ci_units, tp.ci_unit)})"
+        text += f" (no CI: {too_few_units(tp.ci_units, tp.ci_unit)}, measure.min_repeats)"
     return text
 
 

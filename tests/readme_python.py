@@ -22,9 +22,16 @@ TINY_RUN = [
 
 
 # Energy is measured only where the command asks for an energy metric (a search objective or
-# constraint), with a one-second idle baseline instead of three.
+# constraint), with a one-second idle baseline instead of three, and a measured window that
+# reaches CodeCarbon's sampling interval (a shorter one would leave the energy unresolved,
+# and the search is refused): both 0.1 s.
 NO_ENERGY = ["energy=off"]
-QUICK_ENERGY = ["energy=codecarbon", "energy.baseline_seconds=1"]
+QUICK_ENERGY = [
+    "energy=codecarbon",
+    "energy.baseline_seconds=1",
+    "energy.measure_power_secs=0.1",
+    "measure.min_seconds=0.1",
+]
 
 
 def substitute(args: list[str]) -> list[str]:

@@ -28,7 +28,7 @@ from runner.report.compare import (
     ratio_ci,
     resolve_baseline,
 )
-from runner.report.markdown import environment_section
+from runner.report.environment_section import environment_section
 from runner.report.samples import parse_float_list, read_latency_samples
 from runner.results import RunError, RunResult, Status
 from runner.sections.energy import Energy, EnergyComponent, GrossNet

@@ -26,7 +26,7 @@ from runner.config.overrides import expand
 from runner.report import build_report
 from runner.report.effects import factor_effects
 from runner.report.metrics import E2E
-from runner.report.plots import MAX_PX
+from runner.report.figure_kit import MAX_PX
 
 ATTN = "loading.attn_implementation"
 

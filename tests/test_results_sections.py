@@ -3,6 +3,7 @@ and how they read old, newer and odd files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -185,3 +186,36 @@ def test_summary_reads_the_typed_result_and_its_dict_alike():
     assert "12.00 J gross, 9.00 J net; 40.00 mJ/token gross, 30.00 mJ/token net" in text
     assert "ESTIMATE" not in text
     assert lines[-1] == "  -> /runs/r/result.json"
+
+
+def test_a_summary_never_prints_zeros_for_what_was_not_measured():
+    """Stopped during the idle baseline: an energy section with nothing in it."""
+    stopped = RunResult(
+        status=Status.interrupted,
+        run_id="r",
+        config_hash="h",
+        overrides=["model=tiny"],
+        started_at="2026-12-06T00:00:00Z",
+        energy=Energy(backend="codecarbon", is_estimate=True),
+        error=RunError("StopRequested", "received signal SIGINT", None, "baseline"),
+    )
+    text = summary.render(stopped, "/runs/r")
+    assert "nothing measured before it ended" in text
+    assert "0.00" not in text and "energy:" not in text and "load " not in text
+
+
+def test_a_summary_says_why_energy_is_unresolved():
+    result = _full_result()
+    negative = dataclasses.replace(
+        result.energy,
+        net_joules=-2.0,
+        per_output_token_joules=GrossNet(0.04, -0.006),
+    )
+    text = summary.render(dataclasses.replace(result, energy=negative), "/runs/r")
+    assert "12.00 J gross, net unresolved (net energy ≤ 0" in text
+    line = text.split("energy:")[1].split("\n")[0]
+    assert line.endswith("40.00 mJ/token gross") and "-" not in line  # no negative number
+    short = dataclasses.replace(result.energy, window_seconds=0.2, sampling_interval_seconds=1.0)
+    text = summary.render(dataclasses.replace(result, energy=short), "/runs/r")
+    assert "energy: unresolved (measured 0.2 s, shorter than CodeCarbon's sampling interval" in text
+    assert "J gross" not in text

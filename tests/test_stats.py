@@ -66,6 +66,7 @@ def test_two_units_give_no_interval_rather_than_one_degree_of_freedom():
     assert stats.ci95_low is None and stats.ci95_high is None
     assert (stats.ci_units, stats.std) == (2, pytest.approx(10 * math.sqrt(2)))
     assert too_few_units(2, "call") == "2 calls, 3 needed for a CI"
+    assert too_few_units(2, "pass") == "2 passes, 3 needed for a CI"
 
 
 def test_a_positive_quantity_gets_a_positive_log_scale_interval():

@@ -36,7 +36,8 @@ def too_few_units(units: int | None, unit: str | None = None) -> str:
     """Why there is no interval: ``"2 calls, 3 needed for a CI"``."""
     name = unit or "unit"
     count = units if units is not None else 0
-    return f"{count} {name}{'' if count == 1 else 's'}, {MIN_CI_UNITS} needed for a CI"
+    plural = name if count == 1 else name + ("es" if name.endswith("s") else "s")
+    return f"{count} {plural}, {MIN_CI_UNITS} needed for a CI"
 
 
 def t_quantile_95(dof: int) -> float:

@@ -310,7 +310,7 @@ def factor_effects(
                 why = (
                     "no within-run CI"
                     if metric.ci_columns is None
-                    else "a run lacks its own CI"
+                    else "a run lacks a positive CI of its own"
                     if single
                     else "replicates in a cell"
                 )
@@ -366,13 +366,25 @@ def effects_frame(effects: list[Effect]) -> pd.DataFrame:
     return pd.DataFrame([asdict(e) for e in effects], columns=columns)
 
 
-def interaction_means(df: pd.DataFrame, rows: str, columns: str, metric: Metric) -> pd.DataFrame:
+def interaction_means(
+    df: pd.DataFrame,
+    rows: str,
+    columns: str,
+    metric: Metric,
+    typed: dict[str, list[str]] | None = None,
+) -> pd.DataFrame:
     """Mean of ``metric`` over the ok runs of each (row level, column level) cell,
-    marginalised over the other factors; levels in :func:`level_key` order."""
+    marginalised over the other factors; levels in :func:`ordered_levels` order (with the
+    command's ``typed`` order)."""
+    typed = typed or {}
     ok = _ok(df, metric)
     frame = pd.DataFrame({"r": levels_of(ok[rows]), "c": levels_of(ok[columns])})
     frame["value"] = ok[metric.column].astype(float)
     table = frame.pivot_table(index="r", columns="c", values="value", aggfunc="mean")
-    table = table.loc[sorted(table.index, key=level_key), sorted(table.columns, key=level_key)]
+    row_order = ordered_levels(ok[rows], typed.get(rows, ()))
+    column_order = ordered_levels(ok[columns], typed.get(columns, ()))
+    table = table.loc[
+        [r for r in row_order if r in table.index], [c for c in column_order if c in table.columns]
+    ]
     table.index.name, table.columns.name = rows, columns
     return table

@@ -10,18 +10,20 @@ report from the same runs gives the same file.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from runner.measure.stats import MIN_CI_UNITS
-from runner.report.collect import SETTING_GROUPS, STATUSES, has_values, swept_factors
+from runner.report.collect import STATUSES, has_values, swept_factors
 from runner.report.compare import RATIO_METHOD, front_mask, pareto_metrics
 from runner.report.data import ReportData
-from runner.report.effects import Effect, headline, levels_of
+from runner.report.effects_section import effects_section
+from runner.report.environment_section import environment_part, settings_part
 from runner.report.failures import failure_groups
+from runner.report.format import fmt_ci, fmt_num, markdown_table
 from runner.report.metrics import (
     E2E,
     ITL,
@@ -32,8 +34,6 @@ from runner.report.metrics import (
     energy_metric,
 )
 from runner.report.quality_section import comparable_parts, display_columns, section
-from runner.report.variation import ABSENT, Variation
-from runner.results import flatten
 
 # Figures shown as value with the run's own 95% CI
 CI_METRICS = [TTFT, ITL, E2E, THROUGHPUT]
@@ -51,55 +51,8 @@ RATIO_COLUMNS = [
     ("TTFT ×", "ttft_ratio"),
     ("energy ×", "energy_per_token_ratio"),
 ]
-# Scheduler ids differ for every job by construction: listed per run, not as a difference.
-JOB_ID_KEYS = ("slurm_job_id", "slurm_array_job_id", "slurm_array_task_id")
 PARETO_MAX_ROWS = 25  # front points listed in report.md (all are in summary.csv)
 FAILED_RUNS_LISTED = 10  # run directories listed per failure group
-VALUES_LISTED = 4  # values of a differing setting listed in a large sweep
-
-
-def fmt_num(value: Any) -> str:
-    """A number with 3-4 significant digits; ``""`` for NaN/None."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return "" if value is None else str(value)
-    if not math.isfinite(x):
-        return ""
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) >= 100:
-        return f"{x:.1f}"
-    if abs(x) >= 1:
-        return f"{x:.2f}"
-    return f"{x:#.3g}"
-
-
-def fmt_ratio(value: Any, near: float = 1.0) -> str:
-    """A ratio with as many digits as it takes to tell it from 1 (``1.0018``, not ``1.00``)."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return ""
-    if not math.isfinite(x):
-        return ""
-    gap = abs(x - near)
-    if 0 < gap < 0.005 and abs(x) < 100:
-        decimals = min(6, max(3, -math.floor(math.log10(gap))))
-        return f"{x:.{decimals}f}"
-    return fmt_num(x)
-
-
-def fmt_ci(mean: Any, low: Any, high: Any, missing: str = "") -> str:
-    """``mean ± half`` for a symmetric CI, ``mean [low, high]`` otherwise, or the mean
-    followed by ``missing`` when there is no interval."""
-    text = fmt_num(mean)
-    if not (text and fmt_num(low) and fmt_num(high)):
-        return text + missing if text else text
-    m, lo, hi = float(mean), float(low), float(high)
-    if math.isclose(hi - m, m - lo, rel_tol=1e-6, abs_tol=1e-12 * max(1.0, abs(m))):
-        return f"{text} ± {fmt_num(hi - m)}"
-    return f"{text} [{fmt_num(lo)}, {fmt_num(hi)}]"
 
 
 def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFrame:
@@ -170,20 +123,6 @@ def unresolved_runs(df: pd.DataFrame, figure: str = "net") -> pd.DataFrame:
     return df[mask]
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub pipe table of a frame of strings."""
-
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = [
-        "| " + " | ".join(cell(c) for c in frame.columns) + " |",
-        "|" + "|".join("---" for _ in frame.columns) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
-    return "\n".join(lines)
-
-
 METHODOLOGY = f"""\
 - **Factors** are the runs' Hydra overrides; tables show those with more than one value,
   every override is a column of `summary.csv`; `—` or `(default)` means the run did not
@@ -249,96 +188,6 @@ def status_line(df: pd.DataFrame) -> str:
     """``3 ok, 1 failed``: the runs per status, in :data:`STATUSES` order."""
     counts = df["status"].value_counts()
     return ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
-
-
-def _block(items: Mapping[str, Any]) -> str:
-    body = "\n".join(f"{k}: {v}" for k, v in items.items())
-    return f"```\n{body}\n```"
-
-
-def _variation(per_run: Mapping[str, Mapping[str, Any]]) -> tuple[Variation, list[str]]:
-    variation, labels = Variation(), []
-    for label, values in per_run.items():
-        variation.add(flatten(dict(values)) if values else {})
-        labels.append(label)
-    return variation, labels
-
-
-def environment_markdown(env: Variation, labels: Sequence[str], per_run: bool) -> str:
-    """One block when every run shares its environment; else the shared part and the keys
-    that differ: per run (``per_run``) or as values with their run counts. Scheduler job
-    ids are listed per run in small sweeps, never counted as differences."""
-    if not env.filled:
-        return "No environment recorded (no readable result)."
-    shared, differing = env.shared(ignore=JOB_ID_KEYS), env.differing(ignore=JOB_ID_KEYS)
-    parts = []
-    if differing:
-        parts.append(f"The environment differs between runs in: {', '.join(differing)}.")
-        parts.append("### Shared by all runs\n\n" + _block(shared) if shared else "")
-        if per_run:
-            for i in env.filled:
-                block = _block({k: env.value_at(k, i) for k in differing})
-                parts.append(f"### {labels[i]}\n\n" + block)
-        else:
-            parts.append("### Differing\n\n" + _block({k: _counts(env, k) for k in differing}))
-    else:
-        parts.append(
-            f"All {len(env.filled)} runs with a readable result share one environment.\n\n"
-            + _block(shared)
-        )
-    job_keys = [k for k in JOB_ID_KEYS if k in env.keys]
-    if job_keys and per_run:
-        rows = pd.DataFrame(
-            [
-                [labels[i], *(_text(env.value_at(k, i)) for k in job_keys)]
-                for i in env.filled
-                if any(env.value_at(k, i) is not ABSENT for k in job_keys)
-            ],
-            columns=["run", *job_keys],
-        )
-        parts.append("### Scheduler job ids\n\n" + markdown_table(rows))
-    elif job_keys:
-        counts = ", ".join(f"{len(env.keys[k])} distinct {k}" for k in job_keys)
-        parts.append(f"Scheduler job ids: {counts} (`environment` of each `result.json`).")
-    return "\n\n".join(p for p in parts if p)
-
-
-def _text(value: Any) -> str:
-    return "" if value is ABSENT else str(value)
-
-
-def _counts(variation: Variation, key: str) -> str:
-    counts = variation.counts(key)
-    shown = [f"{value} ({n} runs)" for value, n in counts[:VALUES_LISTED]]
-    if len(counts) > VALUES_LISTED:
-        shown.append(f"{len(counts) - VALUES_LISTED} more values")
-    return "; ".join(shown)
-
-
-def environment_section(environments: Mapping[str, Mapping[str, Any]]) -> str:
-    """:func:`environment_markdown` of ``{label: environment}``, every run listed."""
-    variation, labels = _variation(environments)
-    return environment_markdown(variation, labels, per_run=True)
-
-
-def settings_markdown(settings: Variation) -> str:
-    """Measurement settings (config groups measure, energy, workload, model) shared by runs."""
-    if not settings.filled:
-        return "No configuration recorded."
-    shared, differing = settings.shared(), settings.differing()
-    text = _block(shared) if shared else "No setting is shared by all runs."
-    if differing:
-        text += f"\n\nDiffering between runs (see the factors): {', '.join(differing)}."
-    return text
-
-
-def settings_section(configs: Mapping[str, Mapping[str, Any]]) -> str:
-    """:func:`settings_markdown` of ``{label: config}``."""
-    flat = {
-        label: {k: v for k, v in flatten(dict(cfg)).items() if k.split(".")[0] in SETTING_GROUPS}
-        for label, cfg in configs.items()
-    }
-    return settings_markdown(_variation(flat)[0])
 
 
 # --------------------------------------------------------------------------- sections
@@ -448,9 +297,9 @@ def best_section(data: ReportData) -> str | None:
     text = markdown_table(pd.DataFrame(rows).fillna(""))
     tail = "".join(f"\n\n{n}" for n in notes if n)
     return (
-        "## Best points\n\n" + text + "\n\nValues: the run's mean ± the half-width of its own "
-        "95% CI (within the run); `*`: energy partly estimated. For the runners-up, sort "
-        "`summary.csv` by the metric's column." + tail
+        "## Best points\n\n" + text + "\n\nValues: the run's mean with its own 95% CI "
+        f"(within the run; `(no CI)`: fewer than {MIN_CI_UNITS} calls or passes); `*`: energy "
+        "partly estimated. For the runners-up, sort `summary.csv` by the metric's column." + tail
     )
 
 
@@ -484,84 +333,6 @@ def pareto_section(data: ReportData) -> str:
         "run is at least as good on both and better on one), by increasing latency:\n\n"
         + markdown_table(frame)
         + tail
-    )
-
-
-BASIS_MARK = {"within run": " †", "unpaired": " ‡"}
-
-
-def effect_cell(effects: list[Effect]) -> str:
-    """What a factor does to a metric, as its :func:`~.effects.headline` level says it:
-    ``level ×ratio [CI]`` (detectable), ``no detectable difference (level ×ratio [CI])``,
-    or ``not estimable: level ×ratio (why)``; † and ‡ mark a CI within runs or unpaired."""
-    top = headline(effects)
-    if top is None:
-        return ""
-    if not top.ratio > 0:
-        return f"not estimable ({top.note})" if top.note else "not estimable"
-    text = f"{top.level} ×{fmt_ratio(top.ratio)}"
-    if not top.estimable:
-        return f"not estimable: {text} ({top.note})"
-    text += f" [{fmt_ratio(top.ratio_ci95_low)}, {fmt_ratio(top.ratio_ci95_high)}]"
-    text += BASIS_MARK.get(top.ci_basis, "")
-    return text if top.detectable else f"no detectable difference ({text})"
-
-
-def effects_section(data: ReportData) -> str | None:
-    if not data.effect_factors or not data.summary_metrics:
-        return None
-    lead_metric = data.summary_metrics[0]
-    ranked = data.ranked_factors(lead_metric)
-    found, none, unknown = [], [], []
-    for factor in ranked:
-        top = headline(data.effects(lead_metric, factor))
-        name = data.factor_name(factor)
-        if top is None:
-            continue
-        if top.detectable:
-            found.append(f"**{name}** ({top.level} ×{fmt_num(top.ratio)} vs {top.reference})")
-        elif top.estimable:
-            none.append(name)
-        else:
-            unknown.append(f"{name} ({top.note})")
-    lead = f"On {lead_metric.title}: "
-    lead += (
-        f"detectable effects, largest first: {', '.join(found)}."
-        if found
-        else "no factor has a detectable effect."
-    )
-    if none:
-        lead += f" No detectable difference: {', '.join(none)}."
-    if unknown:
-        lead += f" Not estimable: {'; '.join(unknown)}."
-    rows = []
-    for factor in ranked:
-        levels = levels_of(data.ok[factor]).nunique()
-        effects = [data.effects(m, factor) for m in data.summary_metrics]
-        reference = next((e[0].reference for e in effects if e), "")
-        aliased = data.aliases(factor)
-        row = {
-            "factor": data.factor_name(factor) + (" (aliased)" if aliased else ""),
-            "levels": str(levels),
-            "reference": reference,
-        }
-        for metric, eff in zip(data.summary_metrics, effects, strict=True):
-            row[metric.header or metric.column] = effect_cell(eff)
-        rows.append(row)
-    return (
-        "## Effect of each factor\n\n"
-        + lead
-        + "\n\n"
-        + markdown_table(pd.DataFrame(rows))
-        + "\n\nEach cell: the level that changes the metric most, as level ÷ reference "
-        "level with a 95% CI, paired over the other factors (runs that agree on every other "
-        f"factor are compared; a CI over {MIN_CI_UNITS} or more pairs); †: from 1 or 2 pairs, "
-        "the CI rests on the runs' own within-run CIs and leaves out run-to-run variation; "
-        "‡: no pair, the level means compared with the other factors unmatched. "
-        "`no detectable difference`: every level's CI includes 1. `not estimable`: no CI, "
-        "for the reason given (never read it as no effect). `a = b (aliased)`: factors that "
-        "change together in every run; their effects cannot be told apart. Every level of "
-        "every factor: `effects.csv`."
     )
 
 
@@ -658,17 +429,6 @@ def warnings_section(data: ReportData) -> str | None:
 
 
 WARNING_RUNS_LISTED = 20
-
-
-def environment_part(data: ReportData) -> str:
-    labels = list(data.table["label"])
-    return "## Environment\n\n" + environment_markdown(
-        data.environments, labels, per_run=data.small
-    )
-
-
-def settings_part(data: ReportData) -> str:
-    return "## Measurement settings\n\n" + settings_markdown(data.settings)
 
 
 def methodology_section(data: ReportData) -> str:

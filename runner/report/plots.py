@@ -16,36 +16,38 @@ from __future__ import annotations
 import logging
 import math
 import re
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
-from matplotlib.transforms import Bbox
 
 from runner.measure.stats import MIN_CI_UNITS
 from runner.report.compare import front_mask, pareto_metrics
 from runner.report.data import ReportData
 from runner.report.effects import interaction_means, level_key, level_means, strongest
+from runner.report.figure_kit import (
+    figure,
+    grid,
+    level_ticks,
+    log_scale_if_wide,
+    place_labels,
+    save,
+    slug,
+    suptitle,
+    wrapped,
+)
 from runner.report.forked import map_forked
-from runner.report.markdown import fmt_num
+from runner.report.format import fmt_num
 from runner.report.metrics import UNRESOLVED, Metric, energy_metric, quality_metrics
 from runner.report.quality_section import comparable_parts
 from runner.report.samples import LatencySamples, read_latency_samples
 
 log = logging.getLogger(__name__)
 
-DPI = 100
-MAX_PX = (1600, 1200)  # width, height: no PNG is larger
 MAX_PANELS = 8  # factors drawn in one figure (the ones that matter most)
-MAX_TICKS = 12  # level labels on an axis; more levels: every k-th labelled
 MAX_FACET_LEVELS = 4  # a second factor splits the main effects only with this few levels
-MAX_LABELS = 30  # Pareto points labelled at most
 BEST_RUNS = 8  # runs whose per-request distributions are drawn (plus the baseline)
 MIN_BOX_RUNS = 5  # box plots need about this many runs per level
 ANNOTATE_CELLS = 80  # heatmaps with up to this many cells print their values
@@ -74,58 +76,6 @@ class Plot:
 # --------------------------------------------------------------------------- helpers
 
 
-def _figure(width_in: float, height_in: float) -> Figure:
-    """A figure no larger than :data:`MAX_PX` at :data:`DPI`."""
-    width = min(width_in, MAX_PX[0] / DPI)
-    height = min(height_in, MAX_PX[1] / DPI)
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _title(fig: Figure, text: str, fontsize: float = 10) -> None:
-    """A figure title wrapped to the figure's width, so no title is ever cut off."""
-    width_px = fig.get_size_inches()[0] * DPI
-    chars = max(30, int(width_px / (0.62 * fontsize * DPI / 72)))
-    fig.suptitle("\n".join(textwrap.wrap(text, chars)), fontsize=fontsize)
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    width, height = fig.get_size_inches()
-    dpi = min(DPI, MAX_PX[0] / width, MAX_PX[1] / height)
-    fig.savefig(path, dpi=dpi)  # no bbox_inches="tight": the size stays the figure's
-    return path
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
-
-
-def _level_ticks(ax, labels: Sequence[str], axis: str = "x") -> None:
-    """Ticks at 0..n-1, every k-th labelled so that at most :data:`MAX_TICKS` show."""
-    step = max(1, math.ceil(len(labels) / MAX_TICKS))
-    positions = list(range(0, len(labels), step))
-    shown = [labels[i] for i in positions]
-    if axis == "x":
-        long = max((len(s) for s in shown), default=0) > 6
-        ax.set_xticks(
-            positions, shown, rotation=45 if long else 0, ha="right" if long else "center"
-        )
-    else:
-        ax.set_yticks(positions, shown)
-    ax.tick_params(labelsize=7)
-
-
-def _grid(fig: Figure, n: int, ncols: int = 4) -> list:
-    ncols = min(n, ncols)
-    nrows = math.ceil(n / ncols)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return list(axes[:n])
-
-
 def _numeric(levels: Sequence[str]) -> bool:
     return all(level_key(lv)[0] == 0 for lv in levels)
 
@@ -143,65 +93,6 @@ def _short_labels(rows: pd.DataFrame, factors: Sequence[str]) -> list[str]:
     if not varying:
         return [str(label) for label in rows["label"]]
     return [", ".join(f"{short[f]}={r[f]}" for f in varying) for _, r in rows.iterrows()]
-
-
-def _overlaps(a, b) -> bool:
-    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
-
-
-def place_labels(fig: Figure, ax, points: Sequence[tuple[float, float, str]]) -> int:
-    """Annotate each point with its text where it fits inside the axes without touching
-    another label or a labelled point (four positions tried); returns how many
-    were placed. The figure's layout must be final (suptitle set) before this is called."""
-    fig.draw_without_rendering()  # lays the figure out: extents are then final
-    renderer = fig.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
-    taken = []
-    for x, y, _ in points:  # the markers themselves, about 6 px across
-        px, py = ax.transData.transform((x, y))
-        taken.append(Bbox.from_extents(px - 4, py - 4, px + 4, py + 4))
-    offsets = [(5, 3, "left", "bottom"), (5, -3, "left", "top")]
-    offsets += [(-5, 3, "right", "bottom"), (-5, -3, "right", "top")]
-    placed = 0
-    for x, y, text in points[:MAX_LABELS]:
-        for dx, dy, ha, va in offsets:
-            label = ax.annotate(
-                text,
-                (x, y),
-                xytext=(dx, dy),
-                textcoords="offset points",
-                ha=ha,
-                va=va,
-                fontsize=7,
-                color="tab:red",
-            )
-            label.set_in_layout(False)
-            box = label.get_window_extent(renderer)
-            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0
-            if inside and box.y1 <= frame.y1 and not any(_overlaps(box, t) for t in taken):
-                taken.append(box)
-                placed += 1
-                break
-            label.remove()
-    return placed
-
-
-def _plain_log_label(value: float, _position: object = None) -> str:
-    """Tick text of a log axis: plain numbers, minor ticks at 2 and 5 only."""
-    if value <= 0:
-        return ""
-    mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
-    return fmt_num(value) if round(mantissa, 6) in (1.0, 2.0, 5.0) else ""
-
-
-def _log_scale_if_wide(ax, values: pd.Series, axis: str) -> None:
-    """A log axis when the values span more than a factor 20, with plain tick labels."""
-    values = values[values > 0]
-    if len(values) and values.max() / values.min() > 20:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-        target = ax.xaxis if axis == "x" else ax.yaxis
-        target.set_major_formatter(FuncFormatter(_plain_log_label))
-        target.set_minor_formatter(FuncFormatter(_plain_log_label))
 
 
 # --------------------------------------------------------------------------- figures
@@ -226,7 +117,7 @@ def plot_pareto(
         raise NoData(f"{x.title} of runs that are not comparable ({x.comparable_by} differs)")
     on_front = front_mask(data, x, y)
     front = data[on_front].sort_values(x.column, kind="stable")
-    fig = _figure(9, 6.5)
+    fig = figure(9, 6.5)
     ax = fig.subplots()
     rest = data[~on_front]
     ax.scatter(
@@ -275,15 +166,15 @@ def plot_pareto(
             zorder=5,
             label="baseline",
         )
-    _log_scale_if_wide(ax, data[x.column], "x")
-    _log_scale_if_wide(ax, data[y.column], "y")
+    log_scale_if_wide(ax, data[x.column], "x")
+    log_scale_if_wide(ax, data[y.column], "y")
     ax.set_xlabel(x.axis_label)
     ax.set_ylabel(y.axis_label)
     if x.lower_is_better == y.lower_is_better:
         better = f"{x.best_word.removesuffix('est')}er is better on both axes"
     else:
         better = f"better: {x.best_word} {x.title}, {y.best_word} {y.title}"
-    ax.set_title(f"{y.title.capitalize()} vs {x.title} ({better})", fontsize=10, wrap=True)
+    ax.set_title(wrapped(fig, f"{y.title.capitalize()} vs {x.title} ({better})", 10), fontsize=10)
     ax.grid(alpha=0.3)
     # Below the axes: a legend inside would hide points or labels.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, fontsize=8, frameon=False)
@@ -305,7 +196,7 @@ def plot_pareto(
             "all are listed in report.md"
         )
     note.set_text("\n".join(notes) or " ")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _facet(data: ReportData, metric: Metric, factor: str) -> str | None:
@@ -364,18 +255,27 @@ def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
     if len(comparable_parts(data.table, metric)) > 1:
         raise NoData(f"{metric.title} of runs that are not comparable ({metric.comparable_by})")
     factors = data.ranked_factors(metric)[:MAX_PANELS]
-    fig = _figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 1.2)
-    single_run_level = two_run_level = False
-    for ax, factor in zip(_grid(fig, len(factors)), factors, strict=True):
+    fig = figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 1.2)
+    # A run's own CI of a paired figure (perplexity: the same windows in every run) hides
+    # differences the paired comparison resolves: not drawn.
+    own_ci = metric.comparable_by is None
+    shown_bases: set[str] = set()
+    facets: list[str] = []
+    spans: list = []
+    two_run_level = False
+    for ax, factor in zip(grid(fig, len(factors)), factors, strict=True):
         typed = data.typed.get(factor, ())
-        overall = level_means(data.table, factor, metric, typed=typed)
-        single_run_level |= bool((overall["runs"] == 1).any())
+        overall = _drawable(level_means(data.table, factor, metric, typed=typed), own_ci)
         levels = list(overall[factor])
         position = {lv: i for i, lv in enumerate(levels)}
         joined = _numeric(levels)
         facet = _facet(data, metric, factor)
         if facet is not None:
-            split = level_means(data.table, factor, metric, by=facet, typed=typed)
+            facets.append(facet)
+            split = _drawable(
+                level_means(data.table, factor, metric, by=facet, typed=typed), own_ci
+            )
+            shown_bases |= _bases(split)
             facet_levels = sorted(split[facet].unique(), key=level_key)
             width = 0.3 / max(len(facet_levels) - 1, 1)
             for j, lv in enumerate(facet_levels):
@@ -384,6 +284,7 @@ def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
                 _mean_ci(ax, xs, part, joined, color=f"C{j}", lw=1, label=f"{facet}={lv}")
         else:
             two_run_level |= _runs_as_points(ax, data, factor, metric, position)
+        shown_bases |= _bases(overall)
         _mean_ci(
             ax,
             range(len(levels)),
@@ -394,23 +295,54 @@ def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
             label="mean over the level's runs",
         )
         ax.legend(fontsize=6, loc="best")
-        _level_ticks(ax, levels)
+        # Intervals over runs that differ in other factors by a lot: a log axis keeps the
+        # means readable (a positive figure's interval is a ratio either side).
+        spans.append((ax, pd.concat([overall["mean"], overall["ci95_low"], overall["ci95_high"]])))
+        level_ticks(ax, levels)
         ax.set_xlabel(data.factor_name(factor), fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel(metric.axis_label, fontsize=8)
+    values = pd.concat([v for _, v in spans]).dropna()
+    if len(values) and values.min() > 0 and values.max() / values.min() > 20:
+        for ax, _ in spans:
+            log_scale_if_wide(ax, values, "y")
     shown = (
         ""
         if len(factors) == len(data.effect_factors)
         else f" ({len(factors)} of {len(data.effect_factors)} factors)"
     )
-    parts = [f"bars: 95% CI over a level's runs where it has {MIN_CI_UNITS} or more"]
-    if single_run_level:
-        parts.append("a level with one run: that run's own CI")
+    parts = ["black: the mean over each level's runs"]
+    if facets:
+        parts.append(f"coloured: split by {', '.join(dict.fromkeys(facets))}")
+    bars = []
+    if "runs" in shown_bases:
+        bars.append(f"95% CI over the runs ({MIN_CI_UNITS} or more)")
+    if "within run" in shown_bases:
+        bars.append("a single run's own CI")
+    parts.append("bars: " + " or ".join(bars) if bars else "no bars: too few runs for a CI")
+    if not own_ci:
+        parts.append("runs' own CIs left out (paired figure)")
     if two_run_level:
-        parts.append("grey points: the runs of a level with too few for a CI")
-    _title(fig, f"Main effects on {metric.title}{shown}. Black: mean over runs; {'; '.join(parts)}")
-    return _save(fig, path)
+        parts.append("grey points: the runs of a level with two")
+    suptitle(fig, f"Main effects on {metric.title}{shown}. " + "; ".join(parts))
+    return save(fig, path)
+
+
+def _drawable(stats: pd.DataFrame, own_ci: bool) -> pd.DataFrame:
+    """``stats`` with the single runs' own CIs blanked unless ``own_ci``."""
+    if own_ci:
+        return stats
+    out = stats.copy()
+    within = out["ci_basis"] == "within run"
+    out.loc[within, ["ci95_low", "ci95_high"]] = math.nan
+    return out
+
+
+def _bases(stats: pd.DataFrame) -> set[str]:
+    """The kinds of CI that are drawn for ``stats`` (``runs``, ``within run``)."""
+    has = stats["ci95_low"].notna() & stats["ci95_high"].notna()
+    return set(stats.loc[has, "ci_basis"])
 
 
 def plot_interaction(data: ReportData, metric: Metric, path: Path) -> Path:
@@ -421,14 +353,14 @@ def plot_interaction(data: ReportData, metric: Metric, path: Path) -> Path:
     a, b = data.ranked_factors(metric)[:2]
     if data.ok[a].astype(str).nunique() > data.ok[b].astype(str).nunique():
         a, b = b, a
-    table = interaction_means(data.table, a, b, metric)
+    table = interaction_means(data.table, a, b, metric, data.typed)
     rows, cols = len(table.index), len(table.columns)
-    fig = _figure(max(6.0, min(2.5 + 0.4 * cols, 14)), max(3.0, min(1.5 + 0.4 * rows, 9)))
+    fig = figure(max(6.0, min(2.5 + 0.4 * cols, 14)), max(3.0, min(1.5 + 0.4 * rows, 9)))
     ax = fig.subplots()
     image = ax.imshow(table.to_numpy(dtype=float), aspect="auto", cmap="viridis")
     fig.colorbar(image, ax=ax, label=metric.axis_label)
-    _level_ticks(ax, [str(c) for c in table.columns], "x")
-    _level_ticks(ax, [str(r) for r in table.index], "y")
+    level_ticks(ax, [str(c) for c in table.columns], "x")
+    level_ticks(ax, [str(r) for r in table.index], "y")
     ax.set_xlabel(b)
     ax.set_ylabel(a)
     if rows * cols <= ANNOTATE_CELLS:
@@ -446,11 +378,8 @@ def plot_interaction(data: ReportData, metric: Metric, path: Path) -> Path:
                         fontsize=7,
                         color="black" if values[i, j] > middle else "white",
                     )
-    ax.set_title(
-        "\n".join(textwrap.wrap(f"{metric.title.capitalize()}, mean per cell: {a} × {b}", 50)),
-        fontsize=10,
-    )
-    return _save(fig, path)
+    ax.set_title(wrapped(fig, f"{metric.title.capitalize()}, mean per cell: {a} × {b}", 10))
+    return save(fig, path)
 
 
 def plot_distributions(data: ReportData, metric: Metric, path: Path) -> Path:
@@ -461,8 +390,8 @@ def plot_distributions(data: ReportData, metric: Metric, path: Path) -> Path:
     if len(ok) < MIN_BOX_RUNS * min(ok[f].astype(str).nunique() for f in data.effect_factors):
         raise NoData(f"fewer than {MIN_BOX_RUNS} runs per level: the main effects show them")
     factors = data.ranked_factors(metric)[:MAX_PANELS]
-    fig = _figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 0.8)
-    for ax, factor in zip(_grid(fig, len(factors)), factors, strict=True):
+    fig = figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 0.8)
+    for ax, factor in zip(grid(fig, len(factors)), factors, strict=True):
         levels = data.levels(factor)
         values = ok[factor].astype(object).where(ok[factor].notna(), "(default)").astype(str)
         boxes = [list(ok.loc[values == lv, metric.column]) for lv in levels]
@@ -474,17 +403,17 @@ def plot_distributions(data: ReportData, metric: Metric, path: Path) -> Path:
             flierprops={"markersize": 2},
             meanprops={"markersize": 4},
         )
-        _level_ticks(ax, levels)
-        ax.set_xlabel(factor, fontsize=8)
+        level_ticks(ax, levels)
+        ax.set_xlabel(data.factor_name(factor), fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel(metric.axis_label, fontsize=8)
-    _title(
+    suptitle(
         fig,
         f"{metric.title.capitalize()} of the runs at each level (box: quartiles, whiskers: "
         "1.5 IQR, ▲: mean)",
     )
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_latency_distributions(
@@ -499,7 +428,7 @@ def plot_latency_distributions(
     if not panels:
         raise NoData("no run has per-request latency samples (requests.parquet)")
     rows = max(len(d) for _, d in panels)
-    fig = _figure(6 * len(panels), max(3.0, 0.35 * rows + 1.5))
+    fig = figure(6 * len(panels), max(3.0, 0.35 * rows + 1.5))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (axis, d) in zip(axes, panels, strict=True):
         labels = list(d)[::-1]
@@ -510,8 +439,8 @@ def plot_latency_distributions(
         ax.set_xlabel(axis)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    _title(fig, f"{title} (box: quartiles, whiskers: 1.5 IQR, ▲: mean)")
-    return _save(fig, path)
+    suptitle(fig, f"{title} (box: quartiles, whiskers: 1.5 IQR, ▲: mean)")
+    return save(fig, path)
 
 
 # --------------------------------------------------------------------------- makers
@@ -541,7 +470,7 @@ def quality_pareto_figures(data: ReportData) -> list[Plot]:
     return [
         Plot(
             f"energy/{m.column} pareto",
-            f"pareto_energy_{_slug(m.column)}.png",
+            f"pareto_energy_{slug(m.column)}.png",
             _no(_no_energy(data))
             if energy is None
             else lambda p, m=m: plot_pareto(
@@ -563,7 +492,7 @@ def main_effect_figures(data: ReportData) -> list[Plot]:
     return [
         Plot(
             f"main effects on {m.column}",
-            f"main_effects_{_slug(m.column)}.png",
+            f"main_effects_{slug(m.column)}.png",
             lambda p, m=m: plot_main_effects(data, m, p),
         )
         for m in data.summary_metrics
@@ -576,7 +505,7 @@ def interaction_figures(data: ReportData) -> list[Plot]:
     return [
         Plot(
             f"interaction on {m.column}",
-            f"interaction_{_slug(m.column)}.png",
+            f"interaction_{slug(m.column)}.png",
             lambda p, m=m: plot_interaction(data, m, p),
         )
         for m in metrics
@@ -590,7 +519,7 @@ def distribution_figures(data: ReportData) -> list[Plot]:
     return [
         Plot(
             f"distribution of {m.column}",
-            f"distribution_{_slug(m.column)}.png",
+            f"distribution_{slug(m.column)}.png",
             lambda p: plot_distributions(data, m, p),
         )
     ]

@@ -128,7 +128,7 @@ def _axis(objective: str) -> str:
 def plot_front(search: dict[str, Any], path: Path) -> Path | None:
     """The first two objectives of every completed trial; the front as a step line,
     labelled by trial number where a label fits (trials of one point share a label)."""
-    from runner.report.plots import MAX_PX, _title, place_labels
+    from runner.report.figure_kit import MAX_PX, place_labels, suptitle
 
     objectives = [str(o) for o in search.get("objectives") or []]
     done = [t for t in search["trials"] if isinstance(t, dict) and t.get("values")]
@@ -167,10 +167,10 @@ def plot_front(search: dict[str, Any], path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
     failed = sum(t.get("state") == "FAIL" for t in search["trials"] if isinstance(t, dict))
-    title = "Search: completed trials and their Pareto front (labels: trial numbers)"
+    text = "Search: completed trials and their Pareto front (labels: trial numbers)"
     if failed:
-        title += f"; {failed} failed trial(s) not drawn (report.md says why)"
-    _title(fig, title)
+        text += f"; {failed} failed trial(s) not drawn (report.md says why)"
+    suptitle(fig, text)
     points: dict[tuple[float, float], list[str]] = {}
     for t in [*front, *others]:
         points.setdefault((t["values"][0], t["values"][1]), []).append(str(t["number"]))
