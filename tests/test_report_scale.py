@@ -25,8 +25,8 @@ from runner.config.dirname import job_dirname, sweep_exclude_keys
 from runner.config.overrides import expand
 from runner.report import build_report
 from runner.report.effects import factor_effects
-from runner.report.metrics import E2E
 from runner.report.figure_kit import MAX_PX
+from runner.report.metrics import E2E
 
 ATTN = "loading.attn_implementation"
 

@@ -20,6 +20,9 @@ class Metric:
     metric has no CI of its own). ``header``: short name for table headers.
     ``comparable_by``: a column whose value must be equal for two runs' values to be
     compared or ranked together (perplexity: the evaluation text as tokenized).
+    ``paired``: every run is scored on the same units (perplexity: the same text windows),
+    so runs are compared unit by unit; a run's own CI (over those units) would hide what
+    the paired comparison resolves, and figures leave it out.
     """
 
     column: str
@@ -29,6 +32,7 @@ class Metric:
     ci_prefix: str | None = None
     header: str = ""
     comparable_by: str | None = None
+    paired: bool = False
 
     @property
     def axis_label(self) -> str:
@@ -73,10 +77,24 @@ PEAK_MEMORY = Metric("peak_mem_mib", "peak memory", "MiB", True, None, "peak MiB
 # Output quality (runner.report.quality): perplexity on the evaluation text, and token
 # agreement with the reference run (the report's baseline, or the run's quality.reference).
 PERPLEXITY = Metric(
-    "perplexity", "perplexity", "", True, "perplexity", "ppl", comparable_by="perplexity_group"
+    "perplexity",
+    "perplexity",
+    "",
+    True,
+    "perplexity",
+    "ppl",
+    comparable_by="perplexity_group",
+    paired=True,
 )
+# Agreement is with one reference run: runs are ranked together only against the same one.
 TOKEN_AGREEMENT = Metric(
-    "token_agreement_mean", "token agreement", "fraction", False, "token_agreement", "token agree"
+    "token_agreement_mean",
+    "token agreement",
+    "fraction",
+    False,
+    "token_agreement",
+    "token agree",
+    comparable_by="agreement_reference",
 )
 QUALITY = (PERPLEXITY, TOKEN_AGREEMENT)
 

@@ -258,7 +258,7 @@ def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
     fig = figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 1.2)
     # A run's own CI of a paired figure (perplexity: the same windows in every run) hides
     # differences the paired comparison resolves: not drawn.
-    own_ci = metric.comparable_by is None
+    own_ci = not metric.paired
     shown_bases: set[str] = set()
     facets: list[str] = []
     spans: list = []
@@ -474,7 +474,7 @@ def quality_pareto_figures(data: ReportData) -> list[Plot]:
             _no(_no_energy(data))
             if energy is None
             else lambda p, m=m: plot_pareto(
-                data.table, m, energy, p, data.factors, base, x_ci=m.comparable_by is None
+                data.table, m, energy, p, data.factors, base, x_ci=not m.paired
             ),
         )
         for m in quality
