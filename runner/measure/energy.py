@@ -533,7 +533,7 @@ class _CodeCarbonMeter:
                 "no RAPL-like counter was readable"
             )
         if net is not None and net <= 0:
-            out.append(NET_NOT_POSITIVE)
+            out.append(f"{NET_NOT_POSITIVE}: net energy is unresolved")
         return out
 
 

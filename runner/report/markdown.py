@@ -176,7 +176,8 @@ METHODOLOGY = f"""\
   (`energy_unresolved` in the CSV says why).
 - **Pareto front**: a run is on it when no other ok run has lower-or-equal latency *and*
   lower-or-equal energy per token (one of them strictly lower). Energy is net when every
-  run has it, else gross.
+  run has it (a number, or a reason it is unresolved) and some run has a number; else
+  gross.
 - **Perplexity** is ranked and compared only between runs that scored the same text with
   the same tokenizer (`perplexity_group`); across groups (another model) it is not.
 - Failed, interrupted, partial and unreadable runs are listed, not drawn; an interrupted

@@ -26,7 +26,13 @@ import pandas as pd
 from runner.measure.stats import MIN_CI_UNITS
 from runner.report.compare import front_mask, pareto_metrics
 from runner.report.data import ReportData
-from runner.report.effects import interaction_means, level_key, level_means, strongest
+from runner.report.effects import (
+    interaction_means,
+    level_key,
+    level_means,
+    levels_of,
+    strongest,
+)
 from runner.report.figure_kit import (
     figure,
     grid,
@@ -238,7 +244,7 @@ def _runs_as_points(ax, data: ReportData, factor: str, metric: Metric, position)
     if few.empty:
         return False
     ok = data.ok[data.ok[metric.column].notna()]
-    levels = ok[factor].astype(object).where(ok[factor].notna(), "(default)").astype(str)
+    levels = levels_of(ok[factor])
     for level in few:
         values = ok.loc[levels == level, metric.column]
         ax.scatter([position[level]] * len(values), values, s=14, c="0.55", zorder=1, lw=0)
@@ -296,7 +302,7 @@ def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
         )
         ax.legend(fontsize=6, loc="best")
         # Intervals over runs that differ in other factors by a lot: a log axis keeps the
-        # means readable (a positive figure's interval is a ratio either side).
+        # means readable (the intervals are log-scale ones, symmetric there).
         spans.append((ax, pd.concat([overall["mean"], overall["ci95_low"], overall["ci95_high"]])))
         level_ticks(ax, levels)
         ax.set_xlabel(data.factor_name(factor), fontsize=8)
@@ -393,7 +399,7 @@ def plot_distributions(data: ReportData, metric: Metric, path: Path) -> Path:
     fig = figure(3.6 * min(len(factors), 4) + 0.5, 3.0 * math.ceil(len(factors) / 4) + 0.8)
     for ax, factor in zip(grid(fig, len(factors)), factors, strict=True):
         levels = data.levels(factor)
-        values = ok[factor].astype(object).where(ok[factor].notna(), "(default)").astype(str)
+        values = levels_of(ok[factor])
         boxes = [list(ok.loc[values == lv, metric.column]) for lv in levels]
         ax.boxplot(
             boxes,

@@ -101,14 +101,10 @@ class Energy(Section):
     warnings: tuple[str, ...] = ()
 
 
-# The warnings the meter writes for the two unresolved cases (also how results written
-# before ``sampling_interval_seconds`` existed are recognised).
+# How the two unresolved cases are said (the meter's warnings and the reasons below share
+# them; SHORT_WINDOW also recognises results written before sampling_interval_seconds).
 SHORT_WINDOW = "shorter than CodeCarbon's sampling interval"
-NET_NOT_POSITIVE = (
-    "net energy is not positive: the idle baseline is at least the measured energy; "
-    "net energy is unresolved"
-)
-LEGACY_NEGATIVE = "net energy is negative"
+NET_NOT_POSITIVE = "net energy ≤ 0: the idle baseline exceeds the measured energy"
 
 
 def unresolved(energy: Energy | None) -> dict[str, str]:
@@ -133,8 +129,6 @@ def unresolved(energy: Energy | None) -> dict[str, str]:
         reason = f"measured {measured}, shorter than CodeCarbon's sampling interval{sampling}"
         out["gross"] = out["net"] = reason
     net = energy.net_joules
-    if "net" not in out and (
-        (net is not None and net <= 0) or any(LEGACY_NEGATIVE in w for w in energy.warnings)
-    ):
-        out["net"] = "net energy ≤ 0: the idle baseline exceeds the measured energy"
+    if "net" not in out and net is not None and net <= 0:
+        out["net"] = NET_NOT_POSITIVE
     return out
