@@ -299,6 +299,28 @@ def _check_resumed_study(sweep: Sweep, objectives: list[str]) -> None:
             )
 
 
+def check_repeats(cfg: RunConfig, settings: list[Setting], multirun: bool, searching: bool) -> None:
+    """``repeat.count`` > 1 needs a grid sweep (each repeat is a job of its own); the
+    repeat settings are one per sweep, never swept."""
+    swept = [s for s in settings if s.swept and s.key.startswith("repeat.")]
+    if swept:
+        raise UserError(
+            f"{swept[0].text}: {swept[0].key} is a setting of the whole sweep, not a factor; "
+            "give it one value"
+        )
+    count = cfg.repeat.count
+    if count > 1 and not multirun:
+        raise UserError(
+            f"repeat.count={count}: repeats are jobs of a sweep; add -m "
+            "(python -m runner -m ... repeat.count=3)"
+        )
+    if count > 1 and searching:
+        raise UserError(
+            f"repeat.count={count}: a search sweeper proposes each point itself and cannot "
+            "repeat it; run the points the search found as a grid with repeats"
+        )
+
+
 def check_tracking(cfg: RunConfig) -> None:
     """``tracking=mlflow``: MLflow is installed and the store can be written."""
     from runner.config.schema import TrackingBackend
@@ -358,6 +380,7 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
         if i == 0:
             check_search_settings(sweep, cfg)
             check_tracking(cfg)
+            check_repeats(cfg, settings, multirun, sweep.is_search)
         if facts is not None:
             check_inputs(cfg)
     if facts is not None:

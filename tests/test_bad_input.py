@@ -151,6 +151,17 @@ CATALOGUE = [
         ],
         "one direction per objective of search.objectives (e2e_ms_mean:minimize)",
     ),
+    (["repeat.count=3"], "repeat.count=3: repeats are jobs of a sweep; add -m"),
+    (
+        [*SEARCH, *E2E, "repeat.count=2"],
+        "repeat.count=2: a search sweeper proposes each point itself and cannot repeat it",
+    ),
+    (
+        ["-m", "quant=none,nf4", "repeat.count=1,3"],
+        "repeat.count=1,3: repeat.count is a setting of the whole sweep, not a factor",
+    ),
+    (["repeat.count=0"], "repeat.count=0: must be >= 1"),
+    (["repeat.order=random"], "repeat.order=random"),
     (
         ["tracking=mlflow", "tracking.uri=sqlite:////proc/no/mlflow.db"],
         "tracking.uri=sqlite:////proc/no/mlflow.db: cannot write to /proc/no",

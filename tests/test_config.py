@@ -196,6 +196,11 @@ def test_config_hash_ignores_where_files_go_and_how_the_job_is_isolated(compose)
 
     assert chash("cache_dir=/elsewhere", "measure.isolation=inline") == chash()
     assert chash("quant=nf4") != chash()
+    # A sweep resumed with more repeats, or another order, keeps the repeats it has; a
+    # run's own repeat index is what it is.
+    indexed = chash("repeat.index=1")
+    assert chash("repeat.index=1", "repeat.count=5", "repeat.order=shuffled") == indexed
+    assert indexed != chash("repeat.index=2") and indexed != chash()
 
 
 # The sweep parent's path in runner.job.execute, here through a job that is already done.

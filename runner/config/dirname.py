@@ -37,6 +37,9 @@ NOISE_KEYS = (
     "quality.text_path",
     "quality.reference",
     "quality.task_dir",
+    "repeat.count",
+    "repeat.order",
+    "repeat.seed",
 )
 MAX_LENGTH = 120
 EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"

@@ -14,8 +14,9 @@ from omegaconf import OmegaConf
 
 from runner.config.schema import RunConfig
 
-# Keys that do not change what is measured: where files go, how the job is isolated.
-HASH_EXCLUDED = ("cache_dir", "measure.isolation")
+# Keys that do not change what is measured: where files go, how the job is isolated, how
+# many repeats the sweep has and in what order (a run's own repeat.index stays in).
+HASH_EXCLUDED = ("cache_dir", "measure.isolation", "repeat.count", "repeat.order", "repeat.seed")
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:

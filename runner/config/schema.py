@@ -436,6 +436,44 @@ class EnergyConfig:
     )
 
 
+class RepeatOrder(str, Enum):
+    interleaved = "interleaved"
+    shuffled = "shuffled"
+    grouped = "grouped"
+
+
+@dataclass
+class RepeatConfig:
+    """How many times each point of a sweep runs, and in what order.
+
+    Each repeat is its own job with its own directory (``...,repeat.index=1``).
+    ``interleaved`` (the default) runs every point once before any runs again (a b c a b c),
+    so a drift in the machine (heat, a neighbour's load) hits every point alike and the
+    points can be compared repeat by repeat; ``grouped`` runs a point's repeats one after
+    the other (a a b b); ``shuffled`` runs them in an order drawn with ``seed`` (written to
+    the sweep's ``repeat_order.json``). ``count``, ``order`` and ``seed`` are not part of a
+    run's config hash, so a sweep resumed with more repeats keeps the repeats it has;
+    ``index`` (set by the sweeper) is.
+    """
+
+    count: int = _help(
+        "times each point of a sweep (-m) runs, each as its own job and directory",
+        1,
+        range=AT_LEAST_1,
+    )
+    order: RepeatOrder = _help(
+        "interleaved (a b a b: drift hits every point alike), shuffled (seeded), or grouped "
+        "(a a b b)",
+        RepeatOrder.interleaved,
+    )
+    seed: int = _help("seed of the shuffled order", 0)
+    index: int | None = _help(
+        "which repeat a run is, 0-based (set by the sweeper; null outside repeats)",
+        None,
+        range=AT_LEAST_0,
+    )
+
+
 @dataclass
 class SearchConfig:
     """What a search optimizes (``hydra/sweeper=pareto``, see docs/search.md).
@@ -552,6 +590,7 @@ class RunConfig:
     measure: MeasureConfig = MISSING
     energy: EnergyConfig = MISSING
     search: SearchConfig = MISSING
+    repeat: RepeatConfig = MISSING
     tracking: TrackingConfig = MISSING
     quality: QualityConfig = MISSING
     cache_dir: str | None = _help(

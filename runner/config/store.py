@@ -31,6 +31,7 @@ GROUP_SCHEMAS = {
     "measure": schema.MeasureConfig,
     "energy": schema.EnergyConfig,
     "search": schema.SearchConfig,
+    "repeat": schema.RepeatConfig,
     "tracking": schema.TrackingConfig,
     "quality": schema.QualityConfig,
 }

@@ -115,6 +115,7 @@ def validate(cfg: RunConfig, facts: Facts | None = None) -> None:
     _validate_measure(cfg)
     _validate_energy(cfg)
     _validate_quality(cfg)
+    check_fields(cfg.repeat, "repeat")
 
 
 def _validate_model(cfg: RunConfig) -> None:

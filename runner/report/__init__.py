@@ -22,13 +22,14 @@ from pathlib import Path
 import pandas as pd
 
 from runner.report.collect import ReportError, collect, find_run_dirs, load_run, scan
-from runner.report.command import sources_levels
+from runner.report.command import repeat_order, sources_levels
 from runner.report.compare import add_relative_columns, front_mask, pareto_metrics, resolve_baseline
 from runner.report.data import ReportData
 from runner.report.effects import effects_frame
 from runner.report.markdown import best_section, display_table, render_report, status_line
 from runner.report.plots import make_plots
 from runner.report.quality import compare_with_baseline, evaluation
+from runner.report.repeats import repeats_frame
 from runner.report.search import search_section
 from runner.results import atomic_path
 
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 SUMMARY_CSV = "summary.csv"
 SUMMARY_PARQUET = "summary.parquet"
 EFFECTS_CSV = "effects.csv"
+REPEATS_CSV = "repeats.csv"  # statistics over each point's repeats (repeat.count > 1)
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
 
@@ -121,8 +123,6 @@ def build_report(
             else evaluation(load_run(Path(base.row["run_dir"])).data)
         )
         df = compare_with_baseline(df, found.evaluations, base, base_eval)
-    front = pareto_metrics(df)
-    df["on_pareto_front"] = front_mask(df, *front) if front else False
     sweeps = dict.fromkeys([*(p for p in paths if p.is_dir()), *(d.parent for d in run_dirs)])
     data = ReportData(
         df,
@@ -133,12 +133,23 @@ def build_report(
         typed=sources_levels(sweeps),
         evaluations=found.evaluations,
         copies=found.copies,
+        repeat_order=repeat_order(sweeps),
     )
+    # With repeats the front is of points (means over repeats): each run marks its point's.
+    ranking = data.ranking
+    front = pareto_metrics(ranking)
+    on_front = front_mask(ranking, *front) if front else pd.Series(False, index=ranking.index)
+    if data.repeats:
+        df["on_pareto_front"] = df["point"].isin(set(ranking.loc[on_front, "label"]))
+    else:
+        df["on_pareto_front"] = on_front
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = _write_csv(df, out_dir / SUMMARY_CSV)
     parquet_path = _write_parquet(df, out_dir / SUMMARY_PARQUET)
     _write_csv(_effects_table(data), out_dir / EFFECTS_CSV)
+    if data.repeats:
+        _write_csv(repeats_frame(df, data.metrics), out_dir / REPEATS_CSV)
     plots, skipped = make_plots(data, out_dir / PLOTS_DIR)
     # After make_plots, which clears plots/ of figures it did not draw.
     search_text, search_plots = search_section(paths, out_dir / PLOTS_DIR)

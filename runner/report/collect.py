@@ -44,7 +44,19 @@ RESULT_STATUSES = ("ok", "failed", "interrupted")
 STATUSES = (*RESULT_STATUSES, "partial", "unreadable")
 COPY = "copy"  # the status of a result.json that belongs to another directory: not a run
 
-BASE_COLUMNS = ["run_dir", "run_id", "label", "status", "error", "error_type", "error_phase"]
+BASE_COLUMNS = [
+    "run_dir",
+    "run_id",
+    "label",
+    "point",
+    "status",
+    "repeat",
+    "started_at",
+    "error",
+    "error_type",
+    "error_phase",
+]
+REPEAT_PREFIX = "repeat."  # settings of a sweep's repeats: never factors
 SETTING_GROUPS = ("measure", "energy", "workload", "model")  # the report's settings section
 DELETED = "(deleted)"  # the value of a factor a run deleted (``~energy``)
 
@@ -330,19 +342,34 @@ def run_row(rec: RunRecord, full: bool = False) -> dict[str, Any]:
     data = rec.data or {}
     run_id = data.get("run_id")
     error_type, error_phase = _error_fields(rec)
+    factors = parse_overrides(rec.overrides)
     row: dict[str, Any] = {
         "run_dir": str(rec.run_dir),
         "run_id": run_id if isinstance(run_id, str) and run_id else rec.run_dir.name,
         "status": rec.status,
+        "repeat": repeat_index(rec.config, factors),
+        "started_at": started if isinstance(started := data.get("started_at"), str) else None,
         "error": rec.error,
         "error_type": error_type,
         "error_phase": error_phase,
-        "factors": parse_overrides(rec.overrides),
+        "factors": {k: v for k, v in factors.items() if not k.startswith(REPEAT_PREFIX)},
         **headline(rec),
     }
     if full:
         row["flat"] = flatten(data)
     return row
+
+
+def repeat_index(config: dict[str, Any], factors: dict[str, str]) -> int | None:
+    """Which repeat of its point a run is (``repeat.index``), or None outside repeats."""
+    repeat = config.get("repeat")
+    value = repeat.get("index") if isinstance(repeat, dict) else None
+    if value is None:
+        value = factors.get(f"{REPEAT_PREFIX}index")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def environment_of(rec: RunRecord) -> dict[str, Any]:
@@ -355,11 +382,20 @@ def settings_of(rec: RunRecord) -> dict[str, Any]:
     return {k: v for k, v in flatten(rec.config).items() if k.split(".")[0] in SETTING_GROUPS}
 
 
-def _labels(rows: list[dict[str, Any]], swept: list[str]) -> list[str]:
-    labels = []
+def _points(rows: list[dict[str, Any]], swept: list[str]) -> list[str]:
+    """Each row's point: its swept factors (what its repeats share)."""
+    out = []
     for row in rows:
         parts = [f"{k}={row[k]}" for k in swept if row.get(k) is not None]
-        labels.append(", ".join(parts) or str(row["run_id"]))
+        out.append(", ".join(parts) or ("all" if row.get("repeat") is not None else row["run_id"]))
+    return out
+
+
+def _labels(rows: list[dict[str, Any]], points: list[str]) -> list[str]:
+    labels = [
+        point if row.get("repeat") is None else f"{point}, repeat {row['repeat']}"
+        for row, point in zip(rows, points, strict=True)
+    ]
     totals = Counter(labels)
     seen: Counter[str] = Counter()
     unique = []
@@ -396,14 +432,16 @@ def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
                     extra.append(key)
         out_rows.append(row)
     swept = [f for f in factors if len({r.get(f) for r in out_rows}) > 1]
-    for row, label in zip(out_rows, _labels(out_rows, swept), strict=True):
-        row["label"] = label
+    points = _points(out_rows, swept)
+    for row, point, label in zip(out_rows, points, _labels(out_rows, points), strict=True):
+        row["point"], row["label"] = point, label
     columns = BASE_COLUMNS + factors + HEADLINE_COLUMNS + sorted(lm_eval)
     columns += [c for c in extra if c not in factors and c not in lm_eval]
     df = pd.DataFrame(out_rows, columns=columns)
     for col in [*NUMERIC_COLUMNS, *lm_eval]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     df["energy_is_estimate"] = df["energy_is_estimate"].astype(object)
+    df["repeat"] = pd.array(df["repeat"], dtype="Int64")
     df.attrs["factors"] = factors
     return df
 

@@ -150,3 +150,21 @@ def restricted(task: Sequence[str], runs: list[list[str]]) -> list[str] | None:
     except Exception:
         return None
     return out
+
+
+REPEAT_ORDER_FILE = "repeat_order.json"  # written by the grid sweeper (repeat.count > 1)
+
+
+def repeat_order(sweep_dirs: Iterable[Path]) -> dict[str, object]:
+    """How the first sweep with repeats ran them: ``count``, ``order``, ``seed``, ``jobs``
+    (override lists in launch order); {} when none recorded it."""
+    import json
+
+    for sweep_dir in sweep_dirs:
+        try:
+            data = json.loads((Path(sweep_dir) / REPEAT_ORDER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "order" in data:
+            return data
+    return {}

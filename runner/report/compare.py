@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +60,22 @@ RATIO_METHOD = (
 
 @dataclass
 class Baseline:
-    """The reference run: its table row, a label for the report, its index in the table."""
+    """The reference run: its table row, a label for the report, its index in the table.
+
+    In a sweep with repeats the baseline is a point: ``by_repeat`` maps each of its
+    repeats to that repeat's run (``row``/``index``: the first), and every run is compared
+    with the baseline run of its own repeat.
+    """
 
     row: pd.Series
     label: str
     index: Any = None  # None when the baseline directory is outside the table
+    by_repeat: dict[int, Any] = field(default_factory=dict)
+
+    @property
+    def indices(self) -> list[Any]:
+        """Every baseline run in the table (one per repeat)."""
+        return list(self.by_repeat.values()) or ([self.index] if self.index is not None else [])
 
 
 def parse_spec(spec: str) -> dict[str, str]:
@@ -98,6 +109,12 @@ def _match_spec(df: pd.DataFrame, spec: str) -> Baseline:
     ok = matched[matched["status"] == "ok"]
     if len(ok) == 1:
         return Baseline(ok.iloc[0], str(ok.iloc[0]["label"]), ok.index[0])
+    if len(ok) > 1 and ok["point"].nunique() == 1 and ok["repeat"].notna().all():
+        # The repeats of one point: the baseline of each repeat is that repeat's run.
+        ordered = ok.sort_values("repeat", kind="stable")
+        by_repeat = {int(r): i for r, i in zip(ordered["repeat"], ordered.index, strict=True)}
+        first = ordered.iloc[0]
+        return Baseline(first, str(first["point"]), ordered.index[0], by_repeat)
     if len(ok) > 1:
         raise ReportError(
             f"baseline {spec!r} matches {len(ok)} runs ({'; '.join(ok['label'])}): "
@@ -181,22 +198,32 @@ def add_relative_columns(df: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
     ``<name>_ci95_low``, ``<name>_ci95_high`` (ok runs only; the baseline itself is 1 [1, 1]).
     """
     out = df.copy()
-    is_base = out.index == baseline.index if baseline.index is not None else False
-    out["is_baseline"] = is_base
-    base = baseline.row
+    out["is_baseline"] = out.index.isin(baseline.indices)
+    # Each run's baseline run: its own repeat's, where the baseline is a repeated point.
+    base_of = pd.Series(baseline.index, index=out.index, dtype=object)
+    if baseline.by_repeat and "repeat" in out.columns:
+        mapped = out["repeat"].map(
+            lambda r: baseline.by_repeat.get(int(r)) if pd.notna(r) else None
+        )
+        base_of = mapped.where(mapped.notna(), baseline.index)
     ok = out["status"] == "ok"
     for name, metric in RATIOS.items():
         column = metric.column
         num = out[column].astype(float)
-        den = float(base[column]) if base[column] is not None else math.nan
+        if baseline.index is None:  # a directory outside the table
+            den = pd.Series(float(baseline.row[column]), index=out.index, dtype=float)
+            den_h = pd.Series(log_half_width(baseline.row, metric), index=out.index)
+        else:
+            den = pd.Series(out.loc[base_of, column].astype(float).to_numpy(), index=out.index)
+            den_h = pd.Series(_log_half_widths(out, metric).loc[base_of].to_numpy(), out.index)
         valid = ok & (num > 0) & (den > 0)  # False for NaN
-        h = np.hypot(_log_half_widths(out, metric), log_half_width(base, metric))
+        h = np.hypot(_log_half_widths(out, metric), den_h)
         ratio = (num / den).where(valid)
         low, high = ratio * np.exp(-h), ratio * np.exp(h)
-        if baseline.index is not None:
-            one = 1.0 if den > 0 else math.nan
+        for index in baseline.indices:
+            one = 1.0 if out.loc[index, column] > 0 else math.nan
             for series in (ratio, low, high):
-                series[baseline.index] = one
+                series[index] = one
         out[name], out[f"{name}_ci95_low"], out[f"{name}_ci95_high"] = ratio, low, high
     return out
 

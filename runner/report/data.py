@@ -26,6 +26,7 @@ from runner.report.effects import (
     strongest,
 )
 from runner.report.metrics import (
+    KNOWN,
     PERPLEXITY,
     Metric,
     headline_metrics,
@@ -33,6 +34,7 @@ from runner.report.metrics import (
     summary_metrics,
 )
 from runner.report.quality import perplexity_ratio
+from runner.report.repeats import has_repeats, points_table
 from runner.report.variation import Variation
 from runner.sections.quality import PerplexityEval
 
@@ -48,7 +50,8 @@ class ReportData:
     once the figures are drawn, before ``report.md`` is rendered. ``typed``: each factor's
     levels in the order the sweep's command gave them (the reference level is the first);
     ``evaluations``: each row's perplexity evaluation (what pairs two runs' perplexities);
-    ``copies``: directories passed over because their ``result.json`` is another run's.
+    ``copies``: directories passed over because their ``result.json`` is another run's;
+    ``repeat_order``: how a sweep with repeats ran them (its ``repeat_order.json``).
     """
 
     table: pd.DataFrame
@@ -61,6 +64,7 @@ class ReportData:
     typed: dict[str, list[str]] = field(default_factory=dict)
     evaluations: list[PerplexityEval | None] = field(default_factory=list)
     copies: list[Path] = field(default_factory=list)
+    repeat_order: dict[str, object] = field(default_factory=dict)
     _effects: dict[tuple[Metric, str], list[Effect]] = field(default_factory=dict, repr=False)
 
     @property
@@ -96,6 +100,29 @@ class ReportData:
     def factor_name(self, factor: str) -> str:
         """``factor``, or ``a = b = c`` for an aliased group."""
         return " = ".join([factor, *self.aliases(factor)])
+
+    @functools.cached_property
+    def repeats(self) -> bool:
+        """Some point ran more than once: comparisons rest on repeats, paired by repeat."""
+        return has_repeats(self.table)
+
+    @functools.cached_property
+    def ranking(self) -> pd.DataFrame:
+        """What best points and fronts rank: the runs, or with repeats the points (each
+        metric's mean over a point's repeats, with the CI over repeats)."""
+        if not self.repeats:
+            return self.table
+        return points_table(self.table, list(KNOWN.values()))
+
+    @property
+    def baseline_row(self) -> pd.Series | None:
+        """The baseline as :attr:`ranking` holds it (with repeats: its point's means)."""
+        if self.baseline is None:
+            return None
+        if not self.repeats:
+            return self.baseline.row
+        match = self.ranking[self.ranking["label"] == self.baseline.row["point"]]
+        return match.iloc[0] if len(match) else self.baseline.row
 
     @functools.cached_property
     def metrics(self) -> list[Metric]:
@@ -154,6 +181,7 @@ class ReportData:
                 within=self._within(metric),
                 typed=self.typed.get(factor, ()),
                 aliases=self.aliases(factor),
+                blocks=("repeat",) if self.repeats else (),
             )
         return self._effects[key]
 

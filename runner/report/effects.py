@@ -237,6 +237,7 @@ def factor_effects(
     within: Within | None = None,
     typed: Sequence[str] = (),
     aliases: Sequence[str] = (),
+    blocks: Sequence[str] = (),
 ) -> list[Effect]:
     """Every level of ``factor`` against ``reference`` (default: its first level, in
     :func:`ordered_levels` order with ``typed``) for ``metric``, paired over the ``others``
@@ -245,6 +246,8 @@ def factor_effects(
     ``within`` compares two single runs from their own data (default: their CIs of
     ``metric``, :func:`metric_within`). With ``metric.comparable_by``, runs are matched only
     within one value of that column, and levels that share none are not comparable.
+    ``blocks``: columns a pair must also share (``repeat``: runs are compared within one
+    repeat, so what changed between repeats cancels and the pairs hold it).
     """
     ok = _ok(df, metric)
     ok = ok[ok[metric.column] > 0]
@@ -253,7 +256,7 @@ def factor_effects(
     within = within or metric_within(df, metric)
     levels = ordered_levels(ok[factor], typed)
     reference = reference if reference in levels else levels[0]
-    keys = list(others)
+    keys = [*others, *(b for b in blocks if b in ok.columns)]
     comparable = metric.comparable_by if metric.comparable_by in ok.columns else None
     if comparable:
         keys.append(comparable)

@@ -34,6 +34,7 @@ from runner.report.metrics import (
     energy_metric,
 )
 from runner.report.quality_section import comparable_parts, display_columns, section
+from runner.report.repeats_section import repeats_section
 
 # Figures shown as value with the run's own 95% CI
 CI_METRICS = [TTFT, ITL, E2E, THROUGHPUT]
@@ -250,9 +251,9 @@ def _not_ranked(data: ReportData, metric: Metric) -> str | None:
     if not metric.column.startswith("energy"):
         return None
     figure = "net" if metric.column.endswith("net") else "gross"
-    left = unresolved_runs(data.table, figure)
+    left = unresolved_runs(data.ranking, figure)
     if left.empty:
-        net_left = unresolved_runs(data.table, "net")
+        net_left = unresolved_runs(data.ranking, "net")
         if figure == "gross" and not net_left.empty:
             first = net_left.iloc[0]
             return (
@@ -265,15 +266,31 @@ def _not_ranked(data: ReportData, metric: Metric) -> str | None:
     return f"Not ranked for {metric.title}, unresolved: {shown}{more}."
 
 
+def _ranked_unit(data: ReportData) -> tuple[str, str]:
+    """What best points and fronts rank, and what their values are: runs with their own CI,
+    or (with repeats) points with a CI over their repeats."""
+    if data.repeats:
+        return "points", (
+            "the mean over a point's repeats with a 95% CI over repeats (what a rerun would "
+            f"show; `(no CI)`: fewer than {MIN_CI_UNITS} repeats)"
+        )
+    return "runs", (
+        "the run's mean with its own 95% CI (within the run; `(no CI)`: fewer than "
+        f"{MIN_CI_UNITS} calls or passes)"
+    )
+
+
 def best_section(data: ReportData) -> str | None:
-    """The best ok run for each headline metric, with its factors."""
+    """The best ok run (with repeats: point) for each headline metric, with its factors."""
     if not data.metrics:
         return None
+    table = data.ranking
+    unit, values = _ranked_unit(data)
     factors = swept_factors(data.table)
-    base = data.baseline.row if data.baseline is not None else None
+    base = data.baseline_row
     rows, notes = [], []
     for metric in data.metrics:
-        for group, part in comparable_parts(data.table, metric):
+        for group, part in comparable_parts(table, metric):
             ranked = metric.ranked(part)
             if ranked.empty:
                 continue
@@ -282,14 +299,14 @@ def best_section(data: ReportData) -> str | None:
             cells = {"best for": f"{title} ({group})" if group else title}
             cells.update(_factor_cells(ranked.iloc[:1], factors).iloc[0].to_dict())
             cells["value"] = _value(best, metric)
-            cells["runs ranked"] = str(len(ranked))
+            cells[f"{unit} ranked"] = str(len(ranked))
             column = metric.comparable_by
             comparable = group is None or base is None or base.get(column) == best.get(column)
             if base is not None:
                 ratio = best[metric.column] / base[metric.column] if comparable else math.nan
                 cells["× baseline"] = fmt_num(ratio)
             rows.append(cells)
-        if len(comparable_parts(data.table, metric)) > 1:
+        if len(comparable_parts(table, metric)) > 1:
             notes.append(
                 f"{metric.title.capitalize()} is ranked within each `{metric.comparable_by}` "
                 "(the same text read by the same tokenizer); across them it is not comparable."
@@ -298,26 +315,28 @@ def best_section(data: ReportData) -> str | None:
     text = markdown_table(pd.DataFrame(rows).fillna(""))
     tail = "".join(f"\n\n{n}" for n in notes if n)
     return (
-        "## Best points\n\n" + text + "\n\nValues: the run's mean with its own 95% CI "
-        f"(within the run; `(no CI)`: fewer than {MIN_CI_UNITS} calls or passes); `*`: energy "
-        "partly estimated. For the runners-up, sort `summary.csv` by the metric's column." + tail
+        f"## Best points\n\n{text}\n\nValues: {values}; `*`: energy partly estimated. For the "
+        "runners-up, sort `summary.csv` by the metric's column." + tail
     )
 
 
 def pareto_section(data: ReportData) -> str:
-    metrics = pareto_metrics(data.table)
+    table = data.ranking
+    unit, values = _ranked_unit(data)
+    metrics = pareto_metrics(table)
     title = "## Energy/latency Pareto front\n\n"
     if metrics is None:
-        left = unresolved_runs(data.table, "net")
+        left = unresolved_runs(table, "net")
         if not left.empty:
             return title + (
-                f"No Pareto front: the energy of every ok run is unresolved ({len(left)} "
-                f"runs; e.g. `{left.iloc[0]['label']}`: {left.iloc[0][UNRESOLVED]})."
+                f"No Pareto front: the energy of every ok {unit[:-1]} is unresolved "
+                f"({len(left)} {unit}; e.g. `{left.iloc[0]['label']}`: "
+                f"{left.iloc[0][UNRESOLVED]})."
             )
         return title + "No energy measured: no Pareto front."
     x, y = metrics
-    front = data.table[front_mask(data.table, x, y)].sort_values(x.column, kind="stable")
-    ok = int((data.table["status"] == "ok").sum())
+    front = table[front_mask(table, x, y)].sort_values(x.column, kind="stable")
+    ok = int((table["status"] == "ok").sum())
     shown = front.iloc[:PARETO_MAX_ROWS]
     frame = _factor_cells(shown, swept_factors(data.table))
     frame[x.header or x.column] = [_value(r, x) for _, r in shown.iterrows()]
@@ -330,10 +349,9 @@ def pareto_section(data: ReportData) -> str:
         tail += "\n\n" + left.replace("Not ranked for", "Not on the front, for")
     return (
         f"{title}{x.title.capitalize()} (`{x.column}`) against {y.title} (`{y.column}`), "
-        f"lower is better on both: {len(front)} of {ok} ok runs are on the front (no other "
-        "run is at least as good on both and better on one), by increasing latency:\n\n"
-        + markdown_table(frame)
-        + tail
+        f"lower is better on both: {len(front)} of {ok} ok {unit} are on the front (no other "
+        f"is at least as good on both and better on one), by increasing latency; values: "
+        f"{values}:\n\n" + markdown_table(frame) + tail
     )
 
 
@@ -456,6 +474,7 @@ SECTIONS: list[Section] = [
     pareto_section,
     quality_part,
     effects_section,
+    repeats_section,
     failures_section,
     warnings_section,
     table_section,
