@@ -62,13 +62,15 @@ class Status(str, Enum):
 class Phase(str, Enum):
     """Where a run was when it failed or was stopped; recorded in ``error.phase``.
 
-    In order: ``config`` (validation, translation), ``baseline`` (idle energy baseline),
+    In order: ``config`` (validation, translation), ``cooldown`` (the wait before the run,
+    ``measure.cooldown_*``), ``baseline`` (idle energy baseline),
     ``load``, ``compile`` (up to and including the first, compiling call), ``verify``
     (read-back), ``warmup``, ``measure``, ``quality`` (perplexity, agreement, lm-eval: after
     the timed and energy windows), ``energy`` (the energy summary), ``write``.
     """
 
     config = "config"
+    cooldown = "cooldown"
     baseline = "baseline"
     load = "load"
     compile = "compile"

@@ -21,12 +21,15 @@ from runner import environment, stop
 from runner.config.resolved import config_dict
 from runner.config.schema import DecodingMode, RunConfig
 from runner.config.validate import Facts, validate
+from runner.measure.cooldown import MachineReader, cool_down
 from runner.measure.energy import EnergyMeter
 from runner.measure.generation import CallResult, eos_token_ids, timed_generate
 from runner.measure.latency import BatchRecord, latency_metrics, records_for_call
 from runner.measure.libwarnings import LibraryWarnings
 from runner.measure.memory import model_footprint_bytes, track_memory
+from runner.measure.nvml import cuda_to_nvml_indices, open_nvml
 from runner.measure.timing import synchronize
+from runner.measure.warmup import window_cv
 from runner.models.context import check_workload_fits, max_positions
 from runner.models.fallbacks import compile_evidence, compile_fallbacks
 from runner.models.load import input_device, load_model
@@ -259,6 +262,26 @@ def _measure(
         "compile": spec.to_dict(),
     }
 
+    m = cfg.measure
+    if m.cooldown_seconds > 0 or m.cooldown_until_idle:
+        _enter(progress, Phase.cooldown, guard)
+        progress.display.step(
+            "cooling down: %g s%s",
+            m.cooldown_seconds,
+            f", then until idle (at most {m.cooldown_max_seconds:g} s)"
+            if m.cooldown_until_idle
+            else "",
+        )
+        record = cool_down(
+            m.cooldown_seconds,
+            m.cooldown_until_idle,
+            m.cooldown_max_seconds,
+            m.cooldown_cpu_busy,
+            _machine_reader(),
+            check=guard.check,
+        )
+        progress.metrics = dataclasses.replace(progress.metrics, cooldown=record)
+
     _enter(progress, Phase.baseline, guard)
     meter = EnergyMeter(cfg.energy, run_dir, _visible_gpus(), logger=log, sweep_dir=sweep_dir)
     progress.meter = meter
@@ -329,7 +352,6 @@ def _measure(
     _verify_after_warmup(cfg, spec.enabled, result, first, frames, progress)
 
     _enter(progress, Phase.measure, guard)
-    m = cfg.measure
     progress.display.step(
         "measuring: passes of %d call(s) until >= %d passes and >= %g s (at most %g s)",
         len(workload.batches),
@@ -364,6 +386,16 @@ def _visible_gpus() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
+def _machine_reader() -> MachineReader:
+    """The cooldown's view of this machine: /proc, the thermal zones, the run's GPUs."""
+    gpus = _visible_gpus()
+    nvml = open_nvml() if gpus else None
+    if nvml is None:
+        return MachineReader()
+    indices, _ = cuda_to_nvml_indices(gpus, nvml.device_count())
+    return MachineReader(nvml=nvml, gpus=indices)
+
+
 def _warmup(
     cfg: RunConfig,
     workload: Workload,
@@ -378,16 +410,51 @@ def _warmup(
     (re)compilation for a new input shape lands in the measured window.
     Returns the first call's result (the evidence ``applied`` quotes), if any.
     """
+    m = cfg.measure
     t0 = time.perf_counter()
     first: CallResult | None = None
-    calls = max(cfg.measure.warmup, len(workload.batches)) if compiled else cfg.measure.warmup
+    calls = max(m.warmup, len(workload.batches)) if compiled else m.warmup
     if calls:
         progress.display.step("warmup: %d full-length call(s)", calls)
         progress.display.calls("warmup", calls)
-    for i in range(calls):
-        batch = workload.batches[i % len(workload.batches)]
-        res = call(batch)
-        progress.display.call_done()
+    seen: list[float] = []  # the seconds of every warmup call, in order
+    cv: float | None = None
+    converged: bool | None = None
+    i = 0
+    while True:
+        if i == calls and m.warmup_until_cv is not None:
+            progress.display.close()
+            progress.display.step(
+                "warmup: until the CV of the last %d passes <= %g (at most %d calls, %g s)",
+                m.warmup_window,
+                m.warmup_until_cv,
+                m.warmup_max_calls,
+                m.warmup_max_seconds,
+            )
+        if i >= calls:
+            if m.warmup_until_cv is None:
+                break
+            cv = window_cv(seen, len(workload.batches), m.warmup_window)
+            if cv is not None and cv <= m.warmup_until_cv:
+                converged = True
+                break
+            if i >= m.warmup_max_calls or time.perf_counter() - t0 >= m.warmup_max_seconds:
+                converged = False
+                progress.named.append(
+                    NamedWarning(
+                        "warmup.not_converged",
+                        f"warmup stopped after {i} calls with the CV of the last "
+                        f"{m.warmup_window} passes at {_cv_text(cv)} (rule: <= "
+                        f"{m.warmup_until_cv:g})",
+                        Phase.warmup.value,
+                    )
+                )
+                break
+        res = call(workload.batches[i % len(workload.batches)])
+        seen.append(res.timing.total_seconds)
+        i += 1
+        if i <= calls:
+            progress.display.call_done()
         if first is None:
             first = res
             _enter(progress, Phase.warmup, guard)
@@ -396,10 +463,16 @@ def _warmup(
     progress.metrics = dataclasses.replace(
         progress.metrics,
         warmup_seconds=time.perf_counter() - t0,
-        warmup_calls=calls,
+        warmup_calls=i,
+        warmup_cv=cv,
+        warmup_converged=converged,
         compile_seconds=first.timing.total_seconds if compiled and first is not None else None,
     )
     return first
+
+
+def _cv_text(cv: float | None) -> str:
+    return "unknown (too few calls)" if cv is None else f"{cv:.3f}"
 
 
 def _verify_after_warmup(

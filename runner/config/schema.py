@@ -383,7 +383,26 @@ class MeasureConfig:
     """
 
     warmup: int = _help(
-        "full-length warmup generate calls, excluded from statistics", 1, range=AT_LEAST_0
+        "full-length warmup generate calls, excluded from statistics (with "
+        "warmup_until_cv: at least this many)",
+        1,
+        range=AT_LEAST_0,
+    )
+    warmup_until_cv: float | None = _help(
+        "the convergence rule: then warm up until the coefficient of variation of the last "
+        "warmup_window passes' latencies (a pass: one call of each batch) is at most this, "
+        "e.g. 0.05; unset: the fixed count only",
+        None,
+        range=POSITIVE,
+    )
+    warmup_window: int = _help("passes the convergence rule looks at", 5, range=Range(low=2))
+    warmup_max_calls: int = _help(
+        "the convergence rule stops after this many warmup calls (recorded as not converged)",
+        100,
+        range=AT_LEAST_1,
+    )
+    warmup_max_seconds: float = _help(
+        "the convergence rule stops after this much warmup time, seconds", 300.0, range=POSITIVE
     )
     min_repeats: int = _help("measured passes over the workload, at least", 3, range=AT_LEAST_1)
     min_seconds: float = _help("measured time, at least (seconds)", 0.0, range=AT_LEAST_0)
@@ -392,6 +411,26 @@ class MeasureConfig:
         "metrics.stopped_by); not below min_seconds",
         600.0,
         range=POSITIVE,
+    )
+    cooldown_seconds: float = _help(
+        "a fixed gap before the run starts (after the previous job), seconds",
+        0.0,
+        range=AT_LEAST_0,
+    )
+    cooldown_until_idle: bool = _help(
+        "then wait until the machine is idle: CPUs at most cooldown_cpu_busy busy, CPU and "
+        "GPU temperatures no longer falling, GPU power settled (what the machine can tell)",
+        False,
+    )
+    cooldown_max_seconds: float = _help(
+        "wait for idle at most this long, then start anyway (recorded), seconds",
+        120.0,
+        range=POSITIVE,
+    )
+    cooldown_cpu_busy: float = _help(
+        "the CPUs count as idle at or below this busy share of all CPU time",
+        0.1,
+        range=Range(low=0, high=1, low_open=True),
     )
     isolation: Isolation = _help(
         "forkserver: each run in a fresh child process, forked from a server that has "

@@ -66,6 +66,10 @@ class NvmlLike(Protocol):
         """Enforced power limit, milliwatts (None if unknown)."""
         ...
 
+    def temperature_c(self, handle: Any) -> int:
+        """GPU die temperature, °C (the cooldown's idle rule)."""
+        ...
+
 
 class Pynvml:
     """:class:`NvmlLike` over nvidia-ml-py (module ``pynvml``), with its errors translated."""
@@ -110,6 +114,10 @@ class Pynvml:
             return int(self._call(self._nv.nvmlDeviceGetEnforcedPowerLimit, handle))
         except NvmlError:
             return None
+
+    def temperature_c(self, handle: Any) -> int:
+        gpu = self._nv.NVML_TEMPERATURE_GPU
+        return int(self._call(self._nv.nvmlDeviceGetTemperature, handle, gpu))
 
 
 def open_nvml(nvml: NvmlLike | None = None) -> NvmlLike | None:

@@ -88,6 +88,34 @@ class Memory(Section):
 
 
 @dataclass(frozen=True)
+class MachineState(Section):
+    """What the machine was doing: the share of all CPUs' time that was busy over a short
+    sample (a fraction), the 1-minute load average, the hottest CPU thermal zone (°C), and
+    per GPU (NVML index) its temperature (°C) and board power (W). None where unreadable."""
+
+    cpu_busy_fraction: float | None = None
+    load_1m: float | None = None
+    cpu_temp_c: float | None = None
+    gpu_temp_c: dict[str, float] = field(default_factory=dict)
+    gpu_power_w: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cooldown(Section):
+    """The wait before the run (``measure.cooldown_*``): ``fixed_seconds`` of plain gap,
+    then, with ``until_idle``, until the machine was idle or ``max`` was reached
+    (``reached_idle``, ``reason``); ``waited_seconds`` in all; ``start_state`` the state
+    the run started in."""
+
+    fixed_seconds: float | None = None
+    until_idle: bool | None = None
+    waited_seconds: float | None = None
+    reached_idle: bool | None = None
+    reason: str | None = None
+    start_state: MachineState | None = None
+
+
+@dataclass(frozen=True)
 class Metrics(Section):
     """The ``metrics`` section; a field is None where the run did not get that far.
 
@@ -98,6 +126,8 @@ class Metrics(Section):
     ``startup_seconds``: from the launcher starting the run's process to the run
     beginning (process start and imports; None with isolation=inline).
     ``phase_seconds``: wall seconds spent in each phase, until the result file's own write.
+    ``warmup_cv``, ``warmup_converged``: with ``measure.warmup_until_cv``, the CV of the
+    last warmup calls when warmup ended, and whether it met the rule (None without it).
     """
 
     latency: Latency | None = field(default=None, metadata=INLINE)
@@ -106,8 +136,11 @@ class Metrics(Section):
     memory: Memory = field(default_factory=Memory)
     warmup_seconds: float | None = None
     warmup_calls: int | None = None
+    warmup_cv: float | None = None
+    warmup_converged: bool | None = None
     compile_seconds: float | None = None
     repeats: int | None = None
     stopped_by: str | None = None
     startup_seconds: float | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    cooldown: Cooldown | None = None
