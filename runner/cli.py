@@ -136,6 +136,7 @@ class CollectOutcomes(Callback):
         if JOB_OUTCOMES:  # the basic launcher ran the jobs in this process
             return
         from runner.config.overrides import expand
+        from runner.config.repeats import sweep_jobs
         from runner.results import RESULT_FILE, ResultReadError, read_result
         from runner.slurm.stops import is_time_limit
 
@@ -154,7 +155,7 @@ class CollectOutcomes(Callback):
                 time_limit=is_time_limit(data),
                 message=(data.get("error") or {}).get("message"),
             )
-        for job in expand(list(config.hydra.overrides.task), multirun=True):
+        for job in sweep_jobs(config, expand(list(config.hydra.overrides.task), multirun=True)):
             # No result: the job died before the run could write one (killed, node lost).
             lost = JobOutcome(Status.failed, sweep_dir / "(no result)", tuple(job))
             found_job = found.get(tuple(sorted(job)))

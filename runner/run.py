@@ -31,7 +31,7 @@ from runner.measure.nvml import cuda_to_nvml_indices, open_nvml
 from runner.measure.timing import synchronize
 from runner.measure.warmup import window_cv
 from runner.models.context import check_workload_fits, max_positions
-from runner.models.fallbacks import compile_evidence, compile_fallbacks
+from runner.models.fallbacks import WARMUP_NOT_CONVERGED, compile_evidence, compile_fallbacks
 from runner.models.load import input_device, load_model
 from runner.models.readback import (
     FrameCount,
@@ -66,7 +66,8 @@ log = logging.getLogger(__name__)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Milliseconds: the report orders runs by it (drift), and jobs start within a second.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclasses.dataclass
@@ -442,7 +443,7 @@ def _warmup(
                 converged = False
                 progress.named.append(
                     NamedWarning(
-                        "warmup.not_converged",
+                        WARMUP_NOT_CONVERGED,
                         f"warmup stopped after {i} calls with the CV of the last "
                         f"{m.warmup_window} passes at {_cv_text(cv)} (rule: <= "
                         f"{m.warmup_until_cv:g})",

@@ -155,18 +155,22 @@ def test_sweep_runs_as_a_job_array(slurm_cluster, tmp_path):
             *POINT,
             *ENERGY,
             "decoding=greedy,sample",
-            "workload.batch_size=1,2",
+            "repeat.count=2",  # each point twice, interleaved: four tasks of one array
             f"hydra.sweep.dir={sweep}",
         ],
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = sorted(p.parent for p in sweep.glob("*/result.json"))
-    assert len(runs) == 4, sorted(p.name for p in sweep.iterdir())
+    assert [r.name for r in runs] == [
+        f"decoding={d},repeat.index={i}" for d in ("greedy", "sample") for i in (0, 1)
+    ], sorted(p.name for p in sweep.iterdir())
     results = [_result(r) for r in runs]
     assert [r["status"] for r in results] == ["ok"] * 4
-    for name in ("summary.csv", "report.md"):
+    assert [r["config"]["repeat"]["index"] for r in results] == [0, 1, 0, 1]
+    for name in ("summary.csv", "report.md", "repeats.csv", "repeat_order.json"):
         assert (sweep / name).is_file(), name
+    assert "## Repeats" in (sweep / "report.md").read_text()
     assert any((sweep / "plots").iterdir())
 
     # One array job, four tasks, and Slurm's accounting agrees.

@@ -38,13 +38,10 @@ class GridSweeper(BasicSweeper):
         """Every point of the grid, each ``repeat.count`` times in ``repeat.order``, in
         batches of ``max_batch_size``; a repeated sweep records its order in
         ``repeat_order.json``."""
-        from runner.config.repeats import repeat_plan
+        from runner.config.repeats import repeat_plan, settings
 
         points = BasicSweeper.split_arguments(overrides, None)[0]
-        repeat = (self.config or {}).get("repeat") or {}
-        count = int(repeat.get("count") or 1)
-        order = str(getattr(repeat.get("order"), "value", repeat.get("order") or "interleaved"))
-        seed = int(repeat.get("seed") or 0)
+        count, order, seed = settings(self.config)
         jobs = repeat_plan(points, count, order, seed)
         if count > 1 and self.config is not None:
             sweep_dir = Path(str(self.config.hydra.sweep.dir))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
 INDEX_KEY = "repeat.index"
 ORDERS = ("interleaved", "shuffled", "grouped")
@@ -37,3 +38,20 @@ def repeat_plan(
     elif order == "shuffled":
         random.Random(seed).shuffle(pairs)
     return [[*jobs[j], f"{INDEX_KEY}={r}"] for r, j in pairs]
+
+
+def settings(config: Any) -> tuple[int, str, int]:
+    """``(count, order, seed)`` of the ``repeat`` section of a composed config (a
+    DictConfig or a dict; an Enum order as its value); ``(1, "interleaved", 0)`` without one."""
+    repeat = (config or {}).get("repeat") or {}
+    order = repeat.get("order") or "interleaved"
+    return (
+        int(repeat.get("count") or 1),
+        str(getattr(order, "value", order)),
+        int(repeat.get("seed") or 0),
+    )
+
+
+def sweep_jobs(config: Any, jobs: Sequence[Sequence[str]]) -> list[list[str]]:
+    """:func:`repeat_plan` of ``jobs`` with the repeat settings of ``config``."""
+    return repeat_plan(jobs, *settings(config))

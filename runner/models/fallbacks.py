@@ -22,6 +22,7 @@ from runner.models.readback import FrameCount
 from runner.sections.warnings import NamedWarning
 
 FAIL, WARN = "fails verification", "named warning"
+WARMUP_NOT_CONVERGED = "warmup.not_converged"
 
 # name -> (policy, what happened)
 POLICY: dict[str, tuple[str, str]] = {
@@ -48,6 +49,12 @@ POLICY: dict[str, tuple[str, str]] = {
         WARN,
         "Dynamo compiled frames inside the measured window (a shape warmup did not see): "
         "the measured figures include compilation",
+    ),
+    # Not a library's: the run's own warmup rule (runner.run._warmup) that was not met.
+    WARMUP_NOT_CONVERGED: (
+        WARN,
+        "measure.warmup_until_cv was not met within warmup_max_calls or warmup_max_seconds: "
+        "the measured window starts on a model or machine still settling",
     ),
 }
 

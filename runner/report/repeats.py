@@ -178,7 +178,9 @@ def drift(df: pd.DataFrame, metric: Metric) -> Drift | None:
         return None
     from scipy.stats import t as student
 
-    ordered = ok.sort_values("started_at", kind="stable").reset_index(drop=True)
+    started = pd.to_datetime(ok["started_at"], utc=True, format="ISO8601", errors="coerce")
+    ordered = ok.assign(_t=started).dropna(subset="_t")
+    ordered = ordered.sort_values("_t", kind="stable").reset_index(drop=True)
     point = ordered["point"]
     logs = np.log(ordered[metric.column].astype(float))
     y = (logs - logs.groupby(point).transform("mean")).to_numpy()
