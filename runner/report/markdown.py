@@ -202,7 +202,9 @@ def _value(row: pd.Series, metric: Metric) -> str:
         text = fmt_ci(row[metric.column], row[low], row[high], NO_CI)
     else:
         text = fmt_num(row[metric.column])
-    estimate = metric.column.startswith("energy") and row.get("energy_is_estimate") is True
+    flag = row.get("energy_is_estimate")
+    estimate = metric.column.startswith("energy") and flag is not None and flag is not pd.NA
+    estimate = estimate and bool(flag)  # True or numpy's True (a column of bools)
     return text + ("*" if estimate and text else "")
 
 
@@ -465,7 +467,9 @@ Section = Callable[[ReportData], "str | None"]
 
 # The order of report.md: what a reader needs first, reference material last.
 def quality_part(data: ReportData) -> str | None:
-    return section(data.table, energy_metric(data.table), fmt_num, PARETO_MAX_ROWS) or None
+    # With repeats the fronts are of points (means over repeats), as the energy/latency one.
+    table = data.ranking
+    return section(table, energy_metric(table), fmt_num, PARETO_MAX_ROWS) or None
 
 
 SECTIONS: list[Section] = [
