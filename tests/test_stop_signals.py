@@ -43,6 +43,8 @@ def _start(tmp_path: Path, phase: str, mode: str, extra: list[str]) -> tuple:
     energy = ["energy=codecarbon", "energy.baseline_seconds=0.2"]
     uses_energy = phase in ("baseline", "energy")
     overrides = [o for o in TINY if not (uses_energy and o == "energy=off")]
+    if phase == "cooldown":  # entered only when a cooldown is asked for
+        extra = [*extra, "measure.cooldown_seconds=0.5"]
     proc = subprocess.Popen(
         [
             sys.executable,
