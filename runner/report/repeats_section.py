@@ -4,6 +4,8 @@ and the drift of each figure over the sweep (:mod:`runner.report.repeats`)."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from runner.measure.stats import MIN_CI_UNITS
@@ -20,7 +22,7 @@ def _metrics(data: ReportData) -> list[Metric]:
 
 
 def _share(stats: PointStats) -> str:
-    return "" if stats.between_share != stats.between_share else f"{stats.between_share:.0%}"
+    return "" if math.isnan(stats.between_share) else f"{stats.between_share:.0%}"
 
 
 def _stats_table(data: ReportData, metric: Metric) -> tuple[str, int, int]:
@@ -38,7 +40,7 @@ def _stats_table(data: ReportData, metric: Metric) -> tuple[str, int, int]:
                 ),
                 "within one run": (
                     f"[{fmt_num(s.within_ci95_low)}, {fmt_num(s.within_ci95_high)}]"
-                    if s.within_ci95_low == s.within_ci95_low
+                    if not math.isnan(s.within_ci95_low)
                     else "none"
                 ),
                 "between-repeat share": _share(s),
@@ -56,7 +58,7 @@ def _paired(data: ReportData, metrics: list[Metric]) -> str | None:
     for metric in metrics:
         for r in paired_ratios(data.table, metric, base):
             cell = f"×{fmt_ratio(r.ratio)}"
-            if r.ratio_ci95_low == r.ratio_ci95_low:
+            if not math.isnan(r.ratio_ci95_low):
                 cell += f" [{fmt_ratio(r.ratio_ci95_low)}, {fmt_ratio(r.ratio_ci95_high)}]"
             else:
                 cell += f" (no CI: {r.repeats} repeats)"
