@@ -17,13 +17,13 @@ from typing import Any
 
 from runner.config.schema import EnergyBackend, RunConfig, SearchConfig
 from runner.config.validate import ConfigError
-from runner.sections.energy import Energy, unresolved
 from runner.sections.figures import (
     RENAMED,
     is_metric,
     metric_names_text,
     metric_value,
     needs_energy,
+    unresolved_reason,
 )
 
 
@@ -177,17 +177,12 @@ def missing_reason(objectives: Sequence[Objective], result: Mapping[str, Any] | 
         return "no result"
     if result.get("status") != "ok":
         return f"the run ended {result.get('status')}"
-    energy = result.get("energy")
-    reasons = unresolved(Energy.from_dict(energy) if isinstance(energy, Mapping) else None)
     missing = []
     for o in objectives:
         if metric_value(o.metric, result) is not None:
             continue
-        figure = "net" if "net" in o.metric.rsplit(".", 1)[-1].split("_") else "gross"
-        if needs_energy(o.metric) and figure in reasons:
-            missing.append(f"{o.metric} unresolved: {reasons[figure]}")
-        else:
-            missing.append(f"{o.metric} has no value")
+        reason = unresolved_reason(o.metric, result)
+        missing.append(f"{o.metric} unresolved: {reason}" if reason else f"{o.metric} has no value")
     return "; ".join(missing) or "no objective value"
 
 

@@ -33,11 +33,14 @@ MEAN_CI = ("mean", "ci95_low", "ci95_high")  # fields of Stats
 
 @dataclass(frozen=True)
 class Figure:
-    """A headline figure: its getter (over the typed sections), and whether it needs energy."""
+    """A headline figure: its getter (over the typed sections), whether it needs energy,
+    and which energy figure (``gross`` or ``net``) it is absent with when that one is
+    unresolved (:func:`runner.sections.energy.unresolved`)."""
 
     name: str
     get: Callable[[Metrics, Energy], float | int | None]
     energy: bool = False
+    follows: str | None = None
 
 
 def _distribution(
@@ -65,16 +68,6 @@ def _throughput(m: Metrics) -> Throughput:
     return _lat(m).throughput or Throughput()
 
 
-def _energy(get: Callable[[Energy], float | None], figure: str) -> Callable[..., float | None]:
-    """An energy getter that gives None where ``figure`` ("gross" or "net") is unresolved:
-    a physically impossible or unmeasured value never stands as a number."""
-
-    def value(_m: Metrics, e: Energy) -> float | None:
-        return None if figure in unresolved(e) else get(e)
-
-    return value
-
-
 _LIST = [
     *_distribution("ttft_ms", lambda lat: lat.ttft_seconds, 1e3, (*MEAN_CI, "p95")),
     *_distribution("itl_ms", lambda lat: lat.itl_seconds, 1e3, (*MEAN_CI, "p95")),
@@ -92,15 +85,17 @@ _LIST = [
     Figure("model_footprint_mib", lambda m, e: _scaled(m.memory.model_footprint_bytes, 1 / MIB)),
     Figure(
         "energy_per_token_mj_gross",
-        _energy(lambda e: _scaled(e.per_output_token_joules.gross, 1e3), "gross"),
+        lambda m, e: _scaled(e.per_output_token_joules.gross, 1e3),
         energy=True,
+        follows="gross",
     ),
     Figure(
         "energy_per_token_mj_net",
-        _energy(lambda e: _scaled(e.per_output_token_joules.net, 1e3), "net"),
+        lambda m, e: _scaled(e.per_output_token_joules.net, 1e3),
         energy=True,
+        follows="net",
     ),
-    Figure("emissions_g", _energy(lambda e: _scaled(e.emissions_kg, 1e3), "gross"), energy=True),
+    Figure("emissions_g", lambda m, e: _scaled(e.emissions_kg, 1e3), energy=True, follows="gross"),
     Figure("repeats", lambda m, e: m.repeats),
     Figure("requests", lambda m, e: _lat(m).requests),
     Figure("output_tokens", lambda m, e: _lat(m).output_tokens),
@@ -123,9 +118,14 @@ def finite_or_nan(value: Any) -> float:
 
 
 def headline_numbers(metrics: Metrics, energy: Energy | None) -> dict[str, float]:
-    """Every headline figure of one run, NaN where absent."""
+    """Every headline figure of one run, NaN where absent or unresolved (a physically
+    impossible or unmeasured energy never stands as a number)."""
     energy = energy or Energy()
-    return {name: finite_or_nan(f.get(metrics, energy)) for name, f in FIGURES.items()}
+    reasons = unresolved(energy)
+    return {
+        name: math.nan if f.follows in reasons else finite_or_nan(f.get(metrics, energy))
+        for name, f in FIGURES.items()
+    }
 
 
 # ---------------------------------------------------------------- keys of the typed sections
@@ -195,8 +195,8 @@ def metric_names_text() -> str:
 
 def metric_value(name: str, result: Mapping[str, Any] | None) -> float | None:
     """The value of ``name`` in a result dict (as read from ``result.json``); None where the
-    run has none (not measured, energy off, not a finite number)."""
-    if not isinstance(result, Mapping):
+    run has none (not measured, energy off, unresolved, not a finite number)."""
+    if not isinstance(result, Mapping) or unresolved_reason(name, result) is not None:
         return None
     if name in FIGURES:
         energy = result.get("energy")
@@ -208,19 +208,32 @@ def metric_value(name: str, result: Mapping[str, Any] | None) -> float | None:
         node: Any = result
         for part in name.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
-        value = None if _unresolved_energy_key(name, result) else node
+        value = node
     number = finite_or_nan(value)
     return None if math.isnan(number) else number
 
 
-def _unresolved_energy_key(name: str, result: Mapping[str, Any]) -> bool:
-    """A measured energy key (``energy.net_joules``, ``energy.per_output_token_joules.net``,
-    ``energy.components.cpu.joules``...) whose figure is unresolved in this result."""
+def _energy_figure(name: str) -> str | None:
+    """Which energy figure (``gross``/``net``) the value of ``name`` stands or falls with: a
+    headline figure's own, or for a measured key of the energy section
+    (``energy.net_joules``, ``energy.per_output_token_joules.net``,
+    ``energy.components.cpu.joules``...) what its last part says; None for the rest."""
+    if name in FIGURES:
+        return FIGURES[name].follows
     if not name.startswith("energy.") or name.startswith("energy.baseline."):
-        return False
+        return None
     last = name.rsplit(".", 1)[-1]
     if not (last.endswith(("joules", "watts", "_kg")) or last in ("gross", "net")):
-        return False
+        return None
+    return "net" if last.startswith("net") else "gross"
+
+
+def unresolved_reason(name: str, result: Mapping[str, Any]) -> str | None:
+    """Why ``name`` has no value in ``result``: the reason its energy figure is unresolved
+    (:func:`runner.sections.energy.unresolved`), or None."""
+    figure = _energy_figure(name)
+    if figure is None:
+        return None
     energy = result.get("energy")
     reasons = unresolved(Energy.from_dict(energy) if isinstance(energy, Mapping) else None)
-    return ("net" if last.startswith("net") else "gross") in reasons
+    return reasons.get(figure)
