@@ -30,7 +30,7 @@ import pandas as pd
 
 from runner.config.overrides import Setting, parse_lenient
 from runner.report import quality
-from runner.report.metrics import UNRESOLVED
+from runner.report.metrics import UNRESOLVED, unresolved_text
 from runner.report.variation import Variation
 from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
 from runner.sections.energy import Energy, unresolved
@@ -302,7 +302,7 @@ def headline(rec: RunRecord) -> dict[str, Any]:
     row: dict[str, Any] = headline_numbers(metrics, energy)
     row["peak_mem_source"] = metrics.memory.peak_source
     row["energy_is_estimate"] = energy.is_estimate
-    row[UNRESOLVED] = unresolved_text(rec.energy)
+    row[UNRESOLVED] = unresolved_text(unresolved(rec.energy))
     row["energy_warnings"] = "; ".join(energy.warnings) or None
     said = rec.warnings_detail
     row["named_warnings"] = "; ".join(f"{w.name}: {w.message}" for w in said.named) or None
@@ -315,16 +315,6 @@ def headline(rec: RunRecord) -> dict[str, Any]:
     row["config_hash"] = config_hash if isinstance(config_hash, str) else None
     row.update(quality.headline(rec.data))
     return row
-
-
-def unresolved_text(energy: Energy | None) -> str | None:
-    """Why the run's energy figures are not numbers: ``"net: <reason>"`` or
-    ``"gross and net: <reason>"``; None when they stand."""
-    reasons = unresolved(energy)
-    if not reasons:
-        return None
-    which = "gross and net" if "gross" in reasons else "net"
-    return f"{which}: {reasons['net']}"
 
 
 def _error_fields(rec: RunRecord) -> tuple[str | None, str | None]:

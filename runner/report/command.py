@@ -125,7 +125,8 @@ def restricted(task: Sequence[str], runs: list[list[str]]) -> list[str] | None:
     ``choice(value)`` so that it stays a swept key, and the jobs keep their directory names
     (which name the swept keys only). None when no safe command can be built."""
     try:
-        swept = {s.key for s in parse(list(task)) if s.swept}
+        settings = parse(list(task))
+        swept = {s.key for s in settings if s.swept}
         values: dict[str, list[str]] = {k: [] for k in swept}
         for overrides in runs:
             for setting in parse(overrides):
@@ -133,13 +134,13 @@ def restricted(task: Sequence[str], runs: list[list[str]]) -> list[str] | None:
                     raw = setting.text.split("=", 1)[1]
                     if raw not in values[setting.key]:
                         values[setting.key].append(raw)
-        order = {k: [f"{k}={v}" for v in vs] for k, vs in typed_levels(task).items()}
+        order = typed_levels(task)
         out = []
-        for text, setting in zip(task, parse(list(task)), strict=True):
+        for text, setting in zip(task, settings, strict=True):
             if setting.key not in swept:
                 out.append(text)
                 continue
-            typed = [read(t).text.split("=", 1)[1] for t in order.get(setting.key, [])]
+            typed = order.get(setting.key, [])
             vals = sorted(values[setting.key], key=lambda v: typed.index(v) if v in typed else 1e9)
             if not vals:
                 return None

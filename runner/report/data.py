@@ -124,6 +124,14 @@ class ReportData:
         match = self.ranking[self.ranking["label"] == self.baseline.row["point"]]
         return match.iloc[0] if len(match) else self.baseline.row
 
+    @property
+    def ranking_baseline_index(self) -> object:
+        """The baseline's row in :attr:`ranking` (None without one, or outside the table)."""
+        if self.baseline is None or self.baseline.index is None:
+            return None
+        row = self.baseline_row
+        return None if row is None else row.name
+
     @functools.cached_property
     def metrics(self) -> list[Metric]:
         """Headline metrics some ok run has (best points)."""

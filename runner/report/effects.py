@@ -166,13 +166,6 @@ class Effect:
         return self.ratio_ci95_low > 1 or self.ratio_ci95_high < 1  # False for NaN
 
     @property
-    def verdict(self) -> str:
-        """``detectable``, ``no detectable difference`` (CI includes 1) or ``not estimable``."""
-        if self.detectable:
-            return "detectable"
-        return "no detectable difference" if self.estimable else "not estimable"
-
-    @property
     def strength(self) -> float:
         """``|log ratio|``: how far from "no effect" (0 for an unknown ratio)."""
         return abs(math.log(self.ratio)) if self.ratio > 0 else 0.0
@@ -351,8 +344,8 @@ def strongest(effects: list[Effect]) -> Effect | None:
 
 
 def headline(effects: list[Effect]) -> Effect | None:
-    """The level that says what the factor does, whose :attr:`Effect.verdict` is the
-    factor's: the strongest detectable level; else, when every level has a CI, the
+    """The level that says what the factor does (detectable, no detectable difference, or
+    not estimable): the strongest detectable level; else, when every level has a CI, the
     strongest (no detectable difference); else the strongest level without a CI (not
     estimable: a factor is never said to have no effect while a level is unknown)."""
     detectable = [e for e in effects if e.detectable]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -32,6 +31,7 @@ from runner.report.metrics import (
     UNRESOLVED,
     Metric,
     energy_metric,
+    unresolved_figures,
 )
 from runner.report.quality_section import comparable_parts, display_columns, section
 from runner.report.repeats_section import repeats_section
@@ -83,7 +83,7 @@ def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFram
         if has_values(df, column) or (figure and said.notna().any()):
             out[header] = [
                 UNRESOLVED_CELL
-                if figure and _unresolved(reason, figure)
+                if figure in unresolved_figures(reason)
                 else fmt_num(v) + ("*" if figure and e and fmt_num(v) else "")
                 for v, e, reason in zip(df[column], estimate, said, strict=True)
             ]
@@ -109,18 +109,11 @@ def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFram
     return out.reset_index(drop=True)
 
 
-def _unresolved(reason: Any, figure: str) -> bool:
-    """The ``energy_unresolved`` text ``reason`` covers ``figure`` ("gross" or "net")."""
-    if not isinstance(reason, str) or not reason:
-        return False
-    return figure == "net" or reason.startswith("gross")
-
-
 def unresolved_runs(df: pd.DataFrame, figure: str = "net") -> pd.DataFrame:
     """Ok runs whose energy ``figure`` is unresolved."""
     if UNRESOLVED not in df.columns:
         return df.iloc[:0]
-    mask = (df["status"] == "ok") & df[UNRESOLVED].map(lambda r: _unresolved(r, figure))
+    mask = (df["status"] == "ok") & df[UNRESOLVED].map(lambda r: figure in unresolved_figures(r))
     return df[mask]
 
 

@@ -112,6 +112,24 @@ def describe(name: str) -> str:
 
 
 UNRESOLVED = "energy_unresolved"  # column: why a run's energy figures are not numbers
+_BOTH = "gross and net"
+
+
+def unresolved_text(reasons: dict[str, str]) -> str | None:
+    """The :data:`UNRESOLVED` cell of ``{figure: reason}`` (what
+    :func:`runner.sections.energy.unresolved` gives): ``"net: <reason>"`` or
+    ``"gross and net: <reason>"``; None when every figure stands."""
+    if not reasons:
+        return None
+    return f"{_BOTH if 'gross' in reasons else 'net'}: {reasons['net']}"
+
+
+def unresolved_figures(text: object) -> dict[str, str]:
+    """The ``{figure: reason}`` an :data:`UNRESOLVED` cell says (empty for none)."""
+    if not isinstance(text, str) or ":" not in text:
+        return {}
+    which, reason = (part.strip() for part in text.split(":", 1))
+    return {f: reason for f in (("gross", "net") if which == _BOTH else ("net",))}
 
 
 def energy_metric(df: pd.DataFrame) -> Metric | None:

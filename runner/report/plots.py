@@ -112,10 +112,12 @@ def plot_pareto(
     factors: Sequence[str] = (),
     baseline_index: object = None,
     x_ci: bool = True,
+    unit: str = "runs",
 ) -> Path:
-    """Every ok run as a grey point, the Pareto front of ``x`` against ``y`` (each in its
-    own direction) in red, labelled by its factors where the labels fit; ``x_ci``: the
-    front's own CIs of ``x`` as bars."""
+    """Every ok row of ``df`` (``unit``: runs, or points with their means over repeats) as
+    a grey point, the Pareto front of ``x`` against ``y`` (each in its own direction) in
+    red, labelled by its factors where the labels fit; ``x_ci``: the front's CIs of ``x``
+    as bars (a run's own, or a point's over repeats)."""
     data = df[(df["status"] == "ok") & df[x.column].notna() & df[y.column].notna()]
     if data.empty:
         raise NoData(f"no ok run has both {x.column} and {y.column}")
@@ -133,7 +135,7 @@ def plot_pareto(
         c="tab:gray",
         alpha=0.5,
         lw=0,
-        label=f"other runs ({len(rest)})",
+        label=f"other {unit} ({len(rest)})",
     )
     shown_ci = False
     if x_ci and x.ci_columns:
@@ -150,7 +152,7 @@ def plot_pareto(
                 ecolor="salmon",
                 lw=1,
                 zorder=2,
-                label="95% CI within the run",
+                label="95% CI over repeats" if unit == "points" else "95% CI within the run",
             )
     ax.step(front[x.column], front[y.column], where="post", color="tab:red", lw=1, zorder=3)
     ax.scatter(
@@ -453,16 +455,17 @@ def plot_latency_distributions(
 
 
 def pareto_figures(data: ReportData) -> list[Plot]:
-    metrics = pareto_metrics(data.table)
+    """The energy/latency front of what report.md ranks: runs, or with repeats points."""
+    metrics = pareto_metrics(data.ranking)
     if metrics is None:
         return [Plot("pareto", "pareto_energy_latency.png", _no(_no_energy(data)))]
     x, y = metrics
-    base = data.baseline.index if data.baseline is not None else None
+    base, unit = data.ranking_baseline_index, "points" if data.repeats else "runs"
     return [
         Plot(
             "pareto",
             "pareto_energy_latency.png",
-            lambda p: plot_pareto(data.table, x, y, p, data.factors, base),
+            lambda p: plot_pareto(data.ranking, x, y, p, data.factors, base, unit=unit),
         )
     ]
 
@@ -470,9 +473,10 @@ def pareto_figures(data: ReportData) -> list[Plot]:
 def quality_pareto_figures(data: ReportData) -> list[Plot]:
     """Energy per token against each quality figure the runs have (perplexity, token
     agreement with the baseline), the front of lower energy and better quality in red."""
-    quality = quality_metrics(data.table)
-    energy = energy_metric(data.table)
-    base = data.baseline.index if data.baseline is not None else None
+    table = data.ranking
+    quality = quality_metrics(table)
+    energy = energy_metric(table)
+    base, unit = data.ranking_baseline_index, "points" if data.repeats else "runs"
     return [
         Plot(
             f"energy/{m.column} pareto",
@@ -480,7 +484,7 @@ def quality_pareto_figures(data: ReportData) -> list[Plot]:
             _no(_no_energy(data))
             if energy is None
             else lambda p, m=m: plot_pareto(
-                data.table, m, energy, p, data.factors, base, x_ci=not m.paired
+                table, m, energy, p, data.factors, base, x_ci=not m.paired, unit=unit
             ),
         )
         for m in quality

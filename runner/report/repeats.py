@@ -30,7 +30,8 @@ import pandas as pd
 
 from runner.measure.stats import MIN_CI_UNITS, summarize, t_quantile_95
 from runner.report.compare import log_half_width
-from runner.report.metrics import Metric
+from runner.report.metrics import UNRESOLVED, Metric, unresolved_figures, unresolved_text
+from runner.sections.figures import FIGURES
 
 Z95 = 1.959964  # a run's own CI is read as mean * exp(+-1.96 SE) on the log scale
 ALPHA = 0.05
@@ -155,7 +156,8 @@ def paired_ratios(df: pd.DataFrame, metric: Metric, baseline_point: str) -> list
 class Drift:
     """``metric`` against execution order: ``per_run`` is the relative change per run
     position (exp(slope) - 1), ``over_sweep`` from the first run to the last; ``p`` the
-    two-sided p-value of the slope (t on runs - 2 degrees of freedom)."""
+    two-sided p-value of the slope (t on runs - points - 1 degrees of freedom: a mean per
+    point, and the slope)."""
 
     metric: str
     runs: int
@@ -216,8 +218,6 @@ def points_table(df: pd.DataFrame, metrics: list[Metric]) -> pd.DataFrame:
     repeats with the CI over repeats in its CI columns (where it has them), energy
     unresolved where any repeat's is (with how many), ``energy_is_estimate`` where any is.
     """
-    from runner.report.metrics import ENERGY_GROSS, ENERGY_NET, UNRESOLVED
-
     rows = []
     for point, runs in df.groupby("point", sort=False):
         ok = runs[runs["status"] == "ok"]
@@ -235,15 +235,16 @@ def points_table(df: pd.DataFrame, metrics: list[Metric]) -> pd.DataFrame:
                 row[low] = stats[0].ci95_low if stats else math.nan
                 row[high] = stats[0].ci95_high if stats else math.nan
         said = ok[UNRESOLVED].dropna() if UNRESOLVED in ok.columns else pd.Series(dtype=object)
-        row[UNRESOLVED] = None
-        if len(said):
-            # A point whose energy is unresolved in any repeat has no energy figure: a mean
-            # over the other repeats would be chosen by the failure.
-            which, reason = (part.strip() for part in said.iloc[0].split(":", 1))
-            row[UNRESOLVED] = f"{which}: in {len(said)} of {len(ok)} repeats, {reason}"
-            figures = [ENERGY_NET] if which == "net" else [ENERGY_NET, ENERGY_GROSS]
-            for column in [m.column for m in figures] + ([] if which == "net" else ["emissions_g"]):
-                row[column] = math.nan
+        # A point whose energy is unresolved in any repeat has no energy figure: a mean over
+        # the other repeats would be chosen by the failure.
+        reasons = {
+            figure: f"in {len(said)} of {len(ok)} repeats, {reason}"
+            for figure, reason in unresolved_figures(said.iloc[0] if len(said) else None).items()
+        }
+        row[UNRESOLVED] = unresolved_text(reasons)
+        for name, figure in FIGURES.items():
+            if figure.follows in reasons and name in row:
+                row[name] = math.nan
         if "energy_is_estimate" in ok.columns:
             row["energy_is_estimate"] = bool((ok["energy_is_estimate"] == True).any())  # noqa: E712
         rows.append(row)
