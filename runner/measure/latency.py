@@ -79,17 +79,12 @@ def complete_passes(batches: Sequence[BatchRecord]) -> list[tuple[int, float]]:
     return out
 
 
-def per_repeat_throughput(batches: Sequence[BatchRecord]) -> list[float]:
-    """Output tokens per second of each complete measured pass (see :func:`complete_passes`)."""
-    return [tokens / seconds for tokens, seconds in complete_passes(batches)]
-
-
-def output_throughput(batches: Sequence[BatchRecord], total: float | None) -> dict[str, Any]:
+def output_throughput(passes: Sequence[tuple[int, float]], total: float | None) -> dict[str, Any]:
     """The 95% CI of the total output rate ``total`` (tokens / seconds over every measured
-    call), over complete passes: the ratio estimator's relative half-width
-    (:func:`~runner.measure.stats.ratio_ci95`) around ``total``. Keys of :class:`Throughput`.
+    call), over the complete ``passes`` (:func:`complete_passes`): the ratio estimator's
+    relative half-width (:func:`~runner.measure.stats.ratio_ci95`) around ``total``. Keys
+    of :class:`Throughput`.
     """
-    passes = complete_passes(batches)
     out: dict[str, Any] = {"ci_unit": "pass", "ci_units": len(passes)}
     ci = ratio_ci95([t for t, _ in passes], [s for _, s in passes])
     if ci is not None and total is not None:
@@ -120,6 +115,7 @@ def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRec
         return num / den if den > 0 else None
 
     total_rate = rate(out_tokens, e2e_total)
+    passes = complete_passes(batches)  # the unit of the per-pass rates and the total's CI
 
     def per_call(pairs: list[tuple[float, tuple[int, int]]]) -> Stats:
         """Summary of ``(value, (repeat, batch))`` pairs, CI over calls."""
@@ -142,13 +138,15 @@ def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRec
         ),
         output_tokens_per_second=summarize(per_batch_tps, unit="call", positive=True),
         decode_tokens_per_second=summarize(per_batch_decode, unit="call", positive=True),
-        throughput_per_repeat=summarize(per_repeat_throughput(batches), unit="pass", positive=True),
+        throughput_per_repeat=summarize(
+            [tokens / seconds for tokens, seconds in passes], unit="pass", positive=True
+        ),
         throughput=Throughput(
             output_tokens_per_second=total_rate,
             decode_tokens_per_second=rate(decode_tokens, decode_time),
             requests_per_second=rate(len(records), e2e_total),
             input_tokens_per_second=rate(in_tokens, e2e_total),
-            **output_throughput(batches, total_rate),
+            **output_throughput(passes, total_rate),
         ),
         measured_seconds=e2e_total,
         requests=len(records),

@@ -285,7 +285,8 @@ def best_section(data: ReportData) -> str | None:
     base = data.baseline_row
     rows, notes = [], []
     for metric in data.metrics:
-        for group, part in comparable_parts(table, metric):
+        parts = comparable_parts(table, metric)
+        for group, part in parts:
             ranked = metric.ranked(part)
             if ranked.empty:
                 continue
@@ -301,7 +302,7 @@ def best_section(data: ReportData) -> str | None:
                 ratio = best[metric.column] / base[metric.column] if comparable else math.nan
                 cells["× baseline"] = fmt_num(ratio)
             rows.append(cells)
-        if len(comparable_parts(table, metric)) > 1:
+        if len(parts) > 1:
             notes.append(
                 f"{metric.title.capitalize()} is ranked within each `{metric.comparable_by}` "
                 "(the same text read by the same tokenizer); across them it is not comparable."

@@ -239,9 +239,11 @@ def _mean_ci(ax, xs: Sequence[float], stats: pd.DataFrame, joined: bool, **style
         )
 
 
-def _runs_as_points(ax, data: ReportData, factor: str, metric: Metric, position) -> bool:
-    """The runs of levels with too few runs for a CI over runs (2), as small points."""
-    stats = level_means(data.table, factor, metric, typed=data.typed.get(factor, ()))
+def _runs_as_points(
+    ax, data: ReportData, factor: str, metric: Metric, stats: pd.DataFrame, position
+) -> bool:
+    """The runs of levels with too few runs for a CI over runs (2), as small points;
+    ``stats``: the factor's :func:`level_means`."""
     few = stats[(stats["runs"] > 1) & (stats["runs"] < MIN_CI_UNITS)][factor]
     if few.empty:
         return False
@@ -291,7 +293,7 @@ def plot_main_effects(data: ReportData, metric: Metric, path: Path) -> Path:
                 xs = [position[v] - 0.15 + j * width for v in part[factor]]
                 _mean_ci(ax, xs, part, joined, color=f"C{j}", lw=1, label=f"{facet}={lv}")
         else:
-            two_run_level |= _runs_as_points(ax, data, factor, metric, position)
+            two_run_level |= _runs_as_points(ax, data, factor, metric, overall, position)
         shown_bases |= _bases(overall)
         _mean_ci(
             ax,
