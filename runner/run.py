@@ -419,52 +419,53 @@ def _warmup(
         progress.display.step("warmup: %d full-length call(s)", calls)
         progress.display.calls("warmup", calls)
     seen: list[float] = []  # the seconds of every warmup call, in order
+
+    def warm() -> None:
+        nonlocal first
+        res = call(workload.batches[len(seen) % len(workload.batches)])
+        seen.append(res.timing.total_seconds)
+        if first is None:
+            first = res
+            _enter(progress, Phase.warmup, guard)  # the first call was the compile call
+        guard.check()
+
+    for _ in range(calls):
+        warm()
+        progress.display.call_done()
     cv: float | None = None
     converged: bool | None = None
-    i = 0
-    while True:
-        if i == calls and m.warmup_until_cv is not None:
-            progress.display.close()
-            progress.display.step(
-                "warmup: until the CV of the last %d passes <= %g (at most %d calls, %g s)",
-                m.warmup_window,
-                m.warmup_until_cv,
-                m.warmup_max_calls,
-                m.warmup_max_seconds,
-            )
-        if i >= calls:
-            if m.warmup_until_cv is None:
-                break
+    if m.warmup_until_cv is not None:
+        progress.display.close()
+        progress.display.step(
+            "warmup: until the CV of the last %d passes <= %g (at most %d calls, %g s)",
+            m.warmup_window,
+            m.warmup_until_cv,
+            m.warmup_max_calls,
+            m.warmup_max_seconds,
+        )
+        while True:
             cv = window_cv(seen, len(workload.batches), m.warmup_window)
             if cv is not None and cv <= m.warmup_until_cv:
                 converged = True
                 break
-            if i >= m.warmup_max_calls or time.perf_counter() - t0 >= m.warmup_max_seconds:
+            if len(seen) >= m.warmup_max_calls or time.perf_counter() - t0 >= m.warmup_max_seconds:
                 converged = False
                 progress.named.append(
                     NamedWarning(
                         WARMUP_NOT_CONVERGED,
-                        f"warmup stopped after {i} calls with the CV of the last "
+                        f"warmup stopped after {len(seen)} calls with the CV of the last "
                         f"{m.warmup_window} passes at {_cv_text(cv)} (rule: <= "
                         f"{m.warmup_until_cv:g})",
                         Phase.warmup.value,
                     )
                 )
                 break
-        res = call(workload.batches[i % len(workload.batches)])
-        seen.append(res.timing.total_seconds)
-        i += 1
-        if i <= calls:
-            progress.display.call_done()
-        if first is None:
-            first = res
-            _enter(progress, Phase.warmup, guard)
-        guard.check()
+            warm()
     progress.display.close()
     progress.metrics = dataclasses.replace(
         progress.metrics,
         warmup_seconds=time.perf_counter() - t0,
-        warmup_calls=i,
+        warmup_calls=len(seen),
         warmup_cv=cv,
         warmup_converged=converged,
         compile_seconds=first.timing.total_seconds if compiled and first is not None else None,
