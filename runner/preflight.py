@@ -338,6 +338,15 @@ def check_tracking(cfg: RunConfig) -> None:
             raise UserError(str(exc)) from exc
 
 
+def check_engine_installed(cfg: RunConfig) -> None:
+    """``engine=vllm``: vLLM is installed (one line with the install command otherwise)."""
+    from runner.config.schema import EngineKind
+    from runner.engines.install import INSTALL_HINT
+
+    if cfg.engine.kind is EngineKind.vllm and importlib.util.find_spec("vllm") is None:
+        raise UserError(f"engine=vllm: vLLM is not installed; {INSTALL_HINT}")
+
+
 def check_command(argv: list[str], facts: Facts | None) -> int:
     """Validate every job of the command; return the number of jobs checked.
 
@@ -377,6 +386,7 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
             check_search(cfg, sweep.is_search)
         except ConfigError as exc:
             raise UserError(str(exc)) from exc
+        check_engine_installed(cfg)
         if i == 0:
             check_search_settings(sweep, cfg)
             check_tracking(cfg)

@@ -19,7 +19,7 @@ import torch
 
 from runner import environment, stop
 from runner.config.resolved import config_dict
-from runner.config.schema import DecodingMode, RunConfig
+from runner.config.schema import DecodingMode, EngineKind, RunConfig
 from runner.config.validate import Facts, validate
 from runner.measure.cooldown import MachineReader, cool_down
 from runner.measure.energy import EnergyMeter
@@ -254,6 +254,9 @@ def _measure(
     sweep_dir: Path | None,
 ) -> None:
     validate(cfg, Facts(cuda_available=torch.cuda.is_available()))
+    if cfg.engine.kind is EngineKind.vllm:
+        _measure_vllm(cfg, run_dir, result, progress, guard, sweep_dir)
+        return
     load_kwargs = from_pretrained_kwargs(cfg)
     spec = compile_spec(cfg.compile)
     gen_kwargs = generate_kwargs(cfg.decoding, cfg.workload, cfg.compile)
@@ -262,31 +265,7 @@ def _measure(
         "generate": dict(gen_kwargs),
         "compile": spec.to_dict(),
     }
-
-    m = cfg.measure
-    if m.cooldown_seconds > 0 or m.cooldown_until_idle:
-        _enter(progress, Phase.cooldown, guard)
-        progress.display.step(
-            "cooling down: %g s%s",
-            m.cooldown_seconds,
-            f", then until idle (at most {m.cooldown_max_seconds:g} s)"
-            if m.cooldown_until_idle
-            else "",
-        )
-        record = cool_down(
-            m.cooldown_seconds,
-            m.cooldown_until_idle,
-            m.cooldown_max_seconds,
-            m.cooldown_cpu_busy,
-            _machine_reader(),
-            check=guard.check,
-        )
-        progress.metrics = dataclasses.replace(progress.metrics, cooldown=record)
-
-    _enter(progress, Phase.baseline, guard)
-    meter = EnergyMeter(cfg.energy, run_dir, _visible_gpus(), logger=log, sweep_dir=sweep_dir)
-    progress.meter = meter
-    meter.measure_baseline()
+    meter = _prepare_machine(cfg, run_dir, progress, guard, sweep_dir)
 
     _enter(progress, Phase.load, guard)
     t0 = time.perf_counter()
@@ -353,13 +332,7 @@ def _measure(
     _verify_after_warmup(cfg, spec.enabled, result, first, frames, progress)
 
     _enter(progress, Phase.measure, guard)
-    progress.display.step(
-        "measuring: passes of %d call(s) until >= %d passes and >= %g s (at most %g s)",
-        len(workload.batches),
-        m.min_repeats,
-        m.min_seconds,
-        m.max_seconds,
-    )
+    _announce_measure(cfg, workload, progress)
     window = None
     try:
         with (
@@ -381,6 +354,174 @@ def _measure(
         cfg.quality, quality_plan, model, tokenizer, device, progress.outputs, guard.check
     )
     _set_phase(progress, Phase.write)
+
+
+def _announce_measure(cfg: RunConfig, workload: Workload, progress: _Progress) -> None:
+    m = cfg.measure
+    progress.display.step(
+        "measuring: passes of %d call(s) until >= %d passes and >= %g s (at most %g s)",
+        len(workload.batches),
+        m.min_repeats,
+        m.min_seconds,
+        m.max_seconds,
+    )
+
+
+def _measure_vllm(
+    cfg: RunConfig,
+    run_dir: Path,
+    result: RunResult,
+    progress: _Progress,
+    guard: stop.StopGuard,
+    sweep_dir: Path | None,
+) -> None:
+    """The same phases on vLLM (runner.engines): the same workload token ids, windows,
+    baseline and quality text; its processes end with the run, whatever ends it."""
+    from transformers import AutoConfig
+
+    from runner.engines import vllm_args
+    from runner.engines.processes import tree_peak_rss
+    from runner.engines.vllm_engine import (
+        PROMPT_LOGPROB_METHOD,
+        VllmSession,
+        prompt_token_ids,
+        vllm_scorer,
+    )
+    from runner.engines.vllm_readback import engine_mismatches, sampling_mismatches
+    from runner.models.load import load_tokenizer, resolve_checkpoint
+
+    cuda = torch.cuda.is_available()
+    load_kwargs = {
+        "revision": cfg.loading.revision,
+        "trust_remote_code": cfg.loading.trust_remote_code,
+    }
+    meter = _prepare_machine(cfg, run_dir, progress, guard, sweep_dir)
+
+    _enter(progress, Phase.load, guard)
+    t0 = time.perf_counter()
+    path, provision = resolve_checkpoint(cfg.model, load_kwargs, cfg.cache_dir)
+    model_config = AutoConfig.from_pretrained(path, **load_kwargs)
+    dtype = getattr(model_config, "dtype", None)
+    dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
+    llm_kwargs = vllm_args.llm_kwargs(cfg, path, cuda=cuda, checkpoint_dtype=dtype)
+    sampling_kwargs = vllm_args.sampling_kwargs(cfg)
+    result.requested = {"engine": "vllm", "llm": llm_kwargs, "sampling": sampling_kwargs}
+    session = VllmSession(llm_kwargs, sampling_kwargs)
+    try:
+        progress.display.step("starting vLLM (engine and worker processes, weights, KV cache)")
+        session.load()
+        tokenizer = load_tokenizer(path, load_kwargs)
+        progress.metrics = dataclasses.replace(
+            progress.metrics,
+            provision_seconds=provision,
+            load_seconds=time.perf_counter() - t0 - (provision or 0.0),
+        )
+        workload = build_workload(cfg.workload, tokenizer)
+        result.workload = workload.summary()
+        check_workload_fits(cfg, result.workload["input_tokens_max"], model_config)
+        quality_plan = quality.prepare(
+            cfg.quality, workload.token_ids_sha256, max_positions(model_config.to_dict())
+        )
+
+        _enter(progress, Phase.verify, guard)
+        applied = session.read_back()
+        result.applied = {
+            **applied,
+            "model_path": path,
+            "engine_processes": len(session.engine_pids()),
+        }
+        problems = engine_mismatches(llm_kwargs, applied["engine"])
+        problems += sampling_mismatches(sampling_kwargs, applied["sampling"])
+        if problems:
+            raise VerificationError("; ".join(problems))
+
+        prompts = {id(b): prompt_token_ids(b) for b in workload.batches}
+
+        def call(batch: Batch) -> CallResult:
+            return session.call(prompts[id(batch)])
+
+        _enter(progress, Phase.warmup, guard)
+        first = _warmup(cfg, workload, call, progress, False, guard)
+        if first is not None:
+            result.applied["sampling"]["sample_output"] = tokenizer.decode(
+                list(first.first_row_ids)
+            )
+
+        _enter(progress, Phase.measure, guard)
+        _announce_measure(cfg, workload, progress)
+        peak = None
+        try:
+            with tree_peak_rss() as peak, meter.tracking():
+                _measured_loop(cfg, workload, call, meter, progress, None, guard)
+        finally:
+            if peak is not None and peak["bytes"] is not None:
+                memory = Memory(
+                    peak_bytes=peak["bytes"],
+                    peak_source=peak["source"],
+                    peak_rss_bytes=peak["bytes"],
+                )
+                progress.metrics = dataclasses.replace(progress.metrics, memory=memory)
+
+        _enter(progress, Phase.quality, guard)
+        result.quality = quality.measure_quality(
+            cfg.quality,
+            quality_plan,
+            None,
+            tokenizer,
+            None,
+            progress.outputs,
+            guard.check,
+            scorer=vllm_scorer(session),
+            how=PROMPT_LOGPROB_METHOD,
+        )
+        _set_phase(progress, Phase.write)
+    finally:
+        # Not live while vLLM shuts down: a second signal must not cut its processes loose.
+        was_live = guard.set_live(False)
+        try:
+            ended = session.close()
+        finally:
+            guard.set_live(was_live)
+        if ended:
+            result.warnings.append(
+                f"vLLM left {len(ended)} process(es) after its shutdown; ended: {ended}"
+            )
+
+
+def _prepare_machine(
+    cfg: RunConfig,
+    run_dir: Path,
+    progress: _Progress,
+    guard: stop.StopGuard,
+    sweep_dir: Path | None,
+) -> EnergyMeter:
+    """The cooldown, then the idle baseline, before any engine starts (so neither sees a
+    model load or a compilation); returns the run's energy meter."""
+    m = cfg.measure
+    if m.cooldown_seconds > 0 or m.cooldown_until_idle:
+        _enter(progress, Phase.cooldown, guard)
+        progress.display.step(
+            "cooling down: %g s%s",
+            m.cooldown_seconds,
+            f", then until idle (at most {m.cooldown_max_seconds:g} s)"
+            if m.cooldown_until_idle
+            else "",
+        )
+        record = cool_down(
+            m.cooldown_seconds,
+            m.cooldown_until_idle,
+            m.cooldown_max_seconds,
+            m.cooldown_cpu_busy,
+            _machine_reader(),
+            check=guard.check,
+        )
+        progress.metrics = dataclasses.replace(progress.metrics, cooldown=record)
+
+    _enter(progress, Phase.baseline, guard)
+    meter = EnergyMeter(cfg.energy, run_dir, _visible_gpus(), logger=log, sweep_dir=sweep_dir)
+    progress.meter = meter
+    meter.measure_baseline()
+    return meter
 
 
 def _visible_gpus() -> list[int]:
@@ -532,7 +673,12 @@ def _measured_loop(
             for b_index, batch in enumerate(workload.batches):
                 res = call(batch)
                 reqs, brec = records_for_call(
-                    repeat, b_index, batch.requests, res.output_tokens, res.timing
+                    repeat,
+                    b_index,
+                    batch.requests,
+                    res.output_tokens,
+                    res.timing,
+                    res.request_timings,
                 )
                 progress.records.extend(reqs)
                 progress.batches.append(brec)

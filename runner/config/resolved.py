@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import fields
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from runner.config.schema import RunConfig
+from runner.config.schema import EngineConfig, RunConfig
 
 # Keys that do not change what is measured: where files go, how the job is isolated, how
 # many repeats the sweep has and in what order (a run's own repeat.index stays in).
+# The engine section of engine=transformers (no vLLM knob can be set there).
+DEFAULT_ENGINE = {
+    "kind": "transformers",
+    **{f.name: None for f in fields(EngineConfig) if f.name != "kind"},
+}
 HASH_EXCLUDED = ("cache_dir", "measure.isolation", "repeat.count", "repeat.order", "repeat.seed")
 
 
@@ -33,4 +39,8 @@ def config_hash(config: dict[str, Any]) -> str:
         for p in parents:
             node = node.get(p, {})
         node.pop(leaf, None)
+    if data.get("engine") == DEFAULT_ENGINE:
+        # Runs from before the engine group ran exactly this: their hashes stay valid, so a
+        # sweep resumed after the upgrade keeps its finished transformers runs.
+        data.pop("engine")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -92,6 +92,19 @@ class AttnImplementation(str, Enum):
     flex_attention = "flex_attention"
 
 
+class EngineKind(str, Enum):
+    transformers = "transformers"
+    vllm = "vllm"
+
+
+class KvCacheDtype(str, Enum):
+    auto = "auto"
+    fp8 = "fp8"
+    fp8_e4m3 = "fp8_e4m3"
+    fp8_e5m2 = "fp8_e5m2"
+    bfloat16 = "bfloat16"
+
+
 class WorkloadKind(str, Enum):
     default = "default"
     synthetic = "synthetic"
@@ -154,6 +167,7 @@ QUALITY_ON = OnlyWith(
     (QualityMode.perplexity, QualityMode.full, QualityMode.lm_eval),
     "quality other than off",
 )
+VLLM = OnlyWith("kind", (EngineKind.vllm,), "engine=vllm")
 LM_EVAL = OnlyWith("mode", (QualityMode.lm_eval,), "quality=lm-eval")
 LM_EVAL_REQUIRED = OnlyWith("mode", (QualityMode.lm_eval,), "quality=lm-eval", required=True)
 
@@ -331,6 +345,60 @@ class LoadingConfig:
     extra: dict[str, Any] = _help(
         "extra from_pretrained kwargs merged last; only known loading kwargs are accepted",
         default_factory=dict,
+    )
+
+
+@dataclass
+class EngineConfig:
+    """Which inference engine runs the model: transformers (``generate`` on static batches)
+    or vLLM (paged KV cache, continuous batching; install it first, ``docs/engines.md``).
+
+    Every other group keeps its meaning under ``engine=vllm``: each of its fields maps to
+    vLLM's own API or is refused before anything runs (the table in ``docs/engines.md``).
+    The fields below are vLLM's own knobs, refused under ``engine=transformers``; unset
+    keeps vLLM's default. Eager execution is ``compile=off`` (``enforce_eager``), vLLM's
+    compilation ``compile=on``. A vLLM run always runs in a fresh interpreter of its own
+    (``measure.isolation=spawn``), never forked from the fork server: vLLM starts an engine
+    process and worker processes, which must not inherit a forked copy of the runner.
+    """
+
+    kind: EngineKind = _help("transformers or vllm", MISSING)
+    max_num_seqs: int | None = _help(
+        "requests vLLM schedules at once (SchedulerConfig.max_num_seqs)",
+        range=AT_LEAST_1,
+        only_with=VLLM,
+    )
+    max_num_batched_tokens: int | None = _help(
+        "tokens per scheduler step (SchedulerConfig.max_num_batched_tokens)",
+        range=AT_LEAST_1,
+        only_with=VLLM,
+    )
+    enable_prefix_caching: bool | None = _help(
+        "reuse the KV blocks of shared prompt prefixes", only_with=VLLM
+    )
+    enable_chunked_prefill: bool | None = _help(
+        "split long prefills into chunks scheduled with decodes", only_with=VLLM
+    )
+    kv_cache_dtype: KvCacheDtype | None = _help(
+        "KV-cache data type: auto (the model's), fp8, fp8_e4m3, fp8_e5m2, bfloat16",
+        only_with=VLLM,
+    )
+    block_size: int | None = _help("tokens per KV-cache block", range=AT_LEAST_1, only_with=VLLM)
+    gpu_memory_utilization: float | None = _help(
+        "share of GPU memory vLLM may use (weights, activations, KV cache); GPUs only",
+        range=Range(0, 1, low_open=True),
+        only_with=VLLM,
+    )
+    kv_cache_memory_gib: float | None = _help(
+        "KV-cache size, GiB (kv_cache_memory_bytes; on GPUs it overrides "
+        "gpu_memory_utilization's share); unset: 1 GiB on CPUs (vLLM's own CPU default takes "
+        "most of the RAM and zeroes it, about a minute on a 24 GiB machine), vLLM's default "
+        "on GPUs",
+        range=POSITIVE,
+        only_with=VLLM,
+    )
+    tensor_parallel_size: int | None = _help(
+        "GPUs the model is split over (tensor parallelism)", range=AT_LEAST_1, only_with=VLLM
     )
 
 
@@ -621,6 +689,7 @@ class RunConfig:
     """The whole run: one option of every group, plus top-level fields."""
 
     model: ModelConfig = MISSING
+    engine: EngineConfig = MISSING
     quant: QuantConfig = MISSING
     compile: CompileConfig = MISSING
     decoding: DecodingConfig = MISSING

@@ -23,6 +23,7 @@ CONF_DIR = _conf_dir()
 
 GROUP_SCHEMAS = {
     "model": schema.ModelConfig,
+    "engine": schema.EngineConfig,
     "quant": schema.QuantConfig,
     "compile": schema.CompileConfig,
     "decoding": schema.DecodingConfig,

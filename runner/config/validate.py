@@ -19,6 +19,7 @@ from runner.config.schema import (
     CacheImplementation,
     DecodingMode,
     DType,
+    EngineKind,
     OutputLength,
     RunConfig,
     WorkloadKind,
@@ -106,6 +107,7 @@ def check_fields(section: Any, group: str) -> None:
 def validate(cfg: RunConfig, facts: Facts | None = None) -> None:
     """Raise :class:`ConfigError` for the first out-of-range value or conflict."""
     facts = facts or Facts()
+    _validate_engine(cfg, facts)
     _validate_model(cfg)
     _validate_quant(cfg)
     _validate_compile(cfg)
@@ -116,6 +118,25 @@ def validate(cfg: RunConfig, facts: Facts | None = None) -> None:
     _validate_energy(cfg)
     _validate_quality(cfg)
     check_fields(cfg.repeat, "repeat")
+
+
+def _validate_engine(cfg: RunConfig, facts: Facts) -> None:
+    """The engine's own fields, then (under vLLM) every field vLLM cannot honour, first."""
+    from runner.engines.rules import refusal
+
+    e = cfg.engine
+    check_fields(e, "engine")
+    if e.kind is not EngineKind.vllm:
+        return
+    refused = refusal(cfg)
+    if refused is not None:
+        raise ConfigError(*refused)
+    if facts.cuda_available is False and e.gpu_memory_utilization is not None:
+        raise ConfigError(
+            "engine.gpu_memory_utilization",
+            e.gpu_memory_utilization,
+            "GPUs only (no CUDA GPU here): size the CPU's KV cache with engine.kv_cache_memory_gib",
+        )
 
 
 def _validate_model(cfg: RunConfig) -> None:

@@ -48,6 +48,9 @@ class CallResult:
     output_tokens: tuple[int, ...]  # per request, exact
     # Per request, its new token ids up to and including the first EOS (what was counted).
     output_ids: tuple[tuple[int, ...], ...] = ()
+    # Per request, its own token times and end, where the engine streams each request
+    # (vLLM); empty where every request shares the call's steps (generate on a batch).
+    request_timings: tuple[CallTiming, ...] = ()
 
     @property
     def first_row_ids(self) -> tuple[int, ...]:

@@ -32,10 +32,13 @@ def records_for_call(
     requests: Sequence[Any],
     output_tokens: Sequence[int],
     timing: CallTiming,
+    request_timings: Sequence[CallTiming] = (),
 ) -> tuple[list[RequestRecord], BatchRecord]:
-    """Split one call's step timestamps into its requests by their own token counts."""
+    """Split one call's step timestamps into its requests by their own token counts, or
+    take each request's own timing where the engine streamed each (``request_timings``)."""
     records = []
-    for req, n in zip(requests, output_tokens, strict=True):
+    own = request_timings or [timing] * len(requests)
+    for req, n, t in zip(requests, output_tokens, own, strict=True):
         records.append(
             RequestRecord(
                 repeat=repeat,
@@ -44,10 +47,10 @@ def records_for_call(
                 prompt_id=req.prompt_id,
                 input_tokens=req.input_tokens,
                 output_tokens=n,
-                ttft_seconds=timing.ttft_seconds if n > 0 else None,
-                last_token_seconds=timing.last_token_seconds(n),
-                e2e_seconds=timing.total_seconds,
-                itl_seconds=tuple(timing.intervals_seconds(n)),
+                ttft_seconds=t.ttft_seconds if n > 0 else None,
+                last_token_seconds=t.last_token_seconds(n),
+                e2e_seconds=t.total_seconds,
+                itl_seconds=tuple(t.intervals_seconds(n)),
             )
         )
     batch = BatchRecord(

@@ -109,25 +109,41 @@ def _random_checkpoint(
     return str(build_atomically(target, build, spent))
 
 
+def resolve_checkpoint(
+    m: ModelConfig, kwargs: dict[str, Any], configured_cache: str | None
+) -> tuple[str, float | None]:
+    """The directory or hub id the weights load from (random weights: the seeded checkpoint
+    built once), and the seconds spent building a cached one (None when it was there)."""
+    spent = ProvisionTime()
+    source = resolve_source(m, configured_cache, spent)
+    if m.weights is Weights.random:
+        source = _random_checkpoint(source, m, configured_cache, kwargs, spent)
+    return source, spent.seconds
+
+
+def load_tokenizer(source: str, kwargs: dict[str, Any]) -> Any:
+    """The checkpoint's tokenizer, left-padding, with EOS as padding where it has none."""
+    from transformers import AutoTokenizer
+
+    tok_kw = {k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}
+    tokenizer = AutoTokenizer.from_pretrained(source, **tok_kw)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
 def load_model(m: ModelConfig, kwargs: dict[str, Any], configured_cache: str | None) -> LoadedModel:
     """Load model and tokenizer; ``kwargs`` are the real ``from_pretrained`` kwargs.
 
     A checkpoint built into the cache on the way (conversion, generation, random
     weights) is timed apart, in ``provision_seconds``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    spent = ProvisionTime()
-    source = resolve_source(m, configured_cache, spent)
-    if m.weights is Weights.random:
-        source = _random_checkpoint(source, m, configured_cache, kwargs, spent)
+    source, provision = resolve_checkpoint(m, kwargs, configured_cache)
     check_subfolder(source, kwargs.get("subfolder"))
     log.info("loading %s from %s", m.name, source)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     model.eval()
-    tok_kw = {k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}
-    tokenizer = AutoTokenizer.from_pretrained(source, **tok_kw)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return LoadedModel(model, tokenizer, source, spent.seconds)
+    return LoadedModel(model, load_tokenizer(source, kwargs), source, provision)

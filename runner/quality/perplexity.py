@@ -25,10 +25,9 @@ from runner.quality.text import EvalText
 from runner.sections.quality import PerplexityEval
 
 METHOD = (
-    "teacher-forced next-token negative log-likelihood under the run's loaded model "
-    "(quantization, dtype, placement and compiled forward as measured), use_cache=False; "
+    "{how}; "
     "the text tokenized without special tokens and cut into windows of {window} tokens, "
-    "{batch} per forward pass, the first token of each window unscored; "
+    "{batch} per forward pass (vLLM: per submission), the first token of each window unscored; "
     "{which}; perplexity = exp(mean NLL per scored token); 95% CI: exp of the "
     "cluster-robust Student-t CI of the mean NLL over windows"
 )
@@ -101,6 +100,16 @@ def plan_windows(n_tokens: int, window: int, max_tokens: int | None) -> list[tup
     return [full[int(i * (len(full) - 1) / (k - 1) + 0.5)] for i in range(k)]
 
 
+# What a scorer's NLLs are, in METHOD's first clause.
+FORWARD_METHOD = (
+    "teacher-forced next-token negative log-likelihood under the run's loaded model "
+    "(quantization, dtype, placement and compiled forward as measured), use_cache=False"
+)
+
+# (tokens, windows, batch_size, check) -> the NLL of every scored token.
+Scorer = Callable[[TokenizedText, Sequence[tuple[int, int]], int, Callable[[], None]], "Scores"]
+
+
 def score(
     forward: Callable[[Any, Any], Any],
     text: TokenizedText,
@@ -167,29 +176,45 @@ def perplexity(scores: Scores) -> Perplexity:
     )
 
 
+def forward_scorer(model: Any, tokenizer: Any, device: Any) -> Scorer:
+    """Scores from the model's own forward (the transformers engine)."""
+
+    def forward(ids: Any, mask: Any) -> Any:
+        return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def run(
+        tokens: TokenizedText,
+        windows: Sequence[tuple[int, int]],
+        batch_size: int,
+        check: Callable[[], None],
+    ) -> Scores:
+        return score(
+            forward, tokens, windows, batch_size, device=device, pad_id=pad_id, check=check
+        )
+
+    return run
+
+
 def measure_perplexity(
-    model: Any,
+    scorer: Scorer,
     tokenizer: Any,
     text: EvalText,
     *,
     window: int,
     batch_size: int,
     max_tokens: int | None,
-    device: Any,
     check: Callable[[], None] = lambda: None,
+    how: str = FORWARD_METHOD,
 ) -> tuple[Perplexity, PerplexityEval]:
-    """Score ``text`` with ``model`` (its own forward) and say how it was done."""
+    """Score ``text`` with ``scorer`` and say how it was done (``how``: what the NLLs are)."""
     t0 = time.perf_counter()
     tokens = tokenize(text, tokenizer)
     windows = plan_windows(len(tokens.ids), window, max_tokens)
     if not windows:
         raise ValueError(f"{text.source}: fewer than 2 tokens, nothing to score")
-
-    def forward(ids: Any, mask: Any) -> Any:
-        return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores = score(forward, tokens, windows, batch_size, device=device, pad_id=pad_id, check=check)
+    scores = scorer(tokens, windows, batch_size, check)
     result = perplexity(scores)
     every = len(windows) == len(plan_windows(len(tokens.ids), window, None))
     which = "every window" if every else f"{len(windows)} windows spread evenly over the text"
@@ -208,6 +233,6 @@ def measure_perplexity(
         window_nll=result.window_nll,
         window_scored=result.window_scored,
         seconds=time.perf_counter() - t0,
-        method=METHOD.format(window=window, batch=batch_size, which=which),
+        method=METHOD.format(how=how, window=window, batch=batch_size, which=which),
     )
     return result, evaluation

@@ -78,23 +78,29 @@ def measure_quality(
     device: Any,
     outputs: Sequence[OutputRecord],
     check: Callable[[], None] = lambda: None,
+    scorer: Any = None,
+    how: str | None = None,
 ) -> Quality:
-    """Perplexity, agreement with the reference, lm-eval: as ``q`` asks."""
+    """Perplexity, agreement with the reference, lm-eval: as ``q`` asks.
+
+    ``scorer``/``how``: another engine's perplexity scorer and what its NLLs are
+    (:mod:`runner.quality.perplexity`); by default the model's own forward.
+    """
     if q.mode is QualityMode.off:
         return Quality(mode=q.mode.value)
-    from runner.quality.perplexity import measure_perplexity
+    from runner.quality.perplexity import FORWARD_METHOD, forward_scorer, measure_perplexity
 
     t0 = time.perf_counter()
     assert plan.text is not None  # prepare() loads it whenever quality is on
     ppl, evaluation = measure_perplexity(
-        model,
+        scorer or forward_scorer(model, tokenizer, device),
         tokenizer,
         plan.text,
         window=q.window,
         batch_size=q.batch_size,
         max_tokens=q.max_tokens,
-        device=device,
         check=check,
+        how=how or FORWARD_METHOD,
     )
     log.info(
         "perplexity %.3f over %d tokens (%.1f s)",

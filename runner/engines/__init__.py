@@ -1,0 +1,1 @@
+"""Inference engines other than transformers: vLLM (engine=vllm)."""

@@ -1,0 +1,102 @@
+"""The run's process tree: vLLM's engine and worker processes are part of the run.
+
+Their memory counts toward the run's peak (the sum of every process's own peak RSS over
+the window, Linux's ``VmHWM`` after ``clear_refs``), and none may outlive it: after vLLM's
+own shutdown, whatever is left of the tree is terminated, then killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """Every live descendant of ``pid`` (this process by default), from /proc."""
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid or os.getpid()).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree(pid: int | None = None) -> list[int]:
+    """``pid`` and its descendants."""
+    own = pid or os.getpid()
+    return [own, *descendants(own)]
+
+
+def _status_kib(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_peak(pid: int) -> bool:
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def tree_peak_rss() -> Iterator[dict[str, int | str | None]]:
+    """Over the ``with`` block: the sum of each process's peak RSS in the tree, in bytes.
+
+    Each peak is reset at the start where Linux allows it (``source`` says whether it was
+    the window's or the processes' lifetime peak). The sum bounds the tree's simultaneous
+    peak from above; on CPU vLLM's KV cache and weights live in the worker, so the worker's
+    peak dominates it.
+    """
+    pids = tree()
+    window = all(_reset_peak(pid) for pid in pids)
+    box: dict[str, int | str | None] = {"bytes": None, "processes": len(pids), "source": None}
+    try:
+        yield box
+    finally:
+        peaks = [_status_kib(pid, "VmHWM") for pid in tree()]
+        known = [kib for kib in peaks if kib is not None]
+        box["bytes"] = sum(known) * 1024 if known else None
+        box["processes"] = len(known)
+        box["source"] = (
+            "process-tree-peak-rss (sum over processes)"
+            if window
+            else "process-tree-lifetime-peak-rss (sum over processes)"
+        )
+
+
+def end_tree(pids: list[int], grace_seconds: float = 5.0) -> list[int]:
+    """Terminate what is left of ``pids``, kill what survives ``grace_seconds``; return the
+    pids that had to be ended (none when vLLM's own shutdown ended them all)."""
+    import psutil
+
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+    if not alive:
+        return []
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, left = psutil.wait_procs(alive, timeout=grace_seconds)
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(left, timeout=grace_seconds)
+    ended = [p.pid for p in alive]
+    log.warning("ended %d leftover engine process(es): %s", len(ended), ended)
+    return ended
