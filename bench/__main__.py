@@ -23,6 +23,7 @@ SECTIONS = {
     "energy": "bench.energy_onoff",
     "report": "bench.report_speed",
     "sweep": "bench.sweep",
+    "vllm": "bench.vllm_overhead",
 }
 
 

@@ -137,6 +137,39 @@ def _doc(schema: type) -> tuple[str, str]:
     return title.strip().rstrip("."), " ".join(body.split())
 
 
+def _engine_table() -> list[str]:
+    """Every field of every group under engine=vllm: mapped (to what) or refused (instead)."""
+    from runner.engines.rules import SAME, SAME_GROUPS, rule_for
+
+    out = [
+        "## Every field under `engine=vllm`",
+        "",
+        "Generated from `runner/engines/rules.py`, the table validation and the translation "
+        "to vLLM read. *refused* values stop the run before anything starts, in one line "
+        "naming the field and what to use instead; every other value reaches vLLM as shown "
+        "(read back into `applied.engine` and `applied.sampling`; a mismatch fails the run). "
+        "Groups not listed (`measure` but `isolation`, `energy`, `search`, `repeat`, "
+        "`tracking`, `quality` but `mode` and `batch_size`) mean the same under either "
+        "engine. See docs/engines.md.",
+        "",
+        "| field | under engine=vllm | refused values | instead |",
+        "|---|---|---|---|",
+    ]
+    for group, schema in GROUP_SCHEMAS.items():
+        if group == "engine":
+            continue
+        for f in fields(schema):
+            rule = rule_for(f"{group}.{f.name}")
+            if rule is SAME and group in SAME_GROUPS:
+                continue
+            refused = rule.refused_text if rule.instead else ""
+            out.append(
+                f"| `{group}.{f.name}` | {_cell(rule.maps_to)} | {_cell(refused)} | "
+                f"{_cell(rule.instead)} |"
+            )
+    return [*out, ""]
+
+
 def render() -> str:
     """The whole reference as Markdown."""
     out = [HEADER]
@@ -154,6 +187,7 @@ def render() -> str:
         if group == "loading":
             keys = ", ".join(f"`{k}`" for k in sorted(FROM_PRETRAINED_EXTRA_KEYS))
             out += [f"Keys `loading.extra` accepts: {keys}.", ""]
+    out += _engine_table()
     out += ["## Top-level fields", ""] + _fields_table(RunConfig) + [""]
     out += [
         "## `experiment/`: named overlays",

@@ -350,11 +350,12 @@ class LoadingConfig:
 
 @dataclass
 class EngineConfig:
-    """Which inference engine runs the model: transformers (``generate`` on static batches)
-    or vLLM (paged KV cache, continuous batching; install it first, ``docs/engines.md``).
+    """Which inference engine runs the model: transformers or vLLM.
 
-    Every other group keeps its meaning under ``engine=vllm``: each of its fields maps to
-    vLLM's own API or is refused before anything runs (the table in ``docs/engines.md``).
+    ``transformers`` runs ``generate`` on static batches; ``vllm`` runs vLLM (paged KV cache,
+    continuous batching; install it first, see ``docs/engines.md``). Every other group keeps
+    its meaning under ``engine=vllm``: each of its fields maps to vLLM's own API or is
+    refused before anything runs (the table "Every field under engine=vllm" below).
     The fields below are vLLM's own knobs, refused under ``engine=transformers``; unset
     keeps vLLM's default. Eager execution is ``compile=off`` (``enforce_eager``), vLLM's
     compilation ``compile=on``. A vLLM run always runs in a fresh interpreter of its own

@@ -16,14 +16,26 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+# Python's own helper for shared memory and semaphores, started on first use (vLLM uses
+# both): it exits with the interpreter, and ending it early would leak what it tracks.
+HELPERS = ("multiprocessing.resource_tracker",)
+
+
 def descendants(pid: int | None = None) -> list[int]:
-    """Every live descendant of ``pid`` (this process by default), from /proc."""
+    """Every live descendant of ``pid`` (this process by default), from /proc, but Python's
+    own helper processes (HELPERS)."""
     import psutil
 
+    out = []
     try:
-        return [p.pid for p in psutil.Process(pid or os.getpid()).children(recursive=True)]
+        children = psutil.Process(pid or os.getpid()).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if not any(h in " ".join(child.cmdline()) for h in HELPERS):
+                out.append(child.pid)
+    return out
 
 
 def tree(pid: int | None = None) -> list[int]:

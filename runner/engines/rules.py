@@ -56,7 +56,9 @@ class EngineRule:
 SAME = EngineRule("same meaning")
 
 
-def _refused(instead: str, which: Callable[[Any], bool] = _is_set, text: str = "any") -> EngineRule:
+def _refused(
+    instead: str, which: Callable[[Any], bool] = _is_set, text: str = "any set value"
+) -> EngineRule:
     return EngineRule("refused", which, instead, text)
 
 
@@ -133,7 +135,9 @@ VLLM_RULES: dict[str, EngineRule] = {
         "vLLM's SamplingParams has no n-gram ban: leave it unset"
     ),
     "decoding.use_cache": _refused(
-        "vLLM always decodes with its paged KV cache: leave it unset", lambda v: v is not None
+        "vLLM always decodes with its paged KV cache: leave it unset",
+        lambda v: v is not None,
+        "true or false",
     ),
     "decoding.cache_implementation": _refused(
         "vLLM's paged KV cache has no cache implementation to choose: leave it unset "
@@ -161,7 +165,9 @@ VLLM_RULES: dict[str, EngineRule] = {
     ),
     "loading.revision": EngineRule("LLM(revision=, tokenizer_revision=)"),
     "loading.trust_remote_code": EngineRule("LLM(trust_remote_code=)"),
-    "loading.low_cpu_mem_usage": _refused("leave it unset", lambda v: v is not None),
+    "loading.low_cpu_mem_usage": _refused(
+        "leave it unset", lambda v: v is not None, "true or false"
+    ),
     "loading.extra": _refused(
         "extra is for from_pretrained(); vLLM's knobs are engine.* fields", text="non-empty"
     ),
