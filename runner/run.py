@@ -21,6 +21,7 @@ from runner import environment, stop
 from runner.config.resolved import config_dict
 from runner.config.schema import DecodingMode, EngineKind, RunConfig
 from runner.config.validate import Facts, validate
+from runner.engines.processes import tree_cpu_seconds
 from runner.measure.cooldown import MachineReader, cool_down
 from runner.measure.energy import EnergyMeter
 from runner.measure.generation import CallResult, eos_token_ids, timed_generate
@@ -653,7 +654,26 @@ def _measured_loop(
     call: Call,
     meter: EnergyMeter,
     progress: _Progress,
-    device: torch.device,
+    device: torch.device | None,
+    guard: stop.StopGuard,
+) -> None:
+    """The measured passes, and the CPU time the run's process tree spent in them (also
+    when a stop cuts them short)."""
+    before = tree_cpu_seconds()
+    try:
+        _passes(cfg, workload, call, meter, progress, device, guard)
+    finally:
+        spent = tree_cpu_seconds() - before
+        progress.metrics = dataclasses.replace(progress.metrics, measured_cpu_seconds=spent)
+
+
+def _passes(
+    cfg: RunConfig,
+    workload: Workload,
+    call: Call,
+    meter: EnergyMeter,
+    progress: _Progress,
+    device: torch.device | None,
     guard: stop.StopGuard,
 ) -> None:
     """Repeat passes until min_repeats and min_seconds are met, or max_seconds passes.

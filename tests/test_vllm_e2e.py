@@ -167,7 +167,10 @@ def test_a_sweep_over_engines_compares_their_outputs(tmp_path):
     result = json.loads(next(sweep.glob("*engine=vllm*/result.json")).read_text())
     assert result["applied"]["engine"]["enforce_eager"] is True
     assert result["metrics"]["memory"]["peak_source"].startswith("process-tree")
-    assert result["metrics"]["latency"]["ttft_seconds"]["n"] == 4
+    # The engine's processes do the work: the tree's CPU time is most of the measured time.
+    metrics = result["metrics"]
+    assert metrics["measured_cpu_seconds"] > 0.5 * metrics["measured_seconds"]
+    assert result["metrics"]["ttft_seconds"]["n"] == 4
     report = (sweep / "report.md").read_text()
     assert "engine" in report and "vllm" in report
 

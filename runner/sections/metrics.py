@@ -128,6 +128,8 @@ class Metrics(Section):
     ``phase_seconds``: wall seconds spent in each phase, until the result file's own write.
     ``warmup_cv``, ``warmup_converged``: with ``measure.warmup_until_cv``, the CV of the
     last warmup calls when warmup ended, and whether it met the rule (None without it).
+    ``measured_cpu_seconds``: CPU seconds (user + system) the run's process tree used over
+    the measured passes: the runner's process and, under vLLM, its engine and workers.
     """
 
     latency: Latency | None = field(default=None, metadata=INLINE)
@@ -144,3 +146,4 @@ class Metrics(Section):
     startup_seconds: float | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
     cooldown: Cooldown | None = None
+    measured_cpu_seconds: float | None = None
