@@ -177,20 +177,12 @@ class VllmSession:
 
 def vllm_scorer(session: VllmSession) -> Callable[..., Any]:
     """A perplexity scorer (runner.quality.perplexity.Scorer) over prompt log-probabilities."""
-    from runner.quality.perplexity import Scores
+    from runner.quality.perplexity import score_windows
 
     def run(tokens: Any, windows: Sequence[tuple[int, int]], batch_size: int, check: Any) -> Any:
-        nll: list[float] = []
-        window_of: list[int] = []
-        kind_of: list[str] = []
-        for first in range(0, len(windows), batch_size):
-            check()
-            group = windows[first : first + batch_size]
-            scored = session.prompt_nll([tokens.ids[s:e] for s, e in group])
-            for row, ((s, e), values) in enumerate(zip(group, scored, strict=True)):
-                nll += values
-                window_of += [first + row] * (e - s - 1)
-                kind_of += tokens.kinds[s + 1 : e]
-        return Scores(tuple(nll), tuple(window_of), tuple(kind_of))
+        def group_nll(group: Sequence[tuple[int, int]]) -> list[list[float]]:
+            return session.prompt_nll([tokens.ids[s:e] for s, e in group])
+
+        return score_windows(tokens, windows, batch_size, group_nll, check)
 
     return run

@@ -110,6 +110,32 @@ FORWARD_METHOD = (
 Scorer = Callable[[TokenizedText, Sequence[tuple[int, int]], int, Callable[[], None]], "Scores"]
 
 
+# The windows of one submission -> per window, the NLL of each of its tokens but the first.
+GroupNll = Callable[[Sequence[tuple[int, int]]], list[list[float]]]
+
+
+def score_windows(
+    text: TokenizedText,
+    windows: Sequence[tuple[int, int]],
+    batch_size: int,
+    group_nll: GroupNll,
+    check: Callable[[], None] = lambda: None,
+) -> Scores:
+    """NLL of every scored token, ``batch_size`` windows per ``group_nll`` call; ``check``
+    runs between calls (a stop signal raises there)."""
+    nll: list[float] = []
+    window_of: list[int] = []
+    kind_of: list[str] = []
+    for first in range(0, len(windows), batch_size):
+        check()
+        group = windows[first : first + batch_size]
+        for row, ((s, e), values) in enumerate(zip(group, group_nll(group), strict=True)):
+            nll += values
+            window_of += [first + row] * (e - s - 1)
+            kind_of += text.kinds[s + 1 : e]
+    return Scores(tuple(nll), tuple(window_of), tuple(kind_of))
+
+
 def score(
     forward: Callable[[Any, Any], Any],
     text: TokenizedText,
@@ -120,17 +146,12 @@ def score(
     pad_id: int = 0,
     check: Callable[[], None] = lambda: None,
 ) -> Scores:
-    """NLL of every scored token. ``forward(input_ids, attention_mask)`` returns the logits
-    ``[batch, tokens, vocab]``; ``check`` runs between batches (a stop signal raises there)."""
+    """NLL of every scored token from a forward pass: ``forward(input_ids, attention_mask)``
+    returns the logits ``[batch, tokens, vocab]`` (short windows right-padded and masked)."""
     import torch
     import torch.nn.functional as F
 
-    nll: list[float] = []
-    window_of: list[int] = []
-    kind_of: list[str] = []
-    for first in range(0, len(windows), batch_size):
-        check()
-        group = windows[first : first + batch_size]
+    def group_nll(group: Sequence[tuple[int, int]]) -> list[list[float]]:
         width = max(e - s for s, e in group)
         ids = torch.full((len(group), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
@@ -144,11 +165,9 @@ def score(
             losses = F.cross_entropy(
                 logits[:, :-1].float().transpose(1, 2), targets, reduction="none"
             ).cpu()
-        for row, (s, e) in enumerate(group):
-            nll += losses[row, : e - s - 1].tolist()
-            window_of += [first + row] * (e - s - 1)
-            kind_of += text.kinds[s + 1 : e]
-    return Scores(tuple(nll), tuple(window_of), tuple(kind_of))
+        return [losses[row, : e - s - 1].tolist() for row, (s, e) in enumerate(group)]
+
+    return score_windows(text, windows, batch_size, group_nll, check)
 
 
 def perplexity(scores: Scores) -> Perplexity:
