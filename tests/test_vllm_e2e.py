@@ -39,8 +39,15 @@ KNOBS = [
     "engine.kv_cache_dtype=auto",
     "engine.kv_cache_memory_gib=0.5",
     "engine.tensor_parallel_size=1",
+    "decoding=sample",
+    "decoding.temperature=0.8",
+    "decoding.top_k=20",
+    "decoding.top_p=0.9",
+    "decoding.min_p=0.05",
+    "decoding.repetition_penalty=1.1",
     "decoding.max_new_tokens=6",
     "decoding.seed=7",
+    "loading.trust_remote_code=true",
 ]
 # A run through the CLI: small, no energy, quality on a few windows.
 QUICK = [
@@ -89,7 +96,19 @@ def test_every_engine_knob_reaches_vllm(engine):
     assert got["enable_chunked_prefill"] is True and got["tensor_parallel_size"] == 1
     assert got["kv_cache_memory_bytes"] == 2**29 and got["dtype"] == "float32"
     assert got["enforce_eager"] is True and got["compilation_mode"] == "NONE"
-    assert got["seed"] == 7 and applied["sampling"]["seed"] == 7
+    assert got["seed"] == 7 and got["trust_remote_code"] is True
+    assert got["model"] == llm["model"]
+    assert applied["sampling"] == {
+        "max_tokens": 6,
+        "min_tokens": 0,
+        "temperature": 0.8,
+        "top_k": 20,
+        "top_p": 0.9,
+        "min_p": 0.05,
+        "repetition_penalty": 1.1,
+        "ignore_eos": True,
+        "seed": 7,
+    }
     # The KV cache vLLM built is no larger than the bytes asked for.
     assert 0 < got["num_blocks"] * got["block_size"] == got["kv_cache_tokens"]
     assert len(pids) >= 1  # the engine core (and its worker) run apart from this process
@@ -105,7 +124,8 @@ def test_streamed_requests_get_their_own_token_times(engine):
         assert len(times) == 6 and times == tuple(sorted(times)) and times[0] > 0
         assert timing.total_seconds >= times[-1]
     assert res.timing.total_seconds >= max(t.total_seconds for t in res.request_timings)
-    # The same greedy prompt twice gives the same tokens (no state kept between calls).
+    # Seeded sampling: the same prompt twice gives the same tokens (no state kept between
+    # calls).
     assert session.call(prompts[:1]).output_ids[0] == res.output_ids[0]
 
 
@@ -127,7 +147,45 @@ def test_prompt_logprobs_score_like_the_transformers_forward(engine, smollm2_pat
 def test_closing_the_engine_leaves_no_process(engine):
     session, *_, pids = engine
     session.close()
-    assert pids and not [p for p in pids if psutil.pid_exists(p)]
+    assert pids and not [p for p in pids if _alive(p)]
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping; a zombie has ended (its parent has not reaped it yet)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_prompt_lookup_is_vllms_ngram_speculation(smollm2_path):
+    from runner.preflight import compose_typed
+
+    cfg = compose_typed(
+        [
+            "engine=vllm",
+            "decoding=prompt-lookup",
+            "decoding.prompt_lookup_num_tokens=4",
+            "decoding.max_new_tokens=24",
+            "engine.kv_cache_memory_gib=0.5",
+        ]
+    )
+    llm = vllm_args.llm_kwargs(cfg, smollm2_path, cuda=False, checkpoint_dtype="float32")
+    session = VllmSession(llm, vllm_args.sampling_kwargs(cfg))
+    try:
+        session.load()
+        got = session.read_back()["engine"]
+        assert engine_mismatches(llm, got) == []
+        assert (got["speculative_method"], got["num_speculative_tokens"]) == ("ngram", 4)
+        # A prompt that repeats itself: drafts from it are accepted, several tokens a step.
+        res = session.call([[4093, 314, 253, 2063, 30] * 8])
+    finally:
+        session.close()
+    (timing,) = res.request_timings
+    assert res.output_tokens == (24,)
+    times = timing.token_times_seconds
+    assert len(times) == 24 and len(set(times)) < 24  # some step streamed several tokens
+    assert timing.intervals_seconds(24).count(0.0) >= 1
 
 
 def _runner(args: list[str], **kw) -> subprocess.CompletedProcess:

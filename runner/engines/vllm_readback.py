@@ -33,6 +33,8 @@ def read_back_engine(vllm_config: Any) -> dict[str, Any]:
         "quantization": mc.quantization,
         "max_model_len": mc.max_model_len,
         "seed": getattr(mc, "seed", None),
+        "trust_remote_code": getattr(mc, "trust_remote_code", None),
+        "revision": getattr(mc, "revision", None),
         "enforce_eager": mc.enforce_eager,
         "compilation_mode": _name(comp.mode),
         "cudagraph_mode": _name(getattr(comp, "cudagraph_mode", None)),
@@ -82,6 +84,8 @@ SAME_NAME = (
     "tensor_parallel_size",
     "enforce_eager",
     "seed",
+    "trust_remote_code",
+    "revision",
 )
 
 
