@@ -25,6 +25,7 @@ from runner import forkserver, stop
 from runner.config import register_configs
 from runner.config.schema import Isolation
 from runner.job import JobOutcome, record_stop_before_the_run, recorded_status
+from runner.logs import RUN_LOG
 from runner.preflight import CONF_DIR
 from runner.results import Status
 from runner.stop import StopRequested
@@ -72,7 +73,7 @@ def task(dcfg: DictConfig) -> Any:
     try:
         cfg = OmegaConf.to_object(dcfg)
         isolation = _isolation_for(str(hc.launcher.get("_target_", "")), cfg.measure.isolation)
-        log_file = run_dir / "run.log"
+        log_file = run_dir / RUN_LOG
         outcome = execute(
             cfg, run_dir, overrides, isolation=isolation, log_file=log_file, sweep_dir=sweep_dir
         )

@@ -29,6 +29,7 @@ from typing import Any
 from runner import forkserver, stop
 from runner.config.resolved import config_dict, config_hash
 from runner.config.schema import Isolation, RunConfig
+from runner.logs import RUN_LOG
 from runner.results import (
     RESULT_FILE,
     Phase,
@@ -329,7 +330,7 @@ def execute(
                     run_dir,
                     overrides,
                     chash,
-                    log_file or run_dir / "run.log",
+                    log_file or run_dir / RUN_LOG,
                     isolation=isolation,
                     sweep_dir=sweep_dir,
                 )

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
+RUN_LOG = "run.log"  # each run's log, in its directory
 
 
 def setup_child_logging(log_file: Path, level: int = logging.INFO) -> None:

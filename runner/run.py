@@ -22,6 +22,7 @@ from runner.config.resolved import config_dict
 from runner.config.schema import DecodingMode, EngineKind, RunConfig
 from runner.config.validate import Facts, validate
 from runner.engines.processes import tree_cpu_seconds
+from runner.logs import RUN_LOG
 from runner.measure.cooldown import MachineReader, cool_down
 from runner.measure.energy import EnergyMeter
 from runner.measure.generation import CallResult, eos_token_ids, timed_generate
@@ -409,8 +410,12 @@ def _measure_vllm(
     result.requested = {"engine": "vllm", "llm": llm_kwargs, "sampling": sampling_kwargs}
     session = VllmSession(llm_kwargs, sampling_kwargs)
     try:
-        progress.display.step("starting vLLM (engine and worker processes, weights, KV cache)")
-        session.load()
+        progress.display.step(
+            "starting vLLM (engine and worker processes, weights, KV cache); their own "
+            "output goes to %s",
+            run_dir / RUN_LOG,
+        )
+        session.load(run_dir / RUN_LOG)
         tokenizer = load_tokenizer(path, load_kwargs)
         progress.metrics = dataclasses.replace(
             progress.metrics,
@@ -480,7 +485,7 @@ def _measure_vllm(
         # Not live while vLLM shuts down: a second signal must not cut its processes loose.
         was_live = guard.set_live(False)
         try:
-            ended = session.close()
+            ended = session.close(run_dir / RUN_LOG)
         finally:
             guard.set_live(was_live)
         if ended:

@@ -248,7 +248,7 @@ def test_leftover_engine_processes_are_ended(tmp_path):
     try:
         time.sleep(0.3)  # the child has ignored SIGTERM by now
         assert child.pid in processes.descendants()
-        ended = processes.end_tree([child.pid], grace_seconds=0.5)
+        ended = processes.end_tree([child.pid], grace_seconds=0.5, settle_seconds=0.2)
         assert ended == [child.pid]
         import psutil
 
@@ -256,6 +256,16 @@ def test_leftover_engine_processes_are_ended(tmp_path):
         assert processes.end_tree([child.pid]) == []
     finally:
         child.kill()
+
+
+def test_a_process_that_exits_on_its_own_is_not_reported_as_left_over():
+    # As vLLM's engine core right after vLLM's shutdown killed it: still there, exiting.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    try:
+        assert processes.end_tree([child.pid], settle_seconds=10) == []
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_tree_peak_counts_the_memory_of_child_processes():
@@ -292,3 +302,17 @@ def test_tree_cpu_time_counts_the_children():
     finally:
         child.kill()
         child.wait()
+
+
+def test_engine_processes_write_their_output_to_the_run_log(tmp_path, capfd):
+    log = tmp_path / "run.log"
+    log.write_text("the runner's own line\n")
+    with processes.stdio_to(log):
+        subprocess.run(
+            [sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)"],
+            check=True,
+        )
+    print("back on the terminal")
+    assert log.read_text().splitlines() == ["the runner's own line", "out", "err"]
+    captured = capfd.readouterr()
+    assert "back on the terminal" in captured.out and "out" not in captured.err

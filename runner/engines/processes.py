@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,38 @@ def tree(pid: int | None = None) -> list[int]:
     """``pid`` and its descendants."""
     own = pid or os.getpid()
     return [own, *descendants(own)]
+
+
+@contextlib.contextmanager
+def stdio_to(path: Path) -> Iterator[None]:
+    """Processes started inside the block write their stdout and stderr to ``path``
+    (appended): vLLM's engine and workers print their warnings and progress bars straight
+    to the inherited descriptors, which would otherwise fill the terminal. This process's
+    own descriptors are restored when the block ends."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _running(proc: Any) -> bool:
+    """Alive and not a zombie (a zombie has ended; its parent has not reaped it yet)."""
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def tree_cpu_seconds() -> float:
@@ -111,9 +145,11 @@ def tree_peak_rss() -> Iterator[dict[str, int | str | None]]:
         )
 
 
-def end_tree(pids: list[int], grace_seconds: float = 5.0) -> list[int]:
-    """Terminate what is left of ``pids``, kill what survives ``grace_seconds``; return the
-    pids that had to be ended (none when vLLM's own shutdown ended them all)."""
+def end_tree(pids: list[int], grace_seconds: float = 5.0, settle_seconds: float = 2.0) -> list[int]:
+    """End what is left of ``pids``: give them ``settle_seconds`` to exit on their own (a
+    process killed by vLLM's shutdown a moment ago is still dying), then terminate them and
+    kill what survives ``grace_seconds``. Returns the pids that had to be ended (none when
+    vLLM's own shutdown ended them all)."""
     import psutil
 
     alive = []
@@ -122,6 +158,9 @@ def end_tree(pids: list[int], grace_seconds: float = 5.0) -> list[int]:
             proc = psutil.Process(pid)
             if proc.status() != psutil.STATUS_ZOMBIE:
                 alive.append(proc)
+    if alive:
+        _, alive = psutil.wait_procs(alive, timeout=settle_seconds)
+        alive = [p for p in alive if _running(p)]
     if not alive:
         return []
     for proc in alive:

@@ -10,12 +10,14 @@ inter-token and end-to-end latency come per request, from the stream. Offline
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from runner.engines import processes
@@ -37,7 +39,9 @@ class EngineMissingError(RuntimeError):
 
 def _import_vllm() -> Any:
     # vLLM's INFO lines (dozens per start) would bury the runner's own; its warnings stay.
+    # The variable reaches its processes; the logger level its import-time lines here.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("vllm").setLevel(os.environ["VLLM_LOGGING_LEVEL"])
     try:
         import vllm
     except ImportError as exc:
@@ -108,9 +112,14 @@ class VllmSession:
         self.sampling = vllm.SamplingParams(**sampling_kwargs, output_kind=RequestOutputKind.DELTA)
         self._vllm = vllm
 
-    def load(self) -> None:
-        """Start the engine (its processes, the weights, the KV cache, compilation)."""
-        self.llm = self._vllm.LLM(**self.llm_kwargs)
+    def load(self, log_path: Path | None = None) -> None:
+        """Start the engine (its processes, the weights, the KV cache, compilation); with
+        ``log_path``, its processes write their own output there, not to the terminal."""
+        if log_path is None:
+            self.llm = self._vllm.LLM(**self.llm_kwargs)
+            return
+        with processes.stdio_to(log_path):
+            self.llm = self._vllm.LLM(**self.llm_kwargs)
 
     def engine_pids(self) -> list[int]:
         """The processes vLLM started (engine core, workers)."""
@@ -164,13 +173,15 @@ class VllmSession:
             nll.append([-logprobs[i][tok].logprob for i, tok in enumerate(window) if i > 0])
         return nll
 
-    def close(self) -> list[int]:
-        """vLLM's own shutdown, then end what is left; returns the pids that had to be ended."""
+    def close(self, log_path: Path | None = None) -> list[int]:
+        """vLLM's own shutdown (its messages to ``log_path`` where given), then end what is
+        left; returns the pids that had to be ended."""
         if self.llm is not None:
-            try:
-                self.llm.llm_engine.engine_core.shutdown()
-            except Exception as exc:  # already dead (a Ctrl-C reached it too): end it below
-                log.info("vLLM shutdown: %s: %s", type(exc).__name__, exc)
+            with processes.stdio_to(log_path) if log_path else contextlib.nullcontext():
+                try:
+                    self.llm.llm_engine.engine_core.shutdown()
+                except Exception as exc:  # already dead (a Ctrl-C reached it too): ended below
+                    log.info("vLLM shutdown: %s: %s", type(exc).__name__, exc)
             self.llm = None
         return processes.end_tree(self.engine_pids())
 

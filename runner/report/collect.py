@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from runner.config.overrides import Setting, parse_lenient
+from runner.logs import RUN_LOG
 from runner.report import quality
 from runner.report.metrics import UNRESOLVED, unresolved_text
 from runner.report.variation import Variation
@@ -196,7 +197,7 @@ def _hydra_overrides(run_dir: Path) -> list[str]:
 
 def _last_log_line(run_dir: Path, limit: int = 200) -> str | None:
     try:
-        with (run_dir / "run.log").open("rb") as fh:
+        with (run_dir / RUN_LOG).open("rb") as fh:
             fh.seek(0, os.SEEK_END)
             fh.seek(max(0, fh.tell() - 8192))
             lines = fh.read().decode("utf-8", "replace").splitlines()
