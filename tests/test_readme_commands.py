@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.readme_commands import (
+    MEASURED_SKIPS,
     PLACEHOLDERS,
     SKIPS,
     Command,
@@ -128,7 +129,7 @@ def test_every_fenced_command_is_run_or_skipped_with_a_reason():
     """The list the slow test works through: nothing unaccounted for."""
     skipped = [p for p in PLANS if p.skip]
     ran = [p for p in PLANS if not p.skip]
-    assert {p.skip for p in skipped} <= {reason for _, reason in SKIPS}
+    assert {p.skip for p in skipped} <= {reason for _, reason in [*SKIPS, *MEASURED_SKIPS]}
     assert len(ran) >= 15 and any(p.command.expect_exit == 2 for p in ran)
     assert len(SWEEPS) == max(PLACEHOLDERS.values())
     # A placeholder the table does not know would reach bash as printed.
@@ -183,3 +184,10 @@ def test_commands_are_read_as_the_text_shows(tmp_path):
 def test_substitutions(text, expect):
     planned = plan(Command(text, "README.md:1"))
     assert (planned.text, planned.tiny, planned.skip) == expect
+
+
+def test_vllm_runs_are_skipped_but_their_refusals_run():
+    run = plan(Command("python -m runner engine=vllm", "docs/engines.md:1"))
+    assert run.skip == MEASURED_SKIPS[0][1]
+    refusal = plan(Command("python -m runner engine=vllm quant=nf4", "docs/engines.md:2", 2))
+    assert refusal.skip is None and not refusal.tiny
