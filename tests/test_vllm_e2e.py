@@ -228,7 +228,7 @@ def test_a_sweep_over_engines_compares_their_outputs(tmp_path):
     # The engine's processes do the work: the tree's CPU time is most of the measured time.
     metrics = result["metrics"]
     assert metrics["measured_cpu_seconds"] > 0.5 * metrics["measured_seconds"]
-    assert result["metrics"]["ttft_seconds"]["n"] == 4
+    assert result["metrics"]["ttft_seconds"]["count"] == 4
     report = (sweep / "report.md").read_text()
     assert "engine" in report and "vllm" in report
 
