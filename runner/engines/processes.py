@@ -101,24 +101,6 @@ def tree_cpu_seconds() -> float:
     return total
 
 
-def _status_kib(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _reset_peak(pid: int) -> bool:
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def tree_peak_rss() -> Iterator[dict[str, int | str | None]]:
     """Over the ``with`` block: the sum of each process's peak RSS in the tree, in bytes.
@@ -128,15 +110,17 @@ def tree_peak_rss() -> Iterator[dict[str, int | str | None]]:
     peak from above; on CPU vLLM's KV cache and weights live in the worker, so the worker's
     peak dominates it.
     """
+    from runner.measure.memory import read_hwm_bytes, reset_hwm
+
     pids = tree()
-    window = all(_reset_peak(pid) for pid in pids)
+    window = all(reset_hwm(pid) for pid in pids)
     box: dict[str, int | str | None] = {"bytes": None, "processes": len(pids), "source": None}
     try:
         yield box
     finally:
-        peaks = [_status_kib(pid, "VmHWM") for pid in tree()]
-        known = [kib for kib in peaks if kib is not None]
-        box["bytes"] = sum(known) * 1024 if known else None
+        peaks = [read_hwm_bytes(pid) for pid in tree()]
+        known = [peak for peak in peaks if peak is not None]
+        box["bytes"] = sum(known) if known else None
         box["processes"] = len(known)
         box["source"] = (
             "process-tree-peak-rss (sum over processes)"

@@ -115,10 +115,7 @@ class VllmSession:
     def load(self, log_path: Path | None = None) -> None:
         """Start the engine (its processes, the weights, the KV cache, compilation); with
         ``log_path``, its processes write their own output there, not to the terminal."""
-        if log_path is None:
-            self.llm = self._vllm.LLM(**self.llm_kwargs)
-            return
-        with processes.stdio_to(log_path):
+        with processes.stdio_to(log_path) if log_path else contextlib.nullcontext():
             self.llm = self._vllm.LLM(**self.llm_kwargs)
 
     def engine_pids(self) -> list[int]:
@@ -136,6 +133,8 @@ class VllmSession:
         ids = []
         for prompt in prompts:
             rid = f"r{next(self._counter)}"
+            # Rendered as LLM.generate renders a prompt; its own _add_request would make
+            # the request FINAL_ONLY (no stream).
             rendered = self.llm._preprocess_cmpl_one({"prompt_token_ids": list(prompt)}, None)
             engine.add_request(rid, rendered, params)
             ids.append(rid)
@@ -157,7 +156,10 @@ class VllmSession:
                     completion = out.outputs[0]
                     stream.add(out.request_id, completion.token_ids, now, out.finished)
         except BaseException:
-            engine.abort_request(order)  # a stop mid-call: nothing left queued in the engine
+            # A stop mid-call: nothing left queued in the engine (unless it is gone already,
+            # and then the stop, not the abort's error, is what happened).
+            with contextlib.suppress(Exception):
+                engine.abort_request(order)
             raise
         return call_result(order, stream, clock() - start)
 

@@ -18,19 +18,21 @@ import torch
 from runner.sections.metrics import Memory
 
 
-def _read_hwm_bytes() -> int | None:
+def read_hwm_bytes(pid: int | str = "self") -> int | None:
+    """The RSS high-water mark of process ``pid`` (Linux ``VmHWM``), None where unreadable."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         return None
     return None
 
 
-def _reset_hwm() -> bool:
+def reset_hwm(pid: int | str = "self") -> bool:
+    """Reset the RSS high-water mark of process ``pid``; False where Linux refuses."""
     try:
-        Path("/proc/self/clear_refs").write_text("5")
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
     except OSError:
         return False
     return True
@@ -53,7 +55,7 @@ def track_memory(device: torch.device | None) -> Iterator[_Box]:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        reset_ok = _reset_hwm()
+        reset_ok = reset_hwm()
     try:
         yield box
     finally:
@@ -65,10 +67,10 @@ def track_memory(device: torch.device | None) -> Iterator[_Box]:
                 peak_source="cuda-max-allocated",
                 peak_allocated_bytes=allocated,
                 peak_reserved_bytes=torch.cuda.max_memory_reserved(device),
-                peak_rss_bytes=_read_hwm_bytes(),
+                peak_rss_bytes=read_hwm_bytes(),
             )
         else:
-            hwm = _read_hwm_bytes() if reset_ok else None
+            hwm = read_hwm_bytes() if reset_ok else None
             if hwm is None:
                 # ru_maxrss is in KiB on Linux and covers the whole process lifetime.
                 hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
