@@ -393,6 +393,10 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
             check_repeats(cfg, settings, multirun, sweep.is_search)
         if facts is not None:
             check_inputs(cfg)
+            try:
+                check_vllm_kv_cache(cfg, cuda=bool(facts.cuda_available))
+            except ConfigError as exc:
+                raise UserError(str(exc)) from exc
     if facts is not None:
         check_output_dir(settings, multirun)
     if multirun:
@@ -482,6 +486,35 @@ def check_inputs(cfg: RunConfig) -> None:
         check_quality(cfg.quality)
     except QualityInputError as exc:
         raise UserError(str(exc)) from exc
+
+
+def check_vllm_kv_cache(cfg: RunConfig, *, cuda: bool) -> None:
+    """``engine=vllm`` on a model whose config is on disk already: its KV cache fits."""
+    import json
+
+    from runner.config.schema import EngineKind, ModelSource
+    from runner.engines.vllm_args import check_kv_cache_fits
+    from runner.models.cache import cache_root, is_complete
+    from runner.models.load import local_model_dir
+
+    if cfg.engine.kind is not EngineKind.vllm:
+        return
+    if cfg.model.source is ModelSource.local:
+        found = local_model_dir(cfg.model.path)
+    elif cfg.model.source is ModelSource.smollm2:
+        from runner.models.smollm2 import SMOLLM2_NAME
+
+        found = cache_root(cfg.cache_dir) / SMOLLM2_NAME
+        if not is_complete(found):
+            return
+    else:
+        return
+    try:
+        config = json.loads((found / "config.json").read_text())
+    except ValueError:
+        return
+    if isinstance(config, dict):
+        check_kv_cache_fits(cfg, config, cuda=cuda)
 
 
 def check_output_dir(settings: list[Setting], multirun: bool) -> None:

@@ -316,3 +316,54 @@ def test_engine_processes_write_their_output_to_the_run_log(tmp_path, capfd):
     assert log.read_text().splitlines() == ["the runner's own line", "out", "err"]
     captured = capfd.readouterr()
     assert "back on the terminal" in captured.out and "out" not in captured.err
+
+
+# SmolLM2-135M's config: 30 layers, 3 KV heads of 64 dims, float32, 8192 positions. By hand:
+# 2 (K and V) x 30 x 3 x 64 x 4 bytes = 46,080 bytes a token, x 8192 = 0.352 GiB, as vLLM
+# itself said when 0.25 GiB were given ("0.35 GiB KV cache is needed").
+SMOLLM2_CONFIG = {
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "hidden_size": 576,
+    "max_position_embeddings": 8192,
+    "dtype": "float32",
+}
+
+
+def test_a_kv_cache_too_small_for_the_context_is_refused_before_loading(compose):
+    assert vllm_args.kv_bytes_per_token(SMOLLM2_CONFIG, 4) == 46080
+    small = compose([*VLLM, "engine.kv_cache_memory_gib=0.25"])
+    with pytest.raises(ConfigError) as err:
+        vllm_args.check_kv_cache_fits(small, SMOLLM2_CONFIG, cuda=False)
+    assert str(err.value) == (
+        "engine.kv_cache_memory_gib=0.25: too small: vLLM needs room for one request at the "
+        "model's context of 8192 tokens, 0.35 GiB at 46080 bytes per token; set it to at "
+        "least 0.35"
+    )
+    # What changes the need: an fp8 cache (1 byte), a 16-bit model, a larger cache.
+    fp8 = compose([*VLLM, "engine.kv_cache_memory_gib=0.25", "engine.kv_cache_dtype=fp8"])
+    vllm_args.check_kv_cache_fits(fp8, SMOLLM2_CONFIG, cuda=False)
+    half = compose([*VLLM, "engine.kv_cache_memory_gib=0.25", "loading.dtype=bfloat16"])
+    vllm_args.check_kv_cache_fits(half, SMOLLM2_CONFIG, cuda=False)
+    vllm_args.check_kv_cache_fits(compose(VLLM), SMOLLM2_CONFIG, cuda=False)  # 1 GiB default
+    # The CPU default against a long context; on a GPU unset is vLLM's own sizing.
+    long = {**SMOLLM2_CONFIG, "max_position_embeddings": 32768}
+    with pytest.raises(ConfigError, match=r"is unset: too small \(unset: 1 GiB on a CPU\)"):
+        vllm_args.check_kv_cache_fits(compose(VLLM), long, cuda=False)
+    vllm_args.check_kv_cache_fits(compose(VLLM), long, cuda=True)
+    # A config that does not say its heads: nothing to check.
+    vllm_args.check_kv_cache_fits(small, {"max_position_embeddings": 8192}, cuda=False)
+
+
+def test_preflight_refuses_the_kv_cache_of_a_local_model(tmp_path):
+    import json
+
+    from runner.preflight import UserError, check_command
+
+    (tmp_path / "config.json").write_text(json.dumps(SMOLLM2_CONFIG))
+    argv = ["engine=vllm", "model=local", f"model.path={tmp_path}", "energy=off"]
+    with pytest.raises(UserError, match="engine.kv_cache_memory_gib=0.25: too small"):
+        check_command([*argv, "engine.kv_cache_memory_gib=0.25"], Facts(cuda_available=False))
+    assert check_command([*argv, "engine.kv_cache_memory_gib=0.5"], Facts(cuda_available=False))

@@ -7,9 +7,11 @@ checked against what vLLM resolved (:mod:`runner.engines.vllm_readback`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from runner.config.schema import DecodingMode, DType, OutputLength, RunConfig
+from runner.config.validate import ConfigError
 
 GIB = 2**30
 # Unset on a CPU: vLLM's own default takes most of the RAM for the KV cache and zeroes it
@@ -102,3 +104,56 @@ def sampling_kwargs(cfg: RunConfig) -> dict[str, Any]:
     else:  # greedy, and prompt lookup's verification
         kw["temperature"] = 0.0
     return kw
+
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def kv_bytes_per_token(model_config: Mapping[str, Any], kv_dtype_bytes: int) -> int | None:
+    """Bytes of KV cache one token takes: keys and values of every layer's KV heads, as
+    vLLM sizes a full-attention cache; None where the config does not say."""
+    layers = model_config.get("num_hidden_layers")
+    heads = model_config.get("num_attention_heads")
+    kv_heads = model_config.get("num_key_value_heads") or heads
+    head_dim = model_config.get("head_dim") or (
+        model_config["hidden_size"] // heads if heads and model_config.get("hidden_size") else None
+    )
+    if not (layers and kv_heads and head_dim):
+        return None
+    return 2 * layers * kv_heads * head_dim * kv_dtype_bytes
+
+
+def check_kv_cache_fits(cfg: RunConfig, model_config: Mapping[str, Any], *, cuda: bool) -> None:
+    """Before anything runs: the KV cache holds one request at the model's full context, as
+    vLLM requires at start (else it fails after loading, its reason only in run.log).
+    Skipped where the size is vLLM's own (a GPU without kv_cache_memory_gib) or the config
+    does not tell."""
+    from runner.models.context import max_positions
+
+    gib = cfg.engine.kv_cache_memory_gib
+    if gib is None and cuda:
+        return
+    kv_dtype = cfg.engine.kv_cache_dtype
+    if kv_dtype is not None and kv_dtype.value.startswith("fp8"):
+        width = 1
+    elif kv_dtype is not None and kv_dtype.value == "bfloat16":
+        width = 2
+    else:  # auto: the model's dtype
+        chosen = cfg.loading.dtype
+        name = chosen.value if chosen not in (None, DType.auto) else model_config.get("dtype")
+        width = DTYPE_BYTES.get(str(name or model_config.get("torch_dtype")), 0)
+    per_token = kv_bytes_per_token(model_config, width) if width else None
+    context = max_positions(model_config)
+    if per_token is None or context is None:
+        return
+    need = per_token * context / GIB
+    have = gib if gib is not None else CPU_KV_CACHE_GIB
+    if have < need:
+        default = "" if gib is not None else f" (unset: {CPU_KV_CACHE_GIB:g} GiB on a CPU)"
+        raise ConfigError(
+            "engine.kv_cache_memory_gib",
+            gib,
+            f"too small{default}: vLLM needs room for one request at the model's context of "
+            f"{context} tokens, {need:.2f} GiB at {per_token} bytes per token; set it to at "
+            f"least {need:.2f}",
+        )
