@@ -32,6 +32,19 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den else None
 
 
+def paired_rounds(runs: dict[str, list[dict]], label: str) -> tuple[int, list[float | None]]:
+    """The output tokens each path generated per round (they must agree: the same work) and
+    the per-round ratios runner/bare of output tokens/s."""
+    tokens = {r["tokens"] for r in runs["runner"] + runs["bare"]}
+    if len(tokens) != 1:
+        raise RuntimeError(f"{label}: the paths generated different token counts {tokens}")
+    ratios = [
+        ratio(a["tokens_per_second"], b["tokens_per_second"])
+        for a, b in zip(runs["runner"], runs["bare"], strict=True)
+    ]
+    return tokens.pop(), ratios
+
+
 def rounded(values: Sequence[float | None], digits: int = 3) -> list[float | None]:
     return [None if v is None else round(v, digits) for v in values]
 

@@ -20,8 +20,8 @@ from bench.common import (
     compose,
     load,
     median,
+    paired_rounds,
     progress,
-    ratio,
     rounded,
     runner_call,
     runner_figures,
@@ -87,13 +87,7 @@ def _case(name: str, overrides: list[str], passes: int, rounds: int) -> dict[str
         runner, bare = _round(m, passes, i % 2 == 1)
         runs["runner"].append(runner)
         runs["bare"].append(bare)
-    tokens = {r["tokens"] for r in runs["runner"] + runs["bare"]}
-    if len(tokens) != 1:
-        raise RuntimeError(f"overhead/{name}: the paths generated different token counts {tokens}")
-    ratios = [
-        ratio(a["tokens_per_second"], b["tokens_per_second"])
-        for a, b in zip(runs["runner"], runs["bare"], strict=True)
-    ]
+    tokens, ratios = paired_rounds(runs, f"overhead/{name}")
     # Expected ratio from the per-step cost alone: bare time / (bare time + steps x cost).
     step_s = step_cost_seconds(m.batches[0].input_ids.shape[0], m.model.config.vocab_size)
     steps = passes * len(m.batches) * m.gen_kwargs["max_new_tokens"]
@@ -104,7 +98,7 @@ def _case(name: str, overrides: list[str], passes: int, rounds: int) -> dict[str
         "expected_ratio_from_step_cost": bare_s / (bare_s + steps * step_s),
         "overrides": BASE + overrides,
         "passes_per_round": passes,
-        "output_tokens_per_path_and_round": tokens.pop(),
+        "output_tokens_per_path_and_round": tokens,
         "runner_tps": rounded([r["tokens_per_second"] for r in runs["runner"]], 2),
         "bare_tps": rounded([r["tokens_per_second"] for r in runs["bare"]], 2),
         "runner_decode_tps": rounded([r["decode_tokens_per_second"] for r in runs["runner"]], 2),

@@ -17,8 +17,8 @@ from bench.common import (
     check,
     compose,
     median,
+    paired_rounds,
     progress,
-    ratio,
     rounded,
     runner_figures,
     section,
@@ -111,16 +111,10 @@ def run(quick: bool) -> dict[str, Any]:
             runs["bare"].append(b)
     finally:
         session.close()
-    tokens = {r["tokens"] for r in runs["runner"] + runs["bare"]}
-    if len(tokens) != 1:
-        raise RuntimeError(f"vllm: the paths generated different token counts {tokens}")
-    ratios = [
-        ratio(a["tokens_per_second"], b["tokens_per_second"])
-        for a, b in zip(runs["runner"], runs["bare"], strict=True)
-    ]
+    tokens, ratios = paired_rounds(runs, "vllm")
     data = {
         "overrides": OVERRIDES,
-        "output_tokens_per_path_and_round": tokens.pop(),
+        "output_tokens_per_path_and_round": tokens,
         "runner_tps": rounded([r["tokens_per_second"] for r in runs["runner"]], 2),
         "bare_tps": rounded([r["tokens_per_second"] for r in runs["bare"]], 2),
         "ratios": rounded(ratios, 4),
