@@ -60,7 +60,11 @@ def _valid_value(schema: type, name: str) -> str:
         return "[x]"
     if issubclass(tp, Enum):
         return next(iter(tp)).name
-    return {int: "2", float: "0.5", bool: "true", str: "x"}[tp]
+    value = {int: "2", float: "0.5", bool: "true", str: "x"}[tp]
+    allowed = range_of(next(f for f in fields(schema) if f.name == name))
+    if allowed is not None and not allowed.allows(float(value)):
+        value = str(allowed.low or 0)  # e.g. trim_fraction in [0, 0.5)
+    return value
 
 
 @pytest.mark.parametrize(

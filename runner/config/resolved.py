@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from runner.config.schema import EngineConfig, RunConfig
+from runner.config.schema import EngineConfig, RunConfig, ScenarioConfig
 
 # Keys that do not change what is measured: where files go, how the job is isolated, how
 # many repeats the sweep has and in what order (a run's own repeat.index stays in).
@@ -21,6 +21,11 @@ from runner.config.schema import EngineConfig, RunConfig
 DEFAULT_ENGINE = {
     "kind": "transformers",
     **{f.name: None for f in fields(EngineConfig) if f.name != "kind"},
+}
+# The scenario section of scenario=offline: every run before the scenario group.
+DEFAULT_SCENARIO = {
+    "kind": "offline",
+    **{f.name: None for f in fields(ScenarioConfig) if f.name != "kind"},
 }
 HASH_EXCLUDED = ("cache_dir", "measure.isolation", "repeat.count", "repeat.order", "repeat.seed")
 
@@ -43,4 +48,6 @@ def config_hash(config: dict[str, Any]) -> str:
         # Runs from before the engine group ran exactly this: their hashes stay valid, so a
         # sweep resumed after the upgrade keeps its finished transformers runs.
         data.pop("engine")
+    if data.get("scenario") == DEFAULT_SCENARIO:
+        data.pop("scenario")  # the same for the scenario group
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

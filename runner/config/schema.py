@@ -105,6 +105,17 @@ class KvCacheDtype(str, Enum):
     bfloat16 = "bfloat16"
 
 
+class ScenarioKind(str, Enum):
+    offline = "offline"
+    online = "online"
+
+
+class Arrival(str, Enum):
+    poisson = "poisson"
+    constant = "constant"
+    closed = "closed"
+
+
 class WorkloadKind(str, Enum):
     default = "default"
     synthetic = "synthetic"
@@ -168,6 +179,19 @@ QUALITY_ON = OnlyWith(
     "quality other than off",
 )
 VLLM = OnlyWith("kind", (EngineKind.vllm,), "engine=vllm")
+ONLINE = OnlyWith("kind", (ScenarioKind.online,), "scenario=online")
+ONLINE_REQUIRED = OnlyWith("kind", (ScenarioKind.online,), "scenario=online", required=True)
+OPEN_LOOP = OnlyWith(
+    "arrival",
+    (Arrival.poisson, Arrival.constant),
+    "scenario.arrival=poisson or constant",
+    required=True,
+)
+OPEN_LOOP_OPTIONAL = OnlyWith(
+    "arrival", (Arrival.poisson, Arrival.constant), "scenario.arrival=poisson or constant"
+)
+POISSON = OnlyWith("arrival", (Arrival.poisson,), "scenario.arrival=poisson")
+CLOSED_LOOP = OnlyWith("arrival", (Arrival.closed,), "scenario.arrival=closed", required=True)
 LM_EVAL = OnlyWith("mode", (QualityMode.lm_eval,), "quality=lm-eval")
 LM_EVAL_REQUIRED = OnlyWith("mode", (QualityMode.lm_eval,), "quality=lm-eval", required=True)
 
@@ -400,6 +424,88 @@ class EngineConfig:
     )
     tensor_parallel_size: int | None = _help(
         "GPUs the model is split over (tensor parallelism)", range=AT_LEAST_1, only_with=VLLM
+    )
+
+
+@dataclass
+class ScenarioConfig:
+    """How requests reach the engine: all at once in batches, or arriving over time.
+
+    ``offline`` (the default) is every measurement before serving: each call submits one
+    batch of the workload and the next call starts when it ends. ``online`` serves: the
+    workload's prompts are sent one request at a time by an arrival process, into vLLM's
+    async engine or transformers' continuous batching (docs/serving.md), while earlier
+    requests are decoding. The schedule is drawn from ``decoding.seed`` and
+    recorded. Rates, throughput, goodput and energy are taken over the steady-state
+    window: from the submission of request ceil(trim_fraction * N) to that of request
+    N - ceil(trim_fraction * N), so the ramp-up from an empty engine and the drain after
+    the last arrival are excluded (and recorded).
+    """
+
+    kind: ScenarioKind = _help("offline or online", MISSING)
+    arrival: Arrival | None = _help(
+        "poisson (exponential gaps; gamma with burstiness), constant (equal gaps) or closed "
+        "(concurrency users, each sending its next request when the last is answered)",
+        only_with=ONLINE_REQUIRED,
+    )
+    rate: float | None = _help(
+        "offered load, requests per second", range=POSITIVE, only_with=OPEN_LOOP
+    )
+    burstiness: float | None = _help(
+        "gamma shape of the gaps (1: Poisson; below 1 burstier, above 1 more even), as "
+        "vLLM's benchmark; unset: 1",
+        range=POSITIVE,
+        only_with=POISSON,
+    )
+    concurrency: int | None = _help(
+        "users of the closed loop", range=AT_LEAST_1, only_with=CLOSED_LOOP
+    )
+    num_requests: int | None = _help(
+        "requests sent (prompts of the workload, cycled in order)",
+        range=AT_LEAST_1,
+        only_with=ONLINE_REQUIRED,
+    )
+    duration_seconds: float | None = _help(
+        "stop sending after this long, seconds, or after num_requests, whichever comes "
+        "first (unset: after num_requests)",
+        range=POSITIVE,
+        only_with=OPEN_LOOP_OPTIONAL,
+    )
+    trim_fraction: float | None = _help(
+        "share of the requests at each end outside the steady-state window",
+        range=Range(low=0, high=0.5, high_open=True),
+        only_with=ONLINE_REQUIRED,
+    )
+    drain_seconds: float | None = _help(
+        "after the last request is sent, wait at most this long for the rest, then abort "
+        "them (recorded as unfinished, counted as missing every objective)",
+        range=POSITIVE,
+        only_with=ONLINE_REQUIRED,
+    )
+    max_lag_ms: float | None = _help(
+        "a request sent later than its scheduled time by more than this flags the run "
+        "(named warning serving_schedule_lag): the generator did not offer the rate asked",
+        range=POSITIVE,
+        only_with=ONLINE_REQUIRED,
+    )
+    slo_ttft_ms: float | None = _help(
+        "objective: time to first token at most this, ms (unset: no objective)",
+        range=POSITIVE,
+        only_with=ONLINE,
+    )
+    slo_itl_ms: float | None = _help(
+        "objective: every inter-token latency of a request at most this, ms",
+        range=POSITIVE,
+        only_with=ONLINE,
+    )
+    slo_e2e_ms: float | None = _help(
+        "objective: end-to-end latency at most this, ms", range=POSITIVE, only_with=ONLINE
+    )
+    slo_attainment: float | None = _help(
+        "a rate is served within the SLO when at least this share of its window's requests "
+        "meet every objective (the capacity in the report)",
+        range=Range(low=0, high=1, low_open=True),
+        only_with=ONLINE_REQUIRED,
     )
 
 
@@ -691,6 +797,7 @@ class RunConfig:
 
     model: ModelConfig = MISSING
     engine: EngineConfig = MISSING
+    scenario: ScenarioConfig = MISSING
     quant: QuantConfig = MISSING
     compile: CompileConfig = MISSING
     decoding: DecodingConfig = MISSING

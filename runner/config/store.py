@@ -24,6 +24,7 @@ CONF_DIR = _conf_dir()
 GROUP_SCHEMAS = {
     "model": schema.ModelConfig,
     "engine": schema.EngineConfig,
+    "scenario": schema.ScenarioConfig,
     "quant": schema.QuantConfig,
     "compile": schema.CompileConfig,
     "decoding": schema.DecodingConfig,

@@ -22,6 +22,7 @@ from runner.config.schema import (
     EngineKind,
     OutputLength,
     RunConfig,
+    ScenarioKind,
     WorkloadKind,
 )
 
@@ -108,6 +109,7 @@ def validate(cfg: RunConfig, facts: Facts | None = None) -> None:
     """Raise :class:`ConfigError` for the first out-of-range value or conflict."""
     facts = facts or Facts()
     _validate_engine(cfg, facts)
+    _validate_scenario(cfg)
     _validate_model(cfg)
     _validate_quant(cfg)
     _validate_compile(cfg)
@@ -137,6 +139,75 @@ def _validate_engine(cfg: RunConfig, facts: Facts) -> None:
             e.gpu_memory_utilization,
             "GPUs only (no CUDA GPU here): size the CPU's KV cache with engine.kv_cache_memory_gib",
         )
+
+
+# Under load, engine=transformers serves through its continuous-batching manager
+# (runner.engines.transformers_cb), which runs greedy decoding of the model as loaded; what
+# it cannot honour is refused rather than dropped (it drops unsupported logits processors).
+CB_INSTEAD = "use engine=vllm for it under load"
+
+
+def _validate_scenario(cfg: RunConfig) -> None:
+    s = cfg.scenario
+    check_fields(s, "scenario")
+    if s.kind is not ScenarioKind.online or cfg.engine.kind is EngineKind.vllm:
+        return
+    d = cfg.decoding
+    refusals = [
+        (
+            d.mode is not DecodingMode.greedy,
+            "decoding.mode",
+            d.mode,
+            "under scenario=online transformers' continuous batching is measured with greedy "
+            f"decoding only (it drops logits processors it does not support); {CB_INSTEAD}",
+        ),
+        (
+            d.min_new_tokens is not None,
+            "decoding.min_new_tokens",
+            d.min_new_tokens,
+            "continuous batching has no minimum length (workload.output_length=fixed pins "
+            f"every request to max_new_tokens instead); {CB_INSTEAD}",
+        ),
+        (
+            d.repetition_penalty is not None or d.no_repeat_ngram_size is not None,
+            "decoding.repetition_penalty"
+            if d.repetition_penalty is not None
+            else "decoding.no_repeat_ngram_size",
+            d.repetition_penalty if d.repetition_penalty is not None else d.no_repeat_ngram_size,
+            f"continuous batching would drop this logits processor; {CB_INSTEAD}",
+        ),
+        (
+            d.cache_implementation is not None or d.use_cache is False,
+            "decoding.cache_implementation"
+            if d.cache_implementation is not None
+            else "decoding.use_cache",
+            d.cache_implementation if d.cache_implementation is not None else d.use_cache,
+            "continuous batching always uses its own paged KV cache",
+        ),
+        (
+            bool(d.extra),
+            "decoding.extra",
+            d.extra,
+            "generate() kwargs do not reach continuous batching; leave it empty",
+        ),
+        (
+            cfg.compile.enabled,
+            "compile.enabled",
+            cfg.compile.enabled,
+            "under scenario=online transformers is measured eager (continuous batching "
+            f"compiles its own paths, which this runner does not verify); use compile=off or "
+            f"{CB_INSTEAD.removeprefix('use ')}",
+        ),
+        (
+            cfg.loading.attn_implementation not in (None, AttnImplementation.sdpa),
+            "loading.attn_implementation",
+            cfg.loading.attn_implementation,
+            "continuous batching runs its paged attention on sdpa here: leave it unset or sdpa",
+        ),
+    ]
+    for refused, field, value, why in refusals:
+        if refused:
+            raise ConfigError(field, value, why)
 
 
 def _validate_model(cfg: RunConfig) -> None:

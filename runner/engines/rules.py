@@ -198,10 +198,14 @@ VLLM_RULES: dict[str, EngineRule] = {
         "lm_eval",
     ),
     "quality.batch_size": EngineRule("windows submitted to vLLM together"),
+    "scenario.kind": EngineRule(
+        "offline: each call's batch added to LLM's engine and stepped to the end; online: "
+        "each request into AsyncLLM.generate when it arrives, streamed"
+    ),
 }
 
 # Groups whose every field means the same under either engine.
-SAME_GROUPS = ("measure", "energy", "search", "repeat", "tracking", "quality")
+SAME_GROUPS = ("scenario", "measure", "energy", "search", "repeat", "tracking", "quality")
 
 
 def rule_for(path: str) -> EngineRule:
