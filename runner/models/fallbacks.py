@@ -23,6 +23,9 @@ from runner.sections.warnings import NamedWarning
 
 FAIL, WARN = "fails verification", "named warning"
 WARMUP_NOT_CONVERGED = "warmup.not_converged"
+SERVING_SCHEDULE_LAG = "serving.schedule_lag"
+SERVING_UNFINISHED = "serving.unfinished"
+SERVING_SHORT_WINDOW = "serving.short_window"
 
 # name -> (policy, what happened)
 POLICY: dict[str, tuple[str, str]] = {
@@ -55,6 +58,23 @@ POLICY: dict[str, tuple[str, str]] = {
         WARN,
         "measure.warmup_until_cv was not met within warmup_max_calls or warmup_max_seconds: "
         "the measured window starts on a model or machine still settling",
+    ),
+    # The load generator's own (runner.serving): the load asked for was not the one offered.
+    SERVING_SCHEDULE_LAG: (
+        WARN,
+        "under scenario=online a request was sent later than its schedule by more than "
+        "scenario.max_lag_ms: the generator did not offer the rate asked",
+    ),
+    SERVING_UNFINISHED: (
+        WARN,
+        "under scenario=online requests were still unanswered scenario.drain_seconds after the "
+        "last was sent and were aborted: they count as missing every objective",
+    ),
+    SERVING_SHORT_WINDOW: (
+        WARN,
+        "under scenario=online the steady-state window was shorter than the median "
+        "end-to-end latency: its requests mostly finished after it, so its rates describe "
+        "a transient, not a steady state",
     ),
 }
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from runner.sections.base import INLINE, Section
+from runner.sections.base import INLINE, OMIT_NONE, Section
+from runner.sections.serving import Serving
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,8 @@ class Metrics(Section):
     last warmup calls when warmup ended, and whether it met the rule (None without it).
     ``measured_cpu_seconds``: CPU seconds (user + system) the run's process tree used over
     the measured passes: the runner's process and, under vLLM, its engine and workers.
+    ``serving``: under ``scenario=online``, the load and what was served
+    (:class:`runner.sections.serving.Serving`); absent offline.
     """
 
     latency: Latency | None = field(default=None, metadata=INLINE)
@@ -147,3 +150,4 @@ class Metrics(Section):
     phase_seconds: dict[str, float] = field(default_factory=dict)
     cooldown: Cooldown | None = None
     measured_cpu_seconds: float | None = None
+    serving: Serving | None = field(default=None, metadata=OMIT_NONE)  # scenario=online

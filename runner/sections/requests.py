@@ -29,8 +29,18 @@ class RequestRecord:
     output_tokens: int
     ttft_seconds: float | None
     last_token_seconds: float | None
-    e2e_seconds: float  # until generate returned the batch: what a caller waits
+    e2e_seconds: float | None  # until generate returned the batch: what a caller waits
     itl_seconds: tuple[float, ...]
+    # scenario=online only (None offline): seconds from the run's start when the request
+    # was due and when it was sent, how long the engine queued it, whether it finished,
+    # lay in the steady-state window and met every objective. Its latencies count from
+    # its send; ``repeat`` is 0 and ``batch`` and ``request`` its index.
+    scheduled_seconds: float | None = None
+    submitted_seconds: float | None = None
+    queued_seconds: float | None = None
+    finished: bool | None = None
+    in_window: bool | None = None
+    met_slo: bool | None = None
 
     @property
     def tpot_seconds(self) -> float | None:
@@ -57,6 +67,12 @@ def _schema() -> Any:
             ("e2e_seconds", floats),
             ("tpot_seconds", floats),
             ("itl_seconds", pa.list_(floats)),
+            ("scheduled_seconds", floats),
+            ("submitted_seconds", floats),
+            ("queued_seconds", floats),
+            ("finished", pa.bool_()),
+            ("in_window", pa.bool_()),
+            ("met_slo", pa.bool_()),
         ]
     )
 
@@ -82,7 +98,8 @@ def read_requests(path: Path) -> list[RequestRecord]:
     import pyarrow.parquet as pq
 
     names = [f.name for f in fields(RequestRecord)]
-    rows = pq.read_table(path, columns=names).to_pylist()
+    present = set(pq.read_schema(path).names)  # files from before the serving columns
+    rows = pq.read_table(path, columns=[n for n in names if n in present]).to_pylist()
     return [
         RequestRecord(**{**row, "itl_seconds": tuple(row["itl_seconds"] or ())}) for row in rows
     ]

@@ -1,0 +1,1 @@
+"""Serving under load (``scenario=online``): arrivals, the load generator, the window."""
