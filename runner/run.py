@@ -14,12 +14,20 @@ import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from runner import environment, stop
 from runner.config.resolved import config_dict
-from runner.config.schema import DecodingMode, EngineKind, RunConfig
+from runner.config.schema import (
+    DecodingMode,
+    EngineKind,
+    OutputLength,
+    RunConfig,
+    ScenarioConfig,
+    ScenarioKind,
+)
 from runner.config.validate import Facts, validate
 from runner.engines.processes import tree_cpu_seconds
 from runner.logs import RUN_LOG
@@ -88,6 +96,11 @@ class _Progress:
     display: Display = dataclasses.field(default_factory=Display)
     phase_started: float = dataclasses.field(default_factory=time.perf_counter)
     phase_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # scenario=online: every request sent so far (runner.serving.load.Trace), its scenario
+    # and the workload's prompt ids; the records and figures are made from them at the end.
+    traces: list[Any] | None = None
+    scenario: ScenarioConfig | None = None
+    prompt_ids: tuple[str, ...] = ()
 
 
 def run(
@@ -184,10 +197,13 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
 
     Not live: signals are only recorded here, and checked before and after each step.
     """
+    serving = None
+    if progress.traces is not None and progress.scenario is not None:
+        serving, latency = _serving_figures(progress)
+    else:
+        latency = latency_metrics(progress.records, progress.batches) if progress.records else None
     _fold_warnings(result, progress)
-    latency = None
     if progress.records:
-        latency = latency_metrics(progress.records, progress.batches)
         try:
             write_requests(run_dir / REQUESTS_FILE, progress.records)
         except Exception as exc:  # the table must not cost the result
@@ -198,15 +214,17 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
         except Exception as exc:  # the outputs must not cost the result either
             result.warnings.append(f"{OUTPUTS_FILE} not written: {type(exc).__name__}: {exc}")
     result.metrics = dataclasses.replace(
-        progress.metrics, latency=latency, stopped_by=progress.stopped_by
+        progress.metrics, latency=latency, stopped_by=progress.stopped_by, serving=serving
     )
     _note_late_stop(result, progress, guard)
     if progress.meter is not None:
         _enter(progress, Phase.energy, guard)
         try:
             measured = latency or Latency()
+            # Under load: per request of output served in the steady-state window.
+            requests = serving.served_requests if serving is not None else measured.requests
             result.energy = progress.meter.summary(
-                output_tokens=measured.output_tokens or 0, requests=measured.requests or 0
+                output_tokens=measured.output_tokens or 0, requests=requests or 0
             )
         except Exception as exc:  # energy must not cost the timing results
             result.warnings.append(f"energy summary failed: {type(exc).__name__}: {exc}")
@@ -230,6 +248,60 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
         write_result(run_dir, result)
         if guard.count == seen:  # no signal arrived while writing: the file is final
             return
+
+
+def _serving_figures(progress: _Progress) -> tuple[Any, Latency | None]:
+    """Under load: the window's figures, the per-request rows, and the named warnings of
+    a load that was not the one asked for (runner.serving.summary)."""
+    from runner.models.fallbacks import (
+        SERVING_SCHEDULE_LAG,
+        SERVING_SHORT_WINDOW,
+        SERVING_UNFINISHED,
+    )
+    from runner.serving.summary import serving_summary, trace_records
+
+    s, traces = progress.scenario, progress.traces or []
+    assert s is not None
+    serving, latency, window = serving_summary(traces, s)
+    progress.records = trace_records(traces, window, s, progress.prompt_ids)
+    if serving.lag_exceeded:
+        late = sum(1 for t in traces if t.lag is not None and t.lag > serving.lag_bound_seconds)
+        progress.named.append(
+            NamedWarning(
+                SERVING_SCHEDULE_LAG,
+                f"{late} of {serving.requests_sent} requests were sent more than "
+                f"{s.max_lag_ms:g} ms after their schedule (at most "
+                f"{serving.lag_max_seconds * 1e3:.1f} ms): the load offered was not "
+                f"the rate asked",
+                Phase.measure.value,
+            )
+        )
+    if serving.requests_unfinished:
+        progress.named.append(
+            NamedWarning(
+                SERVING_UNFINISHED,
+                f"{serving.requests_unfinished} of {serving.requests_sent} requests were "
+                f"unanswered {s.drain_seconds:g} s after the last was sent and were aborted "
+                f"(they count as missing every objective)",
+                Phase.measure.value,
+            )
+        )
+    median = serving.e2e_seconds.p50.value
+    if (
+        serving.window_seconds is not None
+        and median is not None
+        and serving.window_seconds < median
+    ):
+        progress.named.append(
+            NamedWarning(
+                SERVING_SHORT_WINDOW,
+                f"the steady-state window ({serving.window_seconds:.1f} s) is shorter than the "
+                f"median end-to-end latency ({median:.1f} s): its rates describe a transient; "
+                f"send more requests (scenario.num_requests)",
+                Phase.measure.value,
+            )
+        )
+    return serving, latency
 
 
 def _fold_warnings(result: RunResult, progress: _Progress) -> None:
@@ -312,6 +384,18 @@ def _measure(
         raise VerificationError("; ".join(problems))
 
     eos_ids = eos_token_ids(model, tokenizer)
+    if cfg.scenario.kind is ScenarioKind.online:
+        session = _continuous_batching(cfg, model, eos_ids, result)
+        try:
+            _serve_session(cfg, workload, session, meter, progress, guard, result, device)
+        finally:
+            session.close()  # the plain model again, for the quality phase
+        _enter(progress, Phase.quality, guard)
+        result.quality = quality.measure_quality(
+            cfg.quality, quality_plan, model, tokenizer, device, progress.outputs, guard.check
+        )
+        _set_phase(progress, Phase.write)
+        return
     use_streamer = cfg.decoding.mode is DecodingMode.prompt_lookup
     call_kwargs = {**gen_kwargs, "pad_token_id": tokenizer.pad_token_id}
 
@@ -356,6 +440,68 @@ def _measure(
         cfg.quality, quality_plan, model, tokenizer, device, progress.outputs, guard.check
     )
     _set_phase(progress, Phase.write)
+
+
+def _continuous_batching(cfg: RunConfig, model: Any, eos_ids: Any, result: RunResult) -> Any:
+    """transformers' continuous-batching manager for the load (runner.engines.transformers_cb)."""
+    from runner.engines.transformers_cb import ContinuousBatchingSession, cache_config
+
+    fixed = cfg.workload.output_length is OutputLength.fixed
+    eos = -1 if fixed or not eos_ids else list(eos_ids)
+    config = cache_config(
+        result.workload["input_tokens_max"], cfg.decoding.max_new_tokens, cfg.decoding.seed
+    )
+    result.requested["continuous_batching"] = {
+        **config,
+        "do_sample": False,
+        "max_new_tokens": cfg.decoding.max_new_tokens,
+        "eos_token_id": eos,
+    }
+    return ContinuousBatchingSession(model, cfg.decoding.max_new_tokens, eos, config)
+
+
+def _serve_session(
+    cfg: RunConfig,
+    workload: Workload,
+    session: Any,
+    meter: EnergyMeter,
+    progress: _Progress,
+    guard: stop.StopGuard,
+    result: RunResult,
+    device: torch.device | None,
+) -> None:
+    """Warmup on the serving engine, its read-back checked, then the load with the memory
+    and energy windows around it (transformers' continuous batching)."""
+    from runner.engines.vllm_engine import prompt_token_ids
+
+    prompts = {id(b): prompt_token_ids(b) for b in workload.batches}
+    _enter(progress, Phase.warmup, guard)
+    first = _warmup(cfg, workload, lambda b: session.call(prompts[id(b)]), progress, False, guard)
+    _enter(progress, Phase.verify, guard)
+    applied = session.read_back()  # after a call: the manager's thread has built its cache
+    result.applied["continuous_batching"] = applied
+    if first is not None:
+        applied["rows_in_warmup"] = len(first.output_ids)
+    requested = result.requested["continuous_batching"]
+    problems = [
+        f"continuous_batching.{key}: requested {requested[key]!r}, applied {applied.get(key)!r}"
+        for key in ("page_size", "num_blocks", "max_batch_tokens", "do_sample", "max_new_tokens")
+        if applied.get(key) != requested[key]
+    ]
+    if not applied.get("running"):
+        problems.append("continuous_batching: the manager is not running")
+    if problems:
+        raise VerificationError("; ".join(problems))
+    _enter(progress, Phase.measure, guard)
+    window = None
+    try:
+        with track_memory(device) as window, meter.tracking():
+            _serve(cfg, workload, session, meter, progress, guard)
+    finally:
+        if window is not None and window.value is not None:
+            footprint = progress.metrics.memory.model_footprint_bytes
+            memory = dataclasses.replace(window.value, model_footprint_bytes=footprint)
+            progress.metrics = dataclasses.replace(progress.metrics, memory=memory)
 
 
 def _announce_measure(cfg: RunConfig, workload: Workload, progress: _Progress) -> None:
@@ -408,7 +554,13 @@ def _measure_vllm(
     llm_kwargs = vllm_args.llm_kwargs(cfg, path, cuda=cuda, checkpoint_dtype=dtype)
     sampling_kwargs = vllm_args.sampling_kwargs(cfg)
     result.requested = {"engine": "vllm", "llm": llm_kwargs, "sampling": sampling_kwargs}
-    session = VllmSession(llm_kwargs, sampling_kwargs)
+    online = cfg.scenario.kind is ScenarioKind.online
+    if online:
+        from runner.engines.vllm_async import AsyncVllmSession
+
+        session: Any = AsyncVllmSession(llm_kwargs, sampling_kwargs)
+    else:
+        session = VllmSession(llm_kwargs, sampling_kwargs)
     try:
         progress.display.step(
             "starting vLLM (engine and worker processes, weights, KV cache); their own "
@@ -454,11 +606,14 @@ def _measure_vllm(
             )
 
         _enter(progress, Phase.measure, guard)
-        _announce_measure(cfg, workload, progress)
         peak = None
         try:
             with tree_peak_rss() as peak, meter.tracking():
-                _measured_loop(cfg, workload, call, meter, progress, None, guard)
+                if online:
+                    _serve(cfg, workload, session, meter, progress, guard)
+                else:
+                    _announce_measure(cfg, workload, progress)
+                    _measured_loop(cfg, workload, call, meter, progress, None, guard)
         finally:
             if peak is not None and peak["bytes"] is not None:
                 memory = Memory(
@@ -492,6 +647,85 @@ def _measure_vllm(
             result.warnings.append(
                 f"vLLM left {len(ended)} process(es) after its shutdown; ended: {ended}"
             )
+
+
+def _serve(
+    cfg: RunConfig,
+    workload: Workload,
+    session: Any,
+    meter: EnergyMeter,
+    progress: _Progress,
+    guard: stop.StopGuard,
+) -> None:
+    """The load (runner.serving): requests sent by the scenario's arrival process into
+    vLLM's async engine; the energy window opens and closes with the steady-state window's
+    first and last sends. A stop is polled, never raised inside vLLM's own tasks."""
+    from runner.config.schema import Arrival
+    from runner.engines.vllm_engine import prompt_token_ids
+    from runner.serving.arrivals import schedule
+    from runner.serving.load import Plan, serve
+    from runner.serving.summary import window_indices
+
+    s = cfg.scenario
+    assert s.num_requests is not None and s.drain_seconds is not None
+    prompts = [ids for b in workload.batches for ids in prompt_token_ids(b)]
+    times = None
+    if s.arrival is not Arrival.closed:
+        assert s.rate is not None and s.arrival is not None
+        times = tuple(
+            schedule(
+                s.arrival,
+                s.rate,
+                s.num_requests,
+                cfg.decoding.seed,
+                burstiness=s.burstiness,
+                duration_seconds=s.duration_seconds,
+            )
+        )
+    count = len(times) if times is not None else s.num_requests
+    plan = Plan(count, times, s.concurrency, s.drain_seconds)
+    edges = window_indices(count, s.trim_fraction or 0.0)
+    progress.traces, progress.scenario = [], s
+    progress.prompt_ids = tuple(r.prompt_id for r in workload.requests)
+    load = (
+        f"{s.arrival.value} arrivals at {s.rate:g} requests/s"
+        if times is not None and s.arrival is not None and s.rate is not None
+        else f"a closed loop of {s.concurrency} users"
+    )
+    progress.display.step(
+        "serving %d requests: %s (steady-state window: requests %s); at most %g s drain",
+        count,
+        load,
+        f"{edges[0]} to {edges[1]}" if edges else "none, too few requests",
+        s.drain_seconds,
+    )
+    progress.display.calls("requests", count)
+
+    def on_submit(i: int) -> None:
+        if edges is not None and i == edges[0]:
+            meter.begin_window()
+        if edges is not None and i == edges[1]:
+            meter.end_window()
+        progress.display.call_done(f"{i + 1} sent")
+
+    # Not live: a signal is recorded and the load generator raises it from its own loop,
+    # so that no stop lands inside an engine's output task (which would kill the engine).
+    def stopped() -> None:
+        if guard.requested:
+            raise StopRequested(guard.signum)
+
+    was_live = guard.set_live(False)
+    before = tree_cpu_seconds()
+    try:
+        session.run(
+            serve(session, prompts, plan, progress.traces, on_submit=on_submit, check=stopped)
+        )
+        progress.stopped_by = "all_sent"
+    finally:
+        guard.set_live(was_live)
+        progress.display.close()
+        spent = tree_cpu_seconds() - before
+        progress.metrics = dataclasses.replace(progress.metrics, measured_cpu_seconds=spent)
 
 
 def _prepare_machine(

@@ -9,6 +9,7 @@ from runner.measure.stats import too_few_units
 from runner.results import RESULT_FILE, RunResult
 from runner.sections.energy import Energy, unresolved
 from runner.sections.metrics import Stats, Throughput
+from runner.sections.serving import Quantile, Serving
 
 
 def _interval(mean: float, low: float | None, high: float | None, fmt: str) -> str:
@@ -122,6 +123,52 @@ def _quality_lines(result: RunResult) -> list[str]:
     return lines
 
 
+def _p(q: Quantile, scale: float = 1e3) -> str:
+    if q.value is None:
+        return "n/a"
+    low = "?" if q.ci95_low is None else f"{q.ci95_low * scale:.0f}"
+    high = "?" if q.ci95_high is None else f"{q.ci95_high * scale:.0f}"
+    return f"{q.value * scale:.0f} [{low}, {high}]"
+
+
+def _serving_lines(s: Serving) -> list[str]:
+    """Under load: what was offered and served in the steady-state window, percentiles
+    in ms with their 95% intervals ("?": too few requests to place a bound)."""
+    if s.window_seconds is None:
+        return [f"  served {s.requests_sent or 0} requests: too few for a steady-state window"]
+
+    def rate(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2f}"
+
+    slo = ""
+    if s.slo_attainment is not None and any(
+        v is not None for v in (s.slo_ttft_seconds, s.slo_itl_seconds, s.slo_e2e_seconds)
+    ):
+        slo = (
+            f"; SLO met by {s.slo_attainment:.0%} (goodput "
+            f"{rate(s.goodput_requests_per_second)} req/s, "
+            f"{'within' if s.within_slo else 'NOT within'} the "
+            f"{s.slo_attainment_target or 0:.0%} target)"
+        )
+    return [
+        f"  served {s.requests_sent} requests ({s.requests_unfinished} unfinished); steady "
+        f"window {s.window_seconds:.2f} s, {s.window_requests} requests "
+        f"(ramp {s.ramp_requests}, drain {s.drain_requests} excluded)",
+        f"  offered {rate(s.offered_requests_per_second)} req/s, achieved "
+        f"{rate(s.achieved_requests_per_second)} req/s, "
+        f"{rate(s.output_tokens_per_second)} output tok/s{slo}",
+        "  ms p50/p90/p99 [95% CI]: TTFT "
+        + " / ".join(_p(q) for q in (s.ttft_seconds.p50, s.ttft_seconds.p90, s.ttft_seconds.p99))
+        + " | inter-token "
+        + " / ".join(_p(q) for q in (s.itl_seconds.p50, s.itl_seconds.p90, s.itl_seconds.p99))
+        + " | end-to-end "
+        + " / ".join(_p(q) for q in (s.e2e_seconds.p50, s.e2e_seconds.p90, s.e2e_seconds.p99)),
+        f"  schedule lag at most {(s.lag_max_seconds or 0) * 1e3:.1f} ms"
+        if s.lag_max_seconds is not None
+        else "  closed loop: no schedule",
+    ]
+
+
 def render(result: RunResult | Mapping[str, Any], run_dir: str) -> str:
     """A few lines: status, what ran, headline figures with 95% CIs, where the files are.
 
@@ -147,7 +194,9 @@ def render(result: RunResult | Mapping[str, Any], run_dir: str) -> str:
     ]
     if any(phases):
         lines.append("  " + ", ".join(p for p in phases if p))
-    if lat is not None and lat.requests:
+    if m.serving is not None:
+        lines += _serving_lines(m.serving)
+    elif lat is not None and lat.requests:
         tp = lat.throughput or Throughput()
         decode = tp.decode_tokens_per_second
         rates = [
@@ -163,6 +212,7 @@ def render(result: RunResult | Mapping[str, Any], run_dir: str) -> str:
             + (f" ({', '.join(r for r in rates if r)})" if any(rates) else "")
             + f"; pass-to-pass {_repeat_cv(lat.throughput_per_repeat)}",
         ]
+    if lat is not None and lat.requests:
         mem = m.memory
         lines.append(
             f"  memory: model {_mib(mem.model_footprint_bytes)}, "

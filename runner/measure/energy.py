@@ -160,7 +160,7 @@ class _OffMeter:
     def end_window(self) -> WindowEnergy | None:
         return None
 
-    def summary(self, output_tokens: int, requests: int) -> Energy | None:
+    def summary(self, output_tokens: int, requests: float) -> Energy | None:
         return None
 
 
@@ -355,7 +355,7 @@ class _CodeCarbonMeter:
 
     # the section
 
-    def summary(self, output_tokens: int, requests: int) -> Energy:
+    def summary(self, output_tokens: int, requests: float) -> Energy:
         cfg, windows = self._cfg, self._windows
         window_s = float(sum(w.seconds for w in windows))
         reading = self._run.reading if self._run is not None else None
@@ -602,6 +602,6 @@ class EnergyMeter:
         """Close the window and accumulate its energy; None when nothing is open or off."""
         return self._impl.end_window()
 
-    def summary(self, output_tokens: int, requests: int) -> Energy | None:
+    def summary(self, output_tokens: int, requests: float) -> Energy | None:
         """The ``energy`` section (joules, watts, seconds); None when off."""
         return self._impl.summary(output_tokens, requests)

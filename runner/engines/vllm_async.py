@@ -1,0 +1,130 @@
+"""vLLM's in-process async engine (``AsyncLLM``) for serving under load.
+
+What ``vllm serve`` runs behind its HTTP front end, without the HTTP: each request goes in
+through ``AsyncLLM.generate`` when the load generator (:mod:`runner.serving.load`) sends
+it, and streams its new tokens back (``RequestOutputKind.DELTA``) while vLLM's engine
+process schedules it with whatever else is running (continuous batching).
+
+``AsyncLLM`` binds its output handler to the event loop of its first request, so the
+session owns one loop for its whole life and runs every phase on it (warmup, the served
+load, the quality windows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from runner.engines import processes
+from runner.engines.vllm_engine import StreamLog, _import_vllm, call_result
+from runner.engines.vllm_readback import read_back_engine, read_back_sampling
+from runner.measure.generation import CallResult
+from runner.serving.load import Delta
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class AsyncVllmSession:
+    """One ``AsyncLLM`` with the run's sampling parameters and its own event loop."""
+
+    def __init__(self, llm_kwargs: dict[str, Any], sampling_kwargs: dict[str, Any]) -> None:
+        vllm = _import_vllm()
+        from vllm.sampling_params import RequestOutputKind
+
+        self._children_before = set(processes.descendants())
+        self.llm_kwargs = llm_kwargs
+        self.engine: Any = None
+        self._counter = itertools.count()
+        self.sampling = vllm.SamplingParams(**sampling_kwargs, output_kind=RequestOutputKind.DELTA)
+        self._vllm = vllm
+        self.loop = asyncio.new_event_loop()
+
+    def load(self, log_path: Path | None = None) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        with processes.stdio_to(log_path) if log_path else contextlib.nullcontext():
+            self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.llm_kwargs))
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def engine_pids(self) -> list[int]:
+        return [pid for pid in processes.descendants() if pid not in self._children_before]
+
+    def read_back(self) -> dict[str, Any]:
+        return {
+            "engine": read_back_engine(self.engine.vllm_config),
+            "sampling": read_back_sampling(self.sampling),
+        }
+
+    async def stream(self, prompt: Sequence[int], request_id: str) -> AsyncIterator[Delta]:
+        """One request, its tokens as they come; the last output carries how long it
+        queued before its first scheduled step (vLLM's own engine-side stamps)."""
+        async for out in self.engine.generate(
+            {"prompt_token_ids": list(prompt)}, self.sampling, request_id
+        ):
+            queued = None
+            m = out.metrics
+            if out.finished and m is not None and m.scheduled_ts and m.queued_ts:
+                queued = max(0.0, m.scheduled_ts - m.queued_ts)
+            yield Delta(tuple(out.outputs[0].token_ids), out.finished, queued)
+
+    def call(self, prompts: Sequence[Sequence[int]]) -> CallResult:
+        """Send ``prompts`` together and wait for all (the warmup's call)."""
+        stream = StreamLog()
+        order = [f"w{next(self._counter)}" for _ in prompts]
+
+        async def one(rid: str, prompt: Sequence[int], start: float) -> None:
+            async for d in self.stream(prompt, rid):
+                stream.add(rid, d.token_ids, time.perf_counter() - start, d.finished)
+
+        async def all_of() -> float:
+            start = time.perf_counter()
+            await asyncio.gather(*(one(r, p, start) for r, p in zip(order, prompts, strict=True)))
+            return time.perf_counter() - start
+
+        return call_result(order, stream, self.run(all_of()))
+
+    def prompt_nll(self, windows: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Per window, the NLL of each token but the first (prompt log-probabilities)."""
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+
+        async def one(window: Sequence[int]) -> list[float]:
+            last = None
+            async for out in self.engine.generate(
+                {"prompt_token_ids": list(window)}, params, f"q{next(self._counter)}"
+            ):
+                last = out
+            logprobs = (last.prompt_logprobs if last is not None else None) or []
+            return [-logprobs[i][tok].logprob for i, tok in enumerate(window) if i > 0]
+
+        async def all_of() -> list[list[float]]:
+            return list(await asyncio.gather(*(one(w) for w in windows)))
+
+        return self.run(all_of())
+
+    def close(self, log_path: Path | None = None) -> list[int]:
+        """vLLM's own shutdown, the loop's end, then whatever processes are left."""
+        if self.engine is not None:
+            with processes.stdio_to(log_path) if log_path else contextlib.nullcontext():
+                try:
+                    self.engine.shutdown()
+                except Exception as exc:  # already dead: ended below
+                    log.info("vLLM shutdown: %s: %s", type(exc).__name__, exc)
+            self.engine = None
+        if not self.loop.is_closed():
+            with contextlib.suppress(Exception):
+                pending = asyncio.all_tasks(self.loop)
+                for task in pending:
+                    task.cancel()
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.close()
+        return processes.end_tree(self.engine_pids())
