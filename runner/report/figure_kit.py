@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,20 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import Bbox
+
+
+class NoData(Exception):
+    """Nothing to draw; the message says why."""
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure: its name in messages, its file name, and how to draw it there."""
+
+    name: str
+    filename: str
+    draw: Callable[[Path], Path]
+
 
 MAX_TICKS = 12  # level labels on an axis; more levels: every k-th labelled
 MAX_LABELS = 30  # points labelled at most

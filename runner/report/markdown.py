@@ -35,6 +35,7 @@ from runner.report.metrics import (
 )
 from runner.report.quality_section import comparable_parts, display_columns, section
 from runner.report.repeats_section import repeats_section
+from runner.report.serving_section import serving_section
 
 # Figures shown as value with the run's own 95% CI
 CI_METRICS = [TTFT, ITL, E2E, THROUGHPUT]
@@ -468,6 +469,7 @@ def quality_part(data: ReportData) -> str | None:
 
 SECTIONS: list[Section] = [
     summary_section,
+    serving_section,
     best_section,
     pareto_section,
     quality_part,

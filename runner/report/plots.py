@@ -34,6 +34,8 @@ from runner.report.effects import (
     strongest,
 )
 from runner.report.figure_kit import (
+    NoData,
+    Plot,
     figure,
     grid,
     level_ticks,
@@ -49,6 +51,7 @@ from runner.report.format import fmt_num
 from runner.report.metrics import UNRESOLVED, Metric, energy_metric, quality_metrics
 from runner.report.quality_section import comparable_parts
 from runner.report.samples import LatencySamples, read_latency_samples
+from runner.report.serving_plots import serving_figures
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +67,6 @@ _HORIZONTAL = (
     if tuple(int(x) for x in re.findall(r"\d+", matplotlib.__version__)[:2]) >= (3, 10)
     else {"vert": False}
 )
-
-
-class NoData(Exception):
-    """Nothing to draw; the message says why."""
-
-
-@dataclass(frozen=True)
-class Plot:
-    """One figure: its name in messages, its file name, and how to draw it there."""
-
-    name: str
-    filename: str
-    draw: Callable[[Path], Path]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -590,6 +580,7 @@ def _no(reason: str) -> Callable[[Path], Path]:
 Maker = Callable[[ReportData], list[Plot]]
 # In the order report.md shows them.
 FIGURES: list[Maker] = [
+    serving_figures,
     pareto_figures,
     quality_pareto_figures,
     main_effect_figures,

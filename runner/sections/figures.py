@@ -26,6 +26,7 @@ from typing import Any
 from runner.sections.base import Section
 from runner.sections.energy import Energy, unresolved
 from runner.sections.metrics import Latency, Metrics, Stats, Throughput
+from runner.sections.serving import Percentiles, Quantile, Serving
 
 MIB = 2**20
 MEAN_CI = ("mean", "ci95_low", "ci95_high")  # fields of Stats
@@ -68,6 +69,62 @@ def _throughput(m: Metrics) -> Throughput:
     return _lat(m).throughput or Throughput()
 
 
+def _serving(m: Metrics) -> Serving:
+    return m.serving or Serving()
+
+
+def _percentile_figures(prefix: str, of: Callable[[Serving], Percentiles]) -> list[Figure]:
+    """``{prefix}_p50`` ... with ``_ci95_low/high``, in ms, from ``metrics.serving``."""
+    out = []
+    for p in ("p50", "p90", "p99"):
+        for part, suffix in (("value", ""), ("ci95_low", "_ci95_low"), ("ci95_high", "_ci95_high")):
+
+            def get(m: Metrics, _e: Energy, p: str = p, part: str = part) -> float | None:
+                q: Quantile = getattr(of(_serving(m)), p)
+                return _scaled(getattr(q, part), 1e3)
+
+            out.append(Figure(f"{prefix}_{p}{suffix}", get))
+    return out
+
+
+def _per_slo_request(m: Metrics, e: Energy) -> float | None:
+    met = _serving(m).slo_met_requests
+    return None if not met or e.net_joules is None else e.net_joules / met
+
+
+def _serving_figures() -> list[Figure]:
+    """Under load (scenario=online; absent offline): the rates of the steady-state window,
+    the SLO's share and goodput, latency percentiles, energy per request."""
+    return [
+        Figure("offered_rps", lambda m, e: _serving(m).offered_requests_per_second),
+        Figure("achieved_rps", lambda m, e: _serving(m).achieved_requests_per_second),
+        Figure("goodput_rps", lambda m, e: _serving(m).goodput_requests_per_second),
+        Figure("slo_attainment", lambda m, e: _serving(m).slo_attainment),
+        # The objectives themselves, so the report can say what the capacity is at.
+        Figure("slo_target", lambda m, e: _serving(m).slo_attainment_target),
+        Figure("slo_ttft_ms", lambda m, e: _scaled(_serving(m).slo_ttft_seconds, 1e3)),
+        Figure("slo_itl_ms", lambda m, e: _scaled(_serving(m).slo_itl_seconds, 1e3)),
+        Figure("slo_e2e_ms", lambda m, e: _scaled(_serving(m).slo_e2e_seconds, 1e3)),
+        *_percentile_figures("ttft_ms", lambda s: s.ttft_seconds),
+        *_percentile_figures("itl_ms", lambda s: s.itl_seconds),
+        *_percentile_figures("e2e_ms", lambda s: s.e2e_seconds),
+        Figure(
+            "energy_per_request_j_gross",
+            lambda m, e: e.per_request_joules.gross if m.serving else None,
+            energy=True,
+            follows="gross",
+        ),
+        Figure(
+            "energy_per_request_j_net",
+            lambda m, e: e.per_request_joules.net if m.serving else None,
+            energy=True,
+            follows="net",
+        ),
+        # The window's net energy over its requests that met every objective.
+        Figure("energy_per_slo_request_j_net", _per_slo_request, energy=True, follows="net"),
+    ]
+
+
 _LIST = [
     *_distribution("ttft_ms", lambda lat: lat.ttft_seconds, 1e3, (*MEAN_CI, "p95")),
     *_distribution("itl_ms", lambda lat: lat.itl_seconds, 1e3, (*MEAN_CI, "p95")),
@@ -96,6 +153,7 @@ _LIST = [
         follows="net",
     ),
     Figure("emissions_g", lambda m, e: _scaled(e.emissions_kg, 1e3), energy=True, follows="gross"),
+    *_serving_figures(),
     Figure("repeats", lambda m, e: m.repeats),
     Figure("requests", lambda m, e: _lat(m).requests),
     Figure("output_tokens", lambda m, e: _lat(m).output_tokens),
