@@ -428,11 +428,7 @@ def _measure(
         ):
             _measured_loop(cfg, workload, call, meter, progress, device, guard)
     finally:
-        # Also after an interruption: the peak so far belongs with what was measured.
-        if window is not None and window.value is not None:
-            footprint = progress.metrics.memory.model_footprint_bytes
-            memory = dataclasses.replace(window.value, model_footprint_bytes=footprint)
-            progress.metrics = dataclasses.replace(progress.metrics, memory=memory)
+        _keep_peak(progress, window)
     _check_fallbacks(measured_frames, Phase.measure, progress)
 
     _enter(progress, Phase.quality, guard)  # after the timed and energy windows
@@ -498,10 +494,16 @@ def _serve_session(
         with track_memory(device) as window, meter.tracking():
             _serve(cfg, workload, session, meter, progress, guard)
     finally:
-        if window is not None and window.value is not None:
-            footprint = progress.metrics.memory.model_footprint_bytes
-            memory = dataclasses.replace(window.value, model_footprint_bytes=footprint)
-            progress.metrics = dataclasses.replace(progress.metrics, memory=memory)
+        _keep_peak(progress, window)
+
+
+def _keep_peak(progress: _Progress, window: Any) -> None:
+    """The measured window's peak memory (also after an interruption: the peak so far
+    belongs with what was measured), beside the model's footprint."""
+    if window is not None and window.value is not None:
+        footprint = progress.metrics.memory.model_footprint_bytes
+        memory = dataclasses.replace(window.value, model_footprint_bytes=footprint)
+        progress.metrics = dataclasses.replace(progress.metrics, memory=memory)
 
 
 def _announce_measure(cfg: RunConfig, workload: Workload, progress: _Progress) -> None:
@@ -657,9 +659,9 @@ def _serve(
     progress: _Progress,
     guard: stop.StopGuard,
 ) -> None:
-    """The load (runner.serving): requests sent by the scenario's arrival process into
-    vLLM's async engine; the energy window opens and closes with the steady-state window's
-    first and last sends. A stop is polled, never raised inside vLLM's own tasks."""
+    """The load (runner.serving): requests sent by the scenario's arrival process into the
+    session's engine; the energy window opens and closes with the steady-state window's
+    first and last sends. A stop is polled, never raised inside the engine's own tasks."""
     from runner.config.schema import Arrival
     from runner.engines.vllm_engine import prompt_token_ids
     from runner.serving.arrivals import schedule

@@ -289,3 +289,92 @@ def test_sigterm_leaves_no_vllm_process(tmp_path, phase):
     assert result["status"] == "interrupted"
     assert result["error"]["phase"] == phase
     assert _vllm_processes(started) == [], "vLLM processes left after the stop"
+
+
+SERVE = [
+    "engine=vllm",
+    "scenario=online",
+    "scenario.num_requests=16",
+    "scenario.slo_ttft_ms=2000",
+    "energy=off",
+    "workload.num_prompts=4",
+    "workload.batch_size=2",
+    "decoding.max_new_tokens=8",
+    "quality.max_tokens=768",
+]
+
+
+def test_a_load_sweep_serves_on_schedule_and_reports_its_knee(tmp_path):
+    """Two loads through vLLM's async engine: the recorded arrivals are the seed's, each
+    request streams its own tokens, the quality phase scores on the same engine, and the
+    report has its serving section and figures."""
+    import pandas as pd
+
+    from runner.config.schema import Arrival
+    from runner.serving.arrivals import schedule
+
+    sweep = tmp_path / "sweep"
+    out = _runner(["-m", *SERVE, "scenario.rate=2,64", f"hydra.sweep.dir={sweep}"])
+    assert out.returncode == 0, out.stderr[-4000:]
+    results = {}
+    for rate in (2, 64):
+        run = next(sweep.glob(f"*scenario.rate={rate}*"))
+        results[rate] = result = json.loads((run / "result.json").read_text())
+        assert result["status"] == "ok"
+        serving = result["metrics"]["serving"]
+        assert serving["requests_sent"] == 16 and serving["requests_unfinished"] == 0
+        assert (serving["ramp_requests"], serving["window_requests"]) == (2, 12)
+        rows = pd.read_parquet(run / "requests.parquet").sort_values("request")
+        assert list(rows["scheduled_seconds"]) == pytest.approx(
+            schedule(Arrival.poisson, float(rate), 16, 0)
+        )
+        lags = rows["submitted_seconds"] - rows["scheduled_seconds"]
+        assert lags.min() >= 0 and lags.max() < 0.05
+        assert (rows["output_tokens"] == 8).all() and rows["queued_seconds"].notna().all()
+        assert rows["in_window"].sum() == 12
+        assert math.isfinite(result["quality"]["perplexity"])
+    # Sixty-four requests a second is far past what two cores serve: they queue.
+    fast, slow = results[64]["metrics"]["serving"], results[2]["metrics"]["serving"]
+    assert fast["achieved_requests_per_second"] < 0.9 * fast["offered_requests_per_second"]
+    assert fast["e2e_seconds"]["p50"]["value"] > slow["e2e_seconds"]["p50"]["value"]
+    report = (sweep / "report.md").read_text()
+    assert "## Serving under load" in report and "**Knee** (scenario.rate)" in report
+    for name in ("serving_latency.png", "serving_throughput.png"):
+        assert (sweep / "plots" / name).exists()
+
+
+def test_sigterm_while_serving_keeps_what_was_sent_and_leaves_no_vllm_process(tmp_path):
+    run_dir, started = tmp_path / "run", time.time() - 1
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            *SERVE,
+            "scenario.rate=2",
+            "scenario.num_requests=60",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = run_dir / "run.log"
+    try:
+        _wait(lambda: log.exists() and "serving 60 requests" in log.read_text(), proc)
+        time.sleep(4)  # a few requests sent, some in flight
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["error"]["phase"] == "measure"
+    import pandas as pd
+
+    rows = pd.read_parquet(run_dir / "requests.parquet")
+    assert 2 <= len(rows) < 60
+    assert result["metrics"]["serving"]["requests_sent"] == len(rows)
+    assert _vllm_processes(started) == [], "vLLM processes left after the stop"

@@ -20,11 +20,10 @@ import asyncio
 import itertools
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from runner.engines.vllm_engine import StreamLog, call_result
+from runner.engines.vllm_engine import streamed_call
 from runner.measure.generation import CallResult
 from runner.serving.load import Delta
 
@@ -125,19 +124,8 @@ class ContinuousBatchingSession:
 
     def call(self, prompts: Sequence[Sequence[int]]) -> CallResult:
         """Send ``prompts`` together and wait for all (the warmup's call)."""
-        stream = StreamLog()
-        order = [f"w{next(self._counter)}" for _ in prompts]
-
-        async def one(rid: str, prompt: Sequence[int], start: float) -> None:
-            async for d in self.stream(prompt, rid):
-                stream.add(rid, d.token_ids, time.perf_counter() - start, d.finished)
-
-        async def all_of() -> float:
-            start = time.perf_counter()
-            await asyncio.gather(*(one(r, p, start) for r, p in zip(order, prompts, strict=True)))
-            return time.perf_counter() - start
-
-        return call_result(order, stream, self.run(all_of()))
+        ids = [f"w{next(self._counter)}" for _ in prompts]
+        return streamed_call(self.run, self.stream, prompts, ids)
 
     def close(self) -> None:
         """Stop the manager (its thread ends; the model is the plain model again) and the

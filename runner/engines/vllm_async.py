@@ -16,13 +16,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from runner.engines import processes
-from runner.engines.vllm_engine import StreamLog, _import_vllm, call_result
+from runner.engines.vllm_engine import _import_vllm, streamed_call
 from runner.engines.vllm_readback import read_back_engine, read_back_sampling
 from runner.measure.generation import CallResult
 from runner.serving.load import Delta
@@ -79,19 +78,8 @@ class AsyncVllmSession:
 
     def call(self, prompts: Sequence[Sequence[int]]) -> CallResult:
         """Send ``prompts`` together and wait for all (the warmup's call)."""
-        stream = StreamLog()
-        order = [f"w{next(self._counter)}" for _ in prompts]
-
-        async def one(rid: str, prompt: Sequence[int], start: float) -> None:
-            async for d in self.stream(prompt, rid):
-                stream.add(rid, d.token_ids, time.perf_counter() - start, d.finished)
-
-        async def all_of() -> float:
-            start = time.perf_counter()
-            await asyncio.gather(*(one(r, p, start) for r, p in zip(order, prompts, strict=True)))
-            return time.perf_counter() - start
-
-        return call_result(order, stream, self.run(all_of()))
+        ids = [f"w{next(self._counter)}" for _ in prompts]
+        return streamed_call(self.run, self.stream, prompts, ids)
 
     def prompt_nll(self, windows: Sequence[Sequence[int]]) -> list[list[float]]:
         """Per window, the NLL of each token but the first (prompt log-probabilities)."""
