@@ -258,12 +258,11 @@ def _serving_figures(progress: _Progress) -> tuple[Any, Latency | None]:
         SERVING_SHORT_WINDOW,
         SERVING_UNFINISHED,
     )
-    from runner.serving.summary import serving_summary, trace_records
+    from runner.serving.summary import serving_summary
 
     s, traces = progress.scenario, progress.traces or []
     assert s is not None
-    serving, latency, window = serving_summary(traces, s)
-    progress.records = trace_records(traces, window, s, progress.prompt_ids)
+    serving, latency, progress.records = serving_summary(traces, s, progress.prompt_ids)
     if serving.lag_exceeded:
         late = sum(1 for t in traces if t.lag is not None and t.lag > serving.lag_bound_seconds)
         progress.named.append(

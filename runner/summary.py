@@ -141,9 +141,7 @@ def _serving_lines(s: Serving) -> list[str]:
         return "n/a" if x is None else f"{x:.2f}"
 
     slo = ""
-    if s.slo_attainment is not None and any(
-        v is not None for v in (s.slo_ttft_seconds, s.slo_itl_seconds, s.slo_e2e_seconds)
-    ):
+    if s.slo_attainment is not None:  # None: no objective set
         slo = (
             f"; SLO met by {s.slo_attainment:.0%} (goodput "
             f"{rate(s.goodput_requests_per_second)} req/s, "

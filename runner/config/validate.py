@@ -169,19 +169,27 @@ def _validate_scenario(cfg: RunConfig) -> None:
             f"every request to max_new_tokens instead); {CB_INSTEAD}",
         ),
         (
-            d.repetition_penalty is not None or d.no_repeat_ngram_size is not None,
-            "decoding.repetition_penalty"
-            if d.repetition_penalty is not None
-            else "decoding.no_repeat_ngram_size",
-            d.repetition_penalty if d.repetition_penalty is not None else d.no_repeat_ngram_size,
+            d.repetition_penalty is not None,
+            "decoding.repetition_penalty",
+            d.repetition_penalty,
             f"continuous batching would drop this logits processor; {CB_INSTEAD}",
         ),
         (
-            d.cache_implementation is not None or d.use_cache is False,
-            "decoding.cache_implementation"
-            if d.cache_implementation is not None
-            else "decoding.use_cache",
-            d.cache_implementation if d.cache_implementation is not None else d.use_cache,
+            d.no_repeat_ngram_size is not None,
+            "decoding.no_repeat_ngram_size",
+            d.no_repeat_ngram_size,
+            f"continuous batching would drop this logits processor; {CB_INSTEAD}",
+        ),
+        (
+            d.cache_implementation is not None,
+            "decoding.cache_implementation",
+            d.cache_implementation,
+            "continuous batching always uses its own paged KV cache",
+        ),
+        (
+            d.use_cache is False,
+            "decoding.use_cache",
+            d.use_cache,
             "continuous batching always uses its own paged KV cache",
         ),
         (
@@ -195,8 +203,8 @@ def _validate_scenario(cfg: RunConfig) -> None:
             "compile.enabled",
             cfg.compile.enabled,
             "under scenario=online transformers is measured eager (continuous batching "
-            f"compiles its own paths, which this runner does not verify); use compile=off or "
-            f"{CB_INSTEAD.removeprefix('use ')}",
+            "compiles its own paths, which this runner does not verify); use compile=off, "
+            f"or {CB_INSTEAD}",
         ),
         (
             cfg.loading.attn_implementation not in (None, AttnImplementation.sdpa),

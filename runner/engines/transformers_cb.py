@@ -17,17 +17,14 @@ The time a request waited before it was scheduled is the manager's own
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
-from runner.engines.vllm_engine import streamed_call
-from runner.measure.generation import CallResult
+from runner.engines.streaming import LoopSession
 from runner.serving.load import Delta
 
-T = TypeVar("T")
 PAGE_SIZE = 32  # tokens per page of the paged KV cache
 MAX_BATCH_TOKENS = 256  # tokens one step may process (prefill chunks and decodes)
 CACHED_REQUESTS = 32  # requests whose whole context the cache holds at once
@@ -47,7 +44,7 @@ def cache_config(max_input_tokens: int, max_new_tokens: int, seed: int) -> dict[
     }
 
 
-class ContinuousBatchingSession:
+class ContinuousBatchingSession(LoopSession):
     """One running continuous-batching manager over ``model`` and its own event loop."""
 
     def __init__(
@@ -62,16 +59,12 @@ class ContinuousBatchingSession:
         generation = GenerationConfig(
             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_token_id
         )
-        self.loop = asyncio.new_event_loop()
-        self._counter = itertools.count()
+        super().__init__()
         self.manager = model.init_continuous_batching(
             generation_config=generation,
             continuous_batching_config=ContinuousBatchingConfig(**config),
         )
         self.manager.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coro)
 
     def read_back(self) -> dict[str, Any]:
         """What the manager runs with (its resolved config and cache)."""
@@ -122,21 +115,10 @@ class ContinuousBatchingSession:
             self.manager.cancel_request(request_id)
             raise
 
-    def call(self, prompts: Sequence[Sequence[int]]) -> CallResult:
-        """Send ``prompts`` together and wait for all (the warmup's call)."""
-        ids = [f"w{next(self._counter)}" for _ in prompts]
-        return streamed_call(self.run, self.stream, prompts, ids)
-
     def close(self) -> None:
         """Stop the manager (its thread ends; the model is the plain model again) and the
         loop."""
         try:
             self.manager.stop(block=True, timeout=30)
         finally:
-            if not self.loop.is_closed():
-                pending = asyncio.all_tasks(self.loop)
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                self.loop.close()
+            self.close_loop()

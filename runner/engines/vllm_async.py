@@ -14,36 +14,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from runner.engines import processes
-from runner.engines.vllm_engine import _import_vllm, streamed_call
+from runner.engines.streaming import LoopSession
+from runner.engines.vllm_engine import _import_vllm
 from runner.engines.vllm_readback import read_back_engine, read_back_sampling
-from runner.measure.generation import CallResult
 from runner.serving.load import Delta
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
-class AsyncVllmSession:
+class AsyncVllmSession(LoopSession):
     """One ``AsyncLLM`` with the run's sampling parameters and its own event loop."""
 
     def __init__(self, llm_kwargs: dict[str, Any], sampling_kwargs: dict[str, Any]) -> None:
         vllm = _import_vllm()
         from vllm.sampling_params import RequestOutputKind
 
+        super().__init__()
         self._children_before = set(processes.descendants())
         self.llm_kwargs = llm_kwargs
         self.engine: Any = None
-        self._counter = itertools.count()
         self.sampling = vllm.SamplingParams(**sampling_kwargs, output_kind=RequestOutputKind.DELTA)
         self._vllm = vllm
-        self.loop = asyncio.new_event_loop()
 
     def load(self, log_path: Path | None = None) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -51,9 +48,6 @@ class AsyncVllmSession:
 
         with processes.stdio_to(log_path) if log_path else contextlib.nullcontext():
             self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.llm_kwargs))
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coro)
 
     def engine_pids(self) -> list[int]:
         return [pid for pid in processes.descendants() if pid not in self._children_before]
@@ -76,11 +70,6 @@ class AsyncVllmSession:
                 queued = max(0.0, m.scheduled_ts - m.queued_ts)
             yield Delta(tuple(out.outputs[0].token_ids), out.finished, queued)
 
-    def call(self, prompts: Sequence[Sequence[int]]) -> CallResult:
-        """Send ``prompts`` together and wait for all (the warmup's call)."""
-        ids = [f"w{next(self._counter)}" for _ in prompts]
-        return streamed_call(self.run, self.stream, prompts, ids)
-
     def prompt_nll(self, windows: Sequence[Sequence[int]]) -> list[list[float]]:
         """Per window, the NLL of each token but the first (prompt log-probabilities)."""
         params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
@@ -88,7 +77,7 @@ class AsyncVllmSession:
         async def one(window: Sequence[int]) -> list[float]:
             last = None
             async for out in self.engine.generate(
-                {"prompt_token_ids": list(window)}, params, f"q{next(self._counter)}"
+                {"prompt_token_ids": list(window)}, params, self.next_id("q")
             ):
                 last = out
             logprobs = (last.prompt_logprobs if last is not None else None) or []
@@ -108,11 +97,6 @@ class AsyncVllmSession:
                 except Exception as exc:  # already dead: ended below
                     log.info("vLLM shutdown: %s: %s", type(exc).__name__, exc)
             self.engine = None
-        if not self.loop.is_closed():
-            with contextlib.suppress(Exception):
-                pending = asyncio.all_tasks(self.loop)
-                for task in pending:
-                    task.cancel()
-                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self.loop.close()
+        with contextlib.suppress(Exception):  # the processes are ended below regardless
+            self.close_loop()
         return processes.end_tree(self.engine_pids())

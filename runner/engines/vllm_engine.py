@@ -97,31 +97,6 @@ def call_result(order: Sequence[str], stream: StreamLog, total: float) -> CallRe
     )
 
 
-def streamed_call(
-    run: Callable[[Any], Any],
-    stream: Callable[[Sequence[int], str], Any],
-    prompts: Sequence[Sequence[int]],
-    request_ids: Sequence[str],
-) -> CallResult:
-    """Send ``prompts`` together through an async ``stream(prompt, request_id)`` (of
-    :class:`runner.serving.load.Delta`) on the loop ``run`` drives, and wait for all: one
-    call of a serving engine's warmup, timed as :meth:`VllmSession.call` times one."""
-    import asyncio
-
-    log = StreamLog()
-
-    async def one(rid: str, prompt: Sequence[int], start: float) -> None:
-        async for d in stream(prompt, rid):
-            log.add(rid, d.token_ids, time.perf_counter() - start, d.finished)
-
-    async def all_of() -> float:
-        start = time.perf_counter()
-        await asyncio.gather(*(one(r, p, start) for r, p in zip(request_ids, prompts, strict=True)))
-        return time.perf_counter() - start
-
-    return call_result(request_ids, log, run(all_of()))
-
-
 class VllmSession:
     """One ``LLM`` with the run's sampling parameters. :meth:`close` ends its processes,
     and whatever of them outlives vLLM's own shutdown, also after a load cut short."""

@@ -26,7 +26,7 @@ from typing import Any
 from runner.sections.base import Section
 from runner.sections.energy import Energy, unresolved
 from runner.sections.metrics import Latency, Metrics, Stats, Throughput
-from runner.sections.serving import Percentiles, Quantile, Serving
+from runner.sections.serving import QUANTILES, Percentiles, Quantile, Serving
 
 MIB = 2**20
 MEAN_CI = ("mean", "ci95_low", "ci95_high")  # fields of Stats
@@ -76,7 +76,7 @@ def _serving(m: Metrics) -> Serving:
 def _percentile_figures(prefix: str, of: Callable[[Serving], Percentiles]) -> list[Figure]:
     """``{prefix}_p50`` ... with ``_ci95_low/high``, in ms, from ``metrics.serving``."""
     out = []
-    for p in ("p50", "p90", "p99"):
+    for p in QUANTILES:
         for part, suffix in (("value", ""), ("ci95_low", "_ci95_low"), ("ci95_high", "_ci95_high")):
 
             def get(m: Metrics, _e: Energy, p: str = p, part: str = part) -> float | None:

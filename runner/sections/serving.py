@@ -22,6 +22,10 @@ class Quantile(Section):
     ci95_high: float | None = None
 
 
+# The percentiles a run under load reports: the fields of Percentiles, and their q.
+QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
+
+
 @dataclass(frozen=True)
 class Percentiles(Section):
     """p50, p90 and p99 of one latency over the window's requests (``count`` values)."""

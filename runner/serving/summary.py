@@ -27,12 +27,11 @@ from dataclasses import dataclass
 
 from runner.config.schema import ScenarioConfig
 from runner.measure.stats import percentile, summarize
-from runner.sections.metrics import Latency, Throughput
+from runner.sections.metrics import Latency, Stats, Throughput
 from runner.sections.requests import RequestRecord
-from runner.sections.serving import Percentiles, Quantile, Serving
+from runner.sections.serving import QUANTILES, Percentiles, Quantile, Serving
 from runner.serving.load import Trace
 
-QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
 BOOTSTRAP_DRAWS = 1000
 ITL_BLOCKS = 20
 
@@ -83,12 +82,12 @@ def clustered_quantile_ci(groups: Sequence[Sequence[float]], q: float, seed: int
 
 
 def percentiles(values: Sequence[float]) -> Percentiles:
-    return Percentiles(len(values), *(quantile_ci(values, q) for _, q in QUANTILES))
+    return Percentiles(len(values), **{p: quantile_ci(values, q) for p, q in QUANTILES.items()})
 
 
 def gap_percentiles(groups: Sequence[Sequence[float]]) -> Percentiles:
     count = sum(len(g) for g in groups)
-    return Percentiles(count, *(clustered_quantile_ci(groups, q) for _, q in QUANTILES))
+    return Percentiles(count, **{p: clustered_quantile_ci(groups, q) for p, q in QUANTILES.items()})
 
 
 def ttft(t: Trace) -> float | None:
@@ -115,6 +114,11 @@ def gaps_by_block(done: Sequence[Trace], window: Window) -> list[list[float]]:
             i = min(ITL_BLOCKS - 1, max(0, int((end - window.start) // width)))
             blocks[i].append(gap)
     return blocks
+
+
+def has_objective(s: ScenarioConfig) -> bool:
+    """Some objective is set (else no attainment, goodput or met_slo)."""
+    return any(v is not None for v in (s.slo_ttft_ms, s.slo_itl_ms, s.slo_e2e_ms))
 
 
 def meets_slo(t: Trace, s: ScenarioConfig) -> bool:
@@ -155,10 +159,10 @@ def window_of(traces: Sequence[Trace], trim_fraction: float) -> Window | None:
 
 
 def serving_summary(
-    traces: Sequence[Trace], s: ScenarioConfig
-) -> tuple[Serving, Latency | None, Window | None]:
-    """``metrics.serving``, ``metrics.latency`` (the window's requests, each its own unit)
-    and the window itself."""
+    traces: Sequence[Trace], s: ScenarioConfig, prompt_ids: Sequence[str] = ()
+) -> tuple[Serving, Latency | None, list[RequestRecord]]:
+    """``metrics.serving``, ``metrics.latency`` (the window's finished requests, each its
+    own unit) and the rows of ``requests.parquet`` (:func:`trace_records`)."""
     sent = [t for t in traces if t.submitted is not None]
     finished = [t for t in sent if t.finished is not None]
     lags = sorted(t.lag for t in sent if t.lag is not None)
@@ -181,10 +185,11 @@ def serving_summary(
         "lag_exceeded": (lags[-1] > bound) if lags and bound is not None else None,
     }
     window = window_of(sent, s.trim_fraction or 0.0)
+    records = trace_records(sent, window, s, prompt_ids)
     if window is None:
-        return Serving(**base), None, None
+        return Serving(**base), None, records
     inside = [t for t in sent if window.first <= t.index <= window.last]
-    done = [t for t in inside if t.finished is not None]
+    done = sorted((t for t in inside if t.finished is not None), key=lambda t: t.index)
     span = window.seconds
     tokens = sum(1 for t in sent for x in t.token_times if window.start <= x <= window.end)
     # The requests' worth of output streamed in the window: at steady state the rate at
@@ -193,12 +198,10 @@ def serving_summary(
     per_request = statistics.fmean(len(t.token_times) for t in finished) if finished else 0
     served = tokens / per_request if per_request else 0.0
     offered = (len(inside) - 1) / span
-    objectives = any(v is not None for v in (s.slo_ttft_ms, s.slo_itl_ms, s.slo_e2e_ms))
-    met = sum(1 for t in inside if meets_slo(t, s)) if objectives else None
+    met = sum(1 for t in inside if meets_slo(t, s)) if has_objective(s) else None
     attainment = met / len(inside) if met is not None else None
     half = len(done) // 2
-    early = [e2e(t) for t in sorted(done, key=lambda t: t.index)[:half]]
-    late = [e2e(t) for t in sorted(done, key=lambda t: t.index)[half:]]
+    early, late = [e2e(t) for t in done[:half]], [e2e(t) for t in done[half:]]
     growth = None
     if half >= 2 and statistics.median(early) > 0:  # type: ignore[type-var]
         growth = statistics.median(late) / statistics.median(early)  # type: ignore[type-var]
@@ -227,36 +230,33 @@ def serving_summary(
         within_slo=None if attainment is None else attainment >= (s.slo_attainment or 1.0),
         e2e_growth=growth,
     )
-    return serving, _latency(done, span, tokens, served), window
+    rows = [r for r in records if r.in_window and r.finished]
+    return serving, _latency(rows, span, tokens, served), records
 
 
-def _latency(done: Sequence[Trace], span: float, tokens: int, served: float) -> Latency:
+def _latency(rows: Sequence[RequestRecord], span: float, tokens: int, served: float) -> Latency:
     """The window's finished requests as ``metrics.latency`` (each request its own unit),
     so the report's and the search's latency figures read a run under load too."""
 
-    def each(values: list[tuple[float, int]]) -> object:
-        return summarize([v for v, _ in values], [i for _, i in values], "request", positive=True)
+    def each(pairs: list[tuple[float | None, int]]) -> Stats:
+        kept = [(v, i) for v, i in pairs if v is not None]
+        return summarize([v for v, _ in kept], [i for _, i in kept], "request", positive=True)
 
-    tpot = []
-    for t in done:
-        if len(t.token_times) >= 2 and t.finished is not None:
-            tpot.append(
-                ((t.token_times[-1] - t.token_times[0]) / (len(t.token_times) - 1), t.index)
-            )
+    inputs = sum(r.input_tokens for r in rows)
     return Latency(
-        ttft_seconds=each([(v, t.index) for t in done if (v := ttft(t)) is not None]),
-        itl_seconds=each([(g, t.index) for t in done for g in gaps(t)]),
-        tpot_seconds=each(tpot),
-        e2e_request_seconds=each([(v, t.index) for t in done if (v := e2e(t)) is not None]),
+        ttft_seconds=each([(r.ttft_seconds, r.request) for r in rows]),
+        itl_seconds=each([(g, r.request) for r in rows for g in r.itl_seconds]),
+        tpot_seconds=each([(r.tpot_seconds, r.request) for r in rows]),
+        e2e_request_seconds=each([(r.e2e_seconds, r.request) for r in rows]),
         throughput=Throughput(
             output_tokens_per_second=tokens / span,
             requests_per_second=served / span,
-            input_tokens_per_second=sum(t.input_tokens for t in done) / span,
+            input_tokens_per_second=inputs / span,
         ),
         measured_seconds=span,
-        requests=len(done),
+        requests=len(rows),
         output_tokens=tokens,
-        input_tokens=sum(t.input_tokens for t in done),
+        input_tokens=inputs,
     )
 
 
@@ -264,7 +264,7 @@ def trace_records(
     traces: Sequence[Trace], window: Window | None, s: ScenarioConfig, prompt_ids: Sequence[str]
 ) -> list[RequestRecord]:
     """One ``requests.parquet`` row per request sent; latencies from its send."""
-    objectives = any(v is not None for v in (s.slo_ttft_ms, s.slo_itl_ms, s.slo_e2e_ms))
+    objectives = has_objective(s)
     rows = []
     for t in sorted(traces, key=lambda t: t.index):
         if t.submitted is None:
