@@ -29,6 +29,7 @@ from runner.measure.nvml import (
     trapezoid_joules,
 )
 from runner.sections.energy import EnergyComponent, GrossNet
+from tests.fake_nvml import FakeClock, FakeNvml
 
 SECTION_KEYS = {
     "backend",
@@ -59,54 +60,6 @@ SECTION_KEYS = {
 
 
 # --- fakes -------------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeNvml:
-    """GPUs with a settable power draw; the energy counter integrates it as time advances."""
-
-    def __init__(self, clock: FakeClock, count: int = 2, counter: bool = True) -> None:
-        self.clock = clock
-        self.count = count
-        self.counter = counter
-        self.watts = [0.0] * count
-        self.energy_mj = [5_000_000] * count  # the counter counts since driver load
-        self.calls: list[str] = []
-
-    def advance(self, seconds: float) -> None:
-        for i in range(self.count):
-            self.energy_mj[i] += round(self.watts[i] * seconds * 1000)
-        self.clock.now += seconds
-
-    def init(self) -> None:
-        self.calls.append("init")
-
-    def device_count(self) -> int:
-        return self.count
-
-    def handle(self, index: int) -> int:
-        return index
-
-    def total_energy_mj(self, handle: int) -> int:
-        if not self.counter:
-            raise NvmlNotSupported("NVML_ERROR_NOT_SUPPORTED")
-        return self.energy_mj[handle]
-
-    def power_mw(self, handle: int) -> int:
-        return round(self.watts[handle] * 1000)
-
-    def name(self, handle: int) -> str:
-        return "Fake GPU"
-
-    def power_limit_mw(self, handle: int) -> int:
-        return 300_000
 
 
 class CPU:  # named like CodeCarbon's hardware classes, which the meter inspects by name

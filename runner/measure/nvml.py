@@ -40,7 +40,8 @@ class NvmlNotSupported(NvmlError):
 
 
 class NvmlLike(Protocol):
-    """The few NVML calls the energy meter needs; tests inject a fake.
+    """The few NVML calls the energy meter, the cooldown and the hardware time series
+    (runner.hardware.gpu) need; tests inject a fake (tests/fake_nvml.py).
 
     Implementations raise :class:`NvmlNotSupported` for unsupported queries and
     :class:`NvmlError` for any other failure.
@@ -68,6 +69,26 @@ class NvmlLike(Protocol):
 
     def temperature_c(self, handle: Any) -> int:
         """GPU die temperature, °C (the cooldown's idle rule)."""
+        ...
+
+    def clocks_mhz(self, handle: Any) -> tuple[int, int]:
+        """Current SM and memory clocks, MHz."""
+        ...
+
+    def utilization_pct(self, handle: Any) -> tuple[int, int]:
+        """GPU and memory utilisation over NVML's last sample period, percent."""
+        ...
+
+    def throttle_reasons(self, handle: Any) -> int:
+        """The clocks event (throttle) reasons bitmask (runner.hardware.gpu.throttle_names)."""
+        ...
+
+    def memory_bus_width_bits(self, handle: Any) -> int | None:
+        """Memory bus width, bits (None if unknown)."""
+        ...
+
+    def max_memory_clock_mhz(self, handle: Any) -> int | None:
+        """Maximum memory clock, MHz (None if unknown)."""
         ...
 
 
@@ -118,6 +139,34 @@ class Pynvml:
     def temperature_c(self, handle: Any) -> int:
         gpu = self._nv.NVML_TEMPERATURE_GPU
         return int(self._call(self._nv.nvmlDeviceGetTemperature, handle, gpu))
+
+    def clocks_mhz(self, handle: Any) -> tuple[int, int]:
+        nv = self._nv
+        sm = self._call(nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_SM)
+        return int(sm), int(self._call(nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_MEM))
+
+    def utilization_pct(self, handle: Any) -> tuple[int, int]:
+        rates = self._call(self._nv.nvmlDeviceGetUtilizationRates, handle)
+        return int(rates.gpu), int(rates.memory)
+
+    def throttle_reasons(self, handle: Any) -> int:
+        # "Throttle" was renamed "clocks event" in NVML 12.2; older pynvml has only the former.
+        nv = self._nv
+        fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        return int(self._call(fn or nv.nvmlDeviceGetCurrentClocksThrottleReasons, handle))
+
+    def memory_bus_width_bits(self, handle: Any) -> int | None:
+        try:
+            return int(self._call(self._nv.nvmlDeviceGetMemoryBusWidth, handle))
+        except NvmlError:
+            return None
+
+    def max_memory_clock_mhz(self, handle: Any) -> int | None:
+        nv = self._nv
+        try:
+            return int(self._call(nv.nvmlDeviceGetMaxClockInfo, handle, nv.NVML_CLOCK_MEM))
+        except NvmlError:
+            return None
 
 
 def open_nvml(nvml: NvmlLike | None = None) -> NvmlLike | None:
