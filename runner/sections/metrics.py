@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from runner.sections.base import INLINE, OMIT_NONE, Section
+from runner.sections.hardware import Roofline, Timeseries
 from runner.sections.serving import Serving
 
 
@@ -133,6 +134,7 @@ class Metrics(Section):
     the measured passes: the runner's process and, under vLLM, its engine and workers.
     ``serving``: under ``scenario=online``, the load and what was served
     (:class:`runner.sections.serving.Serving`); absent offline.
+    ``timeseries``, ``roofline``: the machine's side (:mod:`runner.sections.hardware`).
     """
 
     latency: Latency | None = field(default=None, metadata=INLINE)
@@ -151,3 +153,5 @@ class Metrics(Section):
     cooldown: Cooldown | None = None
     measured_cpu_seconds: float | None = None
     serving: Serving | None = field(default=None, metadata=OMIT_NONE)  # scenario=online
+    timeseries: Timeseries | None = field(default=None, metadata=OMIT_NONE)
+    roofline: Roofline | None = field(default=None, metadata=OMIT_NONE)
