@@ -23,6 +23,7 @@ from runner.config.resolved import config_dict
 from runner.config.schema import (
     DecodingMode,
     EngineKind,
+    MeasureConfig,
     OutputLength,
     RunConfig,
     ScenarioConfig,
@@ -30,6 +31,13 @@ from runner.config.schema import (
 )
 from runner.config.validate import Facts, validate
 from runner.engines.processes import tree_cpu_seconds
+from runner.hardware.record import (
+    ELEM_BYTES,
+    finish_sampler,
+    place_run,
+    probe_for_run,
+    start_sampler,
+)
 from runner.logs import RUN_LOG
 from runner.measure.cooldown import MachineReader, cool_down
 from runner.measure.energy import EnergyMeter
@@ -101,6 +109,25 @@ class _Progress:
     traces: list[Any] | None = None
     scenario: ScenarioConfig | None = None
     prompt_ids: tuple[str, ...] = ()
+    # The hardware time series (runner.hardware.record): its sampler, what the machine
+    # lacks, and the rules its windows are judged by.
+    sampler: Any = None
+    absent: tuple[str, ...] = ()
+    measure: MeasureConfig | None = None
+    placement: Any = None  # the model's side of the roofline, once it has loaded
+
+    def begin_window(self) -> None:
+        """A measured window opens: the energy meter's and the time series' marks."""
+        if self.sampler is not None:
+            self.sampler.begin_window()
+        if self.meter is not None:
+            self.meter.begin_window()
+
+    def end_window(self) -> None:
+        if self.meter is not None:
+            self.meter.end_window()
+        if self.sampler is not None:
+            self.sampler.end_window()
 
 
 def run(
@@ -130,7 +157,10 @@ def run(
         started_at=_now(),
         config=config_dict(cfg),
     )
-    progress = _Progress()
+    progress = _Progress(measure=cfg.measure)
+    progress.sampler, progress.absent = start_sampler(
+        cfg.measure, lambda: progress.phase.value, _visible_gpus(), result.warnings
+    )
     if launched_at is not None:
         startup = time.time() - launched_at
         progress.metrics = dataclasses.replace(progress.metrics, startup_seconds=startup)
@@ -197,6 +227,16 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
 
     Not live: signals are only recorded here, and checked before and after each step.
     """
+    assert progress.measure is not None
+    timeseries, named = finish_sampler(
+        progress.sampler,
+        progress.absent,
+        run_dir,
+        progress.measure,
+        Phase.measure.value,
+        result.warnings,
+    )
+    progress.named += named
     serving = None
     if progress.traces is not None and progress.scenario is not None:
         serving, latency = _serving_figures(progress)
@@ -213,8 +253,18 @@ def _finish(result: RunResult, progress: _Progress, run_dir: Path, guard: stop.S
             write_outputs(run_dir / OUTPUTS_FILE, progress.outputs)
         except Exception as exc:  # the outputs must not cost the result either
             result.warnings.append(f"{OUTPUTS_FILE} not written: {type(exc).__name__}: {exc}")
+    try:
+        roofline = place_run(progress.placement, latency, serving is not None)
+    except Exception as exc:  # the placement must not cost the result
+        roofline = None
+        result.warnings.append(f"roofline not placed: {type(exc).__name__}: {exc}")
     result.metrics = dataclasses.replace(
-        progress.metrics, latency=latency, stopped_by=progress.stopped_by, serving=serving
+        progress.metrics,
+        latency=latency,
+        stopped_by=progress.stopped_by,
+        serving=serving,
+        timeseries=timeseries,
+        roofline=roofline,
     )
     _note_late_stop(result, progress, guard)
     if progress.meter is not None:
@@ -353,6 +403,16 @@ def _measure(
         memory=Memory(model_footprint_bytes=model_footprint_bytes(model)),
     )
 
+    dtype = str(model.dtype).removeprefix("torch.")
+    progress.placement = probe_for_run(
+        model.config.to_dict(),
+        device.type if device is not None else "cpu",
+        dtype,
+        progress.metrics.memory.model_footprint_bytes,
+        ELEM_BYTES.get(dtype),
+        progress.display.step,
+    )
+
     workload = build_workload(cfg.workload, tokenizer)
     result.workload = workload.summary()
     check_workload_fits(cfg, result.workload["input_tokens_max"], model.config)
@@ -425,7 +485,7 @@ def _measure(
             track_memory(device) as window,
             meter.tracking(),
         ):
-            _measured_loop(cfg, workload, call, meter, progress, device, guard)
+            _measured_loop(cfg, workload, call, progress, device, guard)
     finally:
         _keep_peak(progress, window)
     _check_fallbacks(measured_frames, Phase.measure, progress)
@@ -491,7 +551,7 @@ def _serve_session(
     window = None
     try:
         with track_memory(device) as window, meter.tracking():
-            _serve(cfg, workload, session, meter, progress, guard)
+            _serve(cfg, workload, session, progress, guard)
     finally:
         _keep_peak(progress, window)
 
@@ -593,6 +653,18 @@ def _measure_vllm(
         problems += sampling_mismatches(sampling_kwargs, applied["sampling"])
         if problems:
             raise VerificationError("; ".join(problems))
+        engine = applied["engine"]
+        kv = str(engine.get("kv_cache_dtype") or "auto")
+        progress.placement = probe_for_run(
+            model_config.to_dict(),
+            "cuda" if cuda else "cpu",
+            str(engine.get("dtype")),
+            None,  # the weights are in vLLM's processes: estimated from the config
+            1.0
+            if kv.startswith("fp8")
+            else ELEM_BYTES.get(kv, ELEM_BYTES.get(engine.get("dtype"))),
+            progress.display.step,
+        )
 
         prompts = {id(b): prompt_token_ids(b) for b in workload.batches}
 
@@ -611,10 +683,10 @@ def _measure_vllm(
         try:
             with tree_peak_rss() as peak, meter.tracking():
                 if online:
-                    _serve(cfg, workload, session, meter, progress, guard)
+                    _serve(cfg, workload, session, progress, guard)
                 else:
                     _announce_measure(cfg, workload, progress)
-                    _measured_loop(cfg, workload, call, meter, progress, None, guard)
+                    _measured_loop(cfg, workload, call, progress, None, guard)
         finally:
             if peak is not None and peak["bytes"] is not None:
                 memory = Memory(
@@ -654,7 +726,6 @@ def _serve(
     cfg: RunConfig,
     workload: Workload,
     session: Any,
-    meter: EnergyMeter,
     progress: _Progress,
     guard: stop.StopGuard,
 ) -> None:
@@ -704,9 +775,9 @@ def _serve(
 
     def on_submit(i: int) -> None:
         if edges is not None and i == edges[0]:
-            meter.begin_window()
+            progress.begin_window()
         if edges is not None and i == edges[1]:
-            meter.end_window()
+            progress.end_window()
         progress.display.call_done(f"{i + 1} sent")
 
     # Not live: a signal is recorded and the load generator raises it from its own loop,
@@ -892,7 +963,6 @@ def _measured_loop(
     cfg: RunConfig,
     workload: Workload,
     call: Call,
-    meter: EnergyMeter,
     progress: _Progress,
     device: torch.device | None,
     guard: stop.StopGuard,
@@ -901,7 +971,7 @@ def _measured_loop(
     when a stop cuts them short)."""
     before = tree_cpu_seconds()
     try:
-        _passes(cfg, workload, call, meter, progress, device, guard)
+        _passes(cfg, workload, call, progress, device, guard)
     finally:
         spent = tree_cpu_seconds() - before
         progress.metrics = dataclasses.replace(progress.metrics, measured_cpu_seconds=spent)
@@ -911,7 +981,6 @@ def _passes(
     cfg: RunConfig,
     workload: Workload,
     call: Call,
-    meter: EnergyMeter,
     progress: _Progress,
     device: torch.device | None,
     guard: stop.StopGuard,
@@ -928,7 +997,7 @@ def _passes(
     while True:
         show.calls(f"pass {repeat + 1} (min {m.min_repeats})", len(workload.batches))
         synchronize(device)
-        meter.begin_window()
+        progress.begin_window()
         try:
             for b_index, batch in enumerate(workload.batches):
                 res = call(batch)
@@ -953,7 +1022,7 @@ def _passes(
                     break
         finally:
             synchronize(device)
-            meter.end_window()
+            progress.end_window()
         repeat += 1
         progress.metrics = dataclasses.replace(progress.metrics, repeats=repeat)
         done = bool(progress.stopped_by) or (repeat >= m.min_repeats and measured >= m.min_seconds)

@@ -27,7 +27,17 @@ DEFAULT_SCENARIO = {
     "kind": "offline",
     **{f.name: None for f in fields(ScenarioConfig) if f.name != "kind"},
 }
-HASH_EXCLUDED = ("cache_dir", "measure.isolation", "repeat.count", "repeat.order", "repeat.seed")
+# The hardware time series watches the run without changing it (its overhead: make bench).
+HASH_EXCLUDED = (
+    "cache_dir",
+    "measure.isolation",
+    "measure.sample_hz",
+    "measure.throttle_clock_drop",
+    "measure.interference_cores",
+    "repeat.count",
+    "repeat.order",
+    "repeat.seed",
+)
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -607,6 +607,25 @@ class MeasureConfig:
         0.1,
         range=Range(low=0, high=1, low_open=True),
     )
+    sample_hz: float = _help(
+        "the run's hardware time series (timeseries.parquet: power, clocks, temperature, "
+        "utilisation, throttle reasons), samples per second from 1 to 10; 0 turns it off",
+        2.0,
+        range=Range(low=0, high=10),
+    )
+    throttle_clock_drop: float = _help(
+        "warn (hardware.clock_drop) when, within a measured window, a GPU's SM clock or the "
+        "CPUs' mean frequency falls more than this fraction below its level at the window's "
+        "start",
+        0.1,
+        range=Range(low=0, high=1, low_open=True, high_open=True),
+    )
+    interference_cores: float = _help(
+        "warn (hardware.interference) when, over a measured window, processes outside the "
+        "run kept more than this many CPU cores busy on average",
+        0.5,
+        range=POSITIVE,
+    )
     isolation: Isolation = _help(
         "forkserver: each run in a fresh child process, forked from a server that has "
         "imported torch and transformers (never touched a GPU); spawn: each run in a fresh "

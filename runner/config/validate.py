@@ -394,6 +394,12 @@ def _validate_measure(cfg: RunConfig) -> None:
         m.max_seconds,
         f"must be >= measure.min_seconds ({m.min_seconds})",
     )
+    _check(
+        m.sample_hz == 0 or m.sample_hz >= 1,
+        "measure.sample_hz",
+        m.sample_hz,
+        "must be 0 (off) or from 1 to 10",
+    )
 
 
 def _validate_energy(cfg: RunConfig) -> None:

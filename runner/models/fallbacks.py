@@ -26,6 +26,9 @@ WARMUP_NOT_CONVERGED = "warmup.not_converged"
 SERVING_SCHEDULE_LAG = "serving.schedule_lag"
 SERVING_UNFINISHED = "serving.unfinished"
 SERVING_SHORT_WINDOW = "serving.short_window"
+HARDWARE_GPU_THROTTLE = "hardware.gpu_throttle"
+HARDWARE_CLOCK_DROP = "hardware.clock_drop"
+HARDWARE_INTERFERENCE = "hardware.interference"
 
 # name -> (policy, what happened)
 POLICY: dict[str, tuple[str, str]] = {
@@ -75,6 +78,21 @@ POLICY: dict[str, tuple[str, str]] = {
         "under scenario=online the steady-state window was shorter than the median "
         "end-to-end latency: its requests mostly finished after it, so its rates describe "
         "a transient, not a steady state",
+    ),
+    HARDWARE_GPU_THROTTLE: (
+        WARN,
+        "within a measured window a GPU reported a thermal or power throttle reason (or a "
+        "hardware slowdown) in NVML's clock event reasons: its clocks were held down",
+    ),
+    HARDWARE_CLOCK_DROP: (
+        WARN,
+        "within a measured window a GPU's SM clock or the CPUs' mean frequency fell more than "
+        "measure.throttle_clock_drop below its level at the window's start",
+    ),
+    HARDWARE_INTERFERENCE: (
+        WARN,
+        "over a measured window, processes outside the run kept more than "
+        "measure.interference_cores CPU cores busy on average: the run shared the machine",
     ),
 }
 
