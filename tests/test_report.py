@@ -481,7 +481,10 @@ def test_named_warnings_reach_the_csv_and_the_report(tmp_path: Path) -> None:
     # One distinct library warning: the same one in two phases, the noise left out.
     assert csv.loc["int8", "library_warnings"] == 1 and csv.loc["none", "library_warnings"] == 0
     text = outputs.report_md.read_text()
-    assert "## Warnings\n\n- `quant=int8`: compile.recompile_limit: hit during warmup\n" in text
+    assert (
+        "## Warnings\n\n### compile (1 run)\n\n- `compile.recompile_limit` (1 run):\n"
+        "  - `quant=int8`: hit during warmup\n"
+    ) in text
 
 
 def test_build_report_without_energy_or_requests(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ Units of the headline columns: milliseconds (``*_ms_*``), output tokens per seco
 (``energy_per_token_mj_*``) and grams CO2-equivalent (``emissions_g``); ``repeat_cv`` is
 the coefficient of variation (a fraction) of output throughput between measured passes.
 The quality columns (perplexity, agreement, ``lm_eval.<task>.<metric>``) are described in
-:mod:`runner.report.quality`.
+:mod:`runner.report.quality`, the ``metrics.roofline.*`` columns in
+:mod:`runner.report.roofline`.
 
 Nothing here raises on a weird directory: a run that cannot be used becomes a row with
 status ``partial`` (no ``result.json`` yet) or ``unreadable`` (and the reason in ``error``).
@@ -30,7 +31,7 @@ import pandas as pd
 
 from runner.config.overrides import Setting, parse_lenient
 from runner.logs import RUN_LOG
-from runner.report import quality
+from runner.report import quality, roofline
 from runner.report.metrics import UNRESOLVED, unresolved_text
 from runner.report.variation import Variation
 from runner.results import RESULT_FILE, ResultReadError, flatten, read_result
@@ -62,11 +63,13 @@ SETTING_GROUPS = ("measure", "energy", "workload", "model")  # the report's sett
 DELETED = "(deleted)"  # the value of a factor a run deleted (``~energy``)
 
 # The numeric headline columns: one registry shared with search objectives and tracking,
-# and the quality section's columns.
-NUMERIC_COLUMNS = [*FIGURES, *quality.QUALITY_COLUMNS]
+# the quality section's columns and the run's place on the roofline.
+NUMERIC_COLUMNS = [*FIGURES, *quality.QUALITY_COLUMNS, *roofline.NUMBER_COLUMNS]
 HEADLINE_COLUMNS = [
-    *NUMERIC_COLUMNS,
+    *FIGURES,
+    *quality.QUALITY_COLUMNS,
     *quality.TEXT_COLUMNS,
+    *roofline.COLUMNS,
     "model_name",
     "peak_mem_source",
     "energy_is_estimate",
@@ -315,6 +318,7 @@ def headline(rec: RunRecord) -> dict[str, Any]:
     config_hash = (rec.data or {}).get("config_hash")
     row["config_hash"] = config_hash if isinstance(config_hash, str) else None
     row.update(quality.headline(rec.data))
+    row.update(roofline.roofline_row(metrics.roofline))
     return row
 
 

@@ -4,6 +4,7 @@ GitHub pipe tables. Pure functions of their inputs."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -65,3 +66,14 @@ def markdown_table(frame: pd.DataFrame) -> str:
     ]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
     return "\n".join(lines)
+
+
+def factor_cells(rows: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
+    """A table's first columns: each swept factor's value per run (``—`` where unset), or
+    the run's label where nothing was swept."""
+    out = pd.DataFrame(index=rows.index)
+    for factor in factors:
+        out[factor] = [("—" if pd.isna(v) else str(v)) for v in rows[factor]]
+    if not factors:
+        out["run"] = rows["label"]
+    return out

@@ -22,7 +22,7 @@ from runner.report.data import ReportData
 from runner.report.effects_section import effects_section
 from runner.report.environment_section import environment_part, settings_part
 from runner.report.failures import failure_groups
-from runner.report.format import fmt_ci, fmt_num, markdown_table
+from runner.report.format import factor_cells, fmt_ci, fmt_num, markdown_table
 from runner.report.metrics import (
     E2E,
     ITL,
@@ -35,7 +35,10 @@ from runner.report.metrics import (
 )
 from runner.report.quality_section import comparable_parts, display_columns, section
 from runner.report.repeats_section import repeats_section
+from runner.report.roofline_section import roofline_section
 from runner.report.serving_section import serving_section
+from runner.report.timeseries_section import timeseries_section
+from runner.report.warnings_section import warnings_section
 
 # Figures shown as value with the run's own 95% CI
 CI_METRICS = [TTFT, ITL, E2E, THROUGHPUT]
@@ -64,12 +67,7 @@ def display_table(df: pd.DataFrame, error_width: int | None = 60) -> pd.DataFram
     ``error_width`` truncates the error column (None keeps it whole, 0 drops it).
     """
     factors = swept_factors(df)
-    out = pd.DataFrame(index=df.index)
-    if factors:
-        for factor in factors:
-            out[factor] = [("—" if pd.isna(v) else str(v)) for v in df[factor]]
-    else:
-        out["run"] = df["label"]
+    out = factor_cells(df, factors)
     out["status"] = df["status"]
     for metric in CI_METRICS:
         if has_values(df, metric.column):
@@ -202,15 +200,6 @@ def _value(row: pd.Series, metric: Metric) -> str:
     return text + ("*" if estimate and text else "")
 
 
-def _factor_cells(rows: pd.DataFrame, factors: Sequence[str]) -> pd.DataFrame:
-    out = pd.DataFrame(index=rows.index)
-    for factor in factors:
-        out[factor] = [("—" if pd.isna(v) else str(v)) for v in rows[factor]]
-    if not factors:
-        out["run"] = rows["label"]
-    return out
-
-
 def summary_section(data: ReportData) -> str:
     df = data.table
     where = f" from {', '.join(f'`{s}`' for s in data.sources)}" if data.sources else ""
@@ -294,7 +283,7 @@ def best_section(data: ReportData) -> str | None:
             best = ranked.iloc[0]
             title = f"{metric.best_word} {metric.axis_label}"
             cells = {"best for": f"{title} ({group})" if group else title}
-            cells.update(_factor_cells(ranked.iloc[:1], factors).iloc[0].to_dict())
+            cells.update(factor_cells(ranked.iloc[:1], factors).iloc[0].to_dict())
             cells["value"] = _value(best, metric)
             cells[f"{unit} ranked"] = str(len(ranked))
             column = metric.comparable_by
@@ -335,7 +324,7 @@ def pareto_section(data: ReportData) -> str:
     front = table[front_mask(table, x, y)].sort_values(x.column, kind="stable")
     ok = int((table["status"] == "ok").sum())
     shown = front.iloc[:PARETO_MAX_ROWS]
-    frame = _factor_cells(shown, swept_factors(data.table))
+    frame = factor_cells(shown, swept_factors(data.table))
     frame[x.header or x.column] = [_value(r, x) for _, r in shown.iterrows()]
     frame[y.header or y.column] = [_value(r, y) for _, r in shown.iterrows()]
     frame.insert(0, "#", [str(i) for i in range(1, len(shown) + 1)])
@@ -416,37 +405,6 @@ def figures_section(data: ReportData) -> str:
     return "\n".join(out).rstrip()
 
 
-def warnings_section(data: ReportData) -> str | None:
-    """Runs with named warnings (silent fallbacks the runner caught), at most
-    :data:`WARNING_RUNS_LISTED` of them; library warnings stay in each run's result."""
-    df = data.table
-    if "named_warnings" not in df.columns:
-        return None
-    named = df[df["named_warnings"].notna() & (df["named_warnings"] != "")]
-    if not len(named):
-        return None
-    lines = ["## Warnings", ""]
-    lines += [
-        f"- `{r['label']}`: {r['named_warnings']}"
-        for _, r in named.head(WARNING_RUNS_LISTED).iterrows()
-    ]
-    if len(named) > WARNING_RUNS_LISTED:
-        lines.append(
-            f"- ... and {len(named) - WARNING_RUNS_LISTED} more runs (`named_warnings` in "
-            "`summary.csv`)"
-        )
-    lines += [
-        "",
-        'Named warnings are fallbacks the runner caught (docs/methodology.md, "Warnings and '
-        "silent fallbacks\"); every library warning is in each run's `result.json` "
-        "(`warnings`, `warnings_detail`).",
-    ]
-    return "\n".join(lines)
-
-
-WARNING_RUNS_LISTED = 20
-
-
 def methodology_section(data: ReportData) -> str:
     text = "## Methodology\n\n" + METHODOLOGY.rstrip()
     if data.baseline is not None:
@@ -473,6 +431,8 @@ SECTIONS: list[Section] = [
     best_section,
     pareto_section,
     quality_part,
+    roofline_section,
+    timeseries_section,
     effects_section,
     repeats_section,
     failures_section,

@@ -97,11 +97,31 @@ TOKEN_AGREEMENT = Metric(
     comparable_by="agreement_reference",
 )
 QUALITY = (PERPLEXITY, TOKEN_AGREEMENT)
+# Against the hardware's limit (metrics.roofline): fractions of the measured peaks.
+DECODE_BW_UTIL = Metric(
+    "decode_bw_util",
+    "decode bandwidth, share of the measured peak",
+    "fraction",
+    False,
+    None,
+    "decode BW util",
+)
+PREFILL_COMPUTE_UTIL = Metric(
+    "prefill_compute_util",
+    "prefill compute, share of the measured peak",
+    "fraction",
+    False,
+    None,
+    "prefill util",
+)
 
 # In the order the report lists them; latency first (the metric most sweeps are about).
 HEADLINE: tuple[Metric, ...] = (E2E, TTFT, ITL, THROUGHPUT, ENERGY_NET, PEAK_MEMORY, PERPLEXITY)
 LATENCIES = (E2E, ITL, TTFT)  # the primary latency: the first with data
-KNOWN = {m.column: m for m in (*HEADLINE, ENERGY_GROSS, TOKEN_AGREEMENT)}
+KNOWN = {
+    m.column: m
+    for m in (*HEADLINE, ENERGY_GROSS, TOKEN_AGREEMENT, DECODE_BW_UTIL, PREFILL_COMPUTE_UTIL)
+}
 
 
 def describe(name: str) -> str:

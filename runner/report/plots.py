@@ -50,8 +50,10 @@ from runner.report.forked import map_forked
 from runner.report.format import fmt_num
 from runner.report.metrics import UNRESOLVED, Metric, energy_metric, quality_metrics
 from runner.report.quality_section import comparable_parts
+from runner.report.roofline_plot import roofline_figures
 from runner.report.samples import LatencySamples, read_latency_samples
 from runner.report.serving_plots import serving_figures
+from runner.report.timeseries_plot import timeseries_figures
 
 log = logging.getLogger(__name__)
 
@@ -583,6 +585,8 @@ FIGURES: list[Maker] = [
     serving_figures,
     pareto_figures,
     quality_pareto_figures,
+    roofline_figures,
+    timeseries_figures,
     main_effect_figures,
     interaction_figures,
     distribution_figures,

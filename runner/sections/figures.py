@@ -6,7 +6,8 @@ A name is either a headline figure (:data:`FIGURES`, in the unit its name says: 
 milliseconds, ``*output_tok_s*`` output tokens per second (``output_tok_s``: total tokens
 over total measured time; ``per_call_output_tok_s_*``: the distribution of each call's
 own rate), ``*_mib`` mebibytes,
-``energy_per_token_mj_*`` millijoules per output token, ``emissions_g`` grams CO2-eq; an
+``energy_per_token_mj_*`` millijoules per output token, ``emissions_g`` grams CO2-eq,
+``*_util`` a fraction of the machine's measured peak, higher is better; an
 unresolved energy figure is absent, see :func:`runner.sections.energy.unresolved`) or a
 numeric key of a typed result section, dotted as in ``result.json``
 (``metrics.ttft_seconds.p99``, ``energy.net_joules``). The sections are read from
@@ -25,6 +26,7 @@ from typing import Any
 
 from runner.sections.base import Section
 from runner.sections.energy import Energy, unresolved
+from runner.sections.hardware import Roofline
 from runner.sections.metrics import Latency, Metrics, Stats, Throughput
 from runner.sections.serving import QUANTILES, Percentiles, Quantile, Serving
 
@@ -85,6 +87,10 @@ def _percentile_figures(prefix: str, of: Callable[[Serving], Percentiles]) -> li
 
             out.append(Figure(f"{prefix}_{p}{suffix}", get))
     return out
+
+
+def _roofline(m: Metrics) -> Roofline:
+    return m.roofline or Roofline()
 
 
 def _per_slo_request(m: Metrics, e: Energy) -> float | None:
@@ -154,6 +160,9 @@ _LIST = [
     ),
     Figure("emissions_g", lambda m, e: _scaled(e.emissions_kg, 1e3), energy=True, follows="gross"),
     *_serving_figures(),
+    # Against the hardware's limit (metrics.roofline): fractions of the measured peaks.
+    Figure("decode_bw_util", lambda m, e: _roofline(m).decode_bandwidth_util),
+    Figure("prefill_compute_util", lambda m, e: _roofline(m).prefill_compute_util),
     Figure("repeats", lambda m, e: m.repeats),
     Figure("requests", lambda m, e: _lat(m).requests),
     Figure("output_tokens", lambda m, e: _lat(m).output_tokens),
