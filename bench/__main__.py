@@ -24,6 +24,7 @@ SECTIONS = {
     "report": "bench.report_speed",
     "sweep": "bench.sweep",
     "vllm": "bench.vllm_overhead",
+    "sampler": "bench.sampler_overhead",
 }
 
 

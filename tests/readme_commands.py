@@ -29,6 +29,12 @@ SKIPS: list[tuple[str, str]] = [
     ("runner.engines.install", "installs packages (network; make setup has run it here)"),
     ("hydra/launcher=slurm", "submits to a Slurm cluster (there is none here)"),
     ("mlflow ui", "starts MLflow's web server, which runs until it is stopped"),
+    ("--device cuda", "needs a CUDA GPU (there is none here)"),
+    (
+        "runner.hardware.probe --rerun",
+        "measures this machine again and overwrites its kept peaks, which a busy test suite "
+        "would keep low (tests/test_hardware_limits.py runs --rerun on small sizes)",
+    ),
     (
         "quality.task_dir=/data/",
         "names an lm-eval task directory of the reader's own (tests/test_quality_e2e.py runs "

@@ -1,0 +1,96 @@
+"""The hardware sampler's overhead: bare ``generate`` passes with the sampler running at
+10 Hz (the highest rate ``measure.sample_hz`` allows) over every source this machine has,
+against the same passes without it.
+
+Rounds alternate which comes first; each round gives one ratio sampled/unsampled of output
+tokens/s, and the median over rounds is checked against the runner's overhead target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import (
+    TARGET_RATIO,
+    bare_tps,
+    check,
+    compose,
+    load,
+    median,
+    paired_rounds,
+    progress,
+    rounded,
+    section,
+)
+
+HZ = 10.0
+BASE = ["loading=cpu", "energy=off"]
+CASES = {
+    "smollm2-135m": (["model=smollm2-135m", "workload.num_prompts=4"], 3, 5),
+    "tiny": (["model=tiny", "workload.num_prompts=8", "decoding.max_new_tokens=32"], 6, 10),
+}
+
+
+def _sampled(m: Any, sources: list) -> tuple[dict, int]:
+    from runner.hardware.sampler import Sampler
+
+    sampler = Sampler(sources, HZ, lambda: "measure")
+    sampler.start()
+    try:
+        figures = bare_tps(m, passes=2, min_seconds=1.0)
+    finally:
+        sampler.stop()
+    return figures, len(sampler.rows)
+
+
+def _case(name: str, overrides: list[str], rounds: int) -> dict[str, Any]:
+    from runner.hardware.cpu import cpu_sources
+
+    m = load(compose(BASE + overrides))
+    sources, absent = cpu_sources()
+    progress(f"sampler/{name}: warmup, then {rounds} rounds")
+    bare_tps(m)
+    runs: dict[str, list[dict]] = {"runner": [], "bare": []}
+    samples = []
+    for i in range(rounds):
+        if i % 2:
+            bare = bare_tps(m, passes=2, min_seconds=1.0)
+            sampled, n = _sampled(m, sources)
+        else:
+            sampled, n = _sampled(m, sources)
+            bare = bare_tps(m, passes=2, min_seconds=1.0)
+        runs["runner"].append(sampled)
+        runs["bare"].append(bare)
+        samples.append(n)
+    _, ratios = paired_rounds(runs, f"sampler/{name}")
+    return {
+        "sources": sorted({s.name for s in sources}),
+        "absent": [a.line() for a in absent],
+        "samples_per_round": samples,
+        "sampled_tps": rounded([r["tokens_per_second"] for r in runs["runner"]], 2),
+        "unsampled_tps": rounded([r["tokens_per_second"] for r in runs["bare"]], 2),
+        "ratios": rounded(ratios, 4),
+        "median_ratio": median(ratios),
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    names = ["tiny"] if quick else ["smollm2-135m", "tiny"]
+    data, lines, checks = {}, [], []
+    for name in names:
+        overrides, quick_rounds, full_rounds = CASES[name]
+        rounds = quick_rounds if quick else full_rounds
+        d = data[name] = _case(name, overrides, rounds)
+        lines.append(
+            f"{name}: sampled at {HZ:g} Hz ({', '.join(d['sources'])}) "
+            f"{median(d['sampled_tps']):.1f} tok/s, unsampled {median(d['unsampled_tps']):.1f} "
+            f"tok/s (medians); per round {d['ratios']}"
+        )
+        checks.append(
+            check(
+                f"{name} sampled/unsampled output tok/s, median of {rounds}",
+                d["median_ratio"],
+                at_least=TARGET_RATIO,
+            )
+        )
+    return section(f"hardware sampler overhead at {HZ:g} Hz", lines, checks, data)
