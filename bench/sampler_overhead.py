@@ -25,25 +25,27 @@ from bench.common import (
 
 HZ = 10.0
 BASE = ["loading=cpu", "energy=off"]
+# label: (overrides, workload passes per side and round, rounds quick, rounds full); the
+# passes make each side last about a second or more, a fixed count so both do the same work.
 CASES = {
-    "smollm2-135m": (["model=smollm2-135m", "workload.num_prompts=4"], 3, 5),
-    "tiny": (["model=tiny", "workload.num_prompts=8", "decoding.max_new_tokens=32"], 6, 10),
+    "smollm2-135m": (["model=smollm2-135m", "workload.num_prompts=4"], 1, 3, 5),
+    "tiny": (["model=tiny", "workload.num_prompts=8", "decoding.max_new_tokens=32"], 4, 6, 10),
 }
 
 
-def _sampled(m: Any, sources: list) -> tuple[dict, int]:
+def _sampled(m: Any, sources: list, passes: int) -> tuple[dict, int]:
     from runner.hardware.sampler import Sampler
 
     sampler = Sampler(sources, HZ, lambda: "measure")
     sampler.start()
     try:
-        figures = bare_tps(m, passes=2, min_seconds=1.0)
+        figures = bare_tps(m, passes=passes)
     finally:
         sampler.stop()
     return figures, len(sampler.rows)
 
 
-def _case(name: str, overrides: list[str], rounds: int) -> dict[str, Any]:
+def _case(name: str, overrides: list[str], passes: int, rounds: int) -> dict[str, Any]:
     from runner.hardware.cpu import cpu_sources
 
     m = load(compose(BASE + overrides))
@@ -54,11 +56,11 @@ def _case(name: str, overrides: list[str], rounds: int) -> dict[str, Any]:
     samples = []
     for i in range(rounds):
         if i % 2:
-            bare = bare_tps(m, passes=2, min_seconds=1.0)
-            sampled, n = _sampled(m, sources)
+            bare = bare_tps(m, passes=passes)
+            sampled, n = _sampled(m, sources, passes)
         else:
-            sampled, n = _sampled(m, sources)
-            bare = bare_tps(m, passes=2, min_seconds=1.0)
+            sampled, n = _sampled(m, sources, passes)
+            bare = bare_tps(m, passes=passes)
         runs["runner"].append(sampled)
         runs["bare"].append(bare)
         samples.append(n)
@@ -78,9 +80,9 @@ def run(quick: bool) -> dict[str, Any]:
     names = ["tiny"] if quick else ["smollm2-135m", "tiny"]
     data, lines, checks = {}, [], []
     for name in names:
-        overrides, quick_rounds, full_rounds = CASES[name]
+        overrides, passes, quick_rounds, full_rounds = CASES[name]
         rounds = quick_rounds if quick else full_rounds
-        d = data[name] = _case(name, overrides, rounds)
+        d = data[name] = _case(name, overrides, passes, rounds)
         lines.append(
             f"{name}: sampled at {HZ:g} Hz ({', '.join(d['sources'])}) "
             f"{median(d['sampled_tps']):.1f} tok/s, unsampled {median(d['unsampled_tps']):.1f} "

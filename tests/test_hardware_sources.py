@@ -19,6 +19,7 @@ from runner.hardware.cpu import (
     RAPL_PATH,
     THERMAL_PATHS,
     CpuLoad,
+    ProcessTree,
     cpu_governors,
     cpu_sources,
 )
@@ -102,7 +103,8 @@ def test_process_tree_counts_a_new_child_and_never_goes_negative():
     spin = "import time\nend = time.time() + 0.3\nwhile time.time() < end: pass\ntime.sleep(30)"
     child = subprocess.Popen([sys.executable, "-c", spin])
     try:
-        time.sleep(0.45)
+        # A new child is found when the tree is listed again (at most once a second).
+        time.sleep(ProcessTree.LIST_EVERY_SECONDS + 0.1)
         out = load.read(time.perf_counter())
         # The child started after the first read: all its CPU time (≥ 0.3 s) is this interval's.
         assert out["cpu_tree_cores"] > 0.3 / (time.perf_counter() - t0) * 0.8

@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runner.engines.processes import tree
 from runner.hardware.sources import Absent, Reading, Source, read_number, unreadable
@@ -60,10 +61,28 @@ class ProcessTree:
     adds nothing. So the figure may miss the last moments of a process that ended, and is
     never negative."""
 
+    # Finding the descendants reads every process's /proc entry (about 1 ms here, most of
+    # a tick): done at most once a second; in between the known processes are read.
+    LIST_EVERY_SECONDS = 1.0
+
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._cpu: dict[tuple[int, float], float] = {}
         self._time: float | None = None
+        self._procs: list[Any] = []
+        self._listed: float | None = None
+
+    def _processes(self, now: float) -> list[Any]:
+        import psutil
+
+        if self._listed is None or now - self._listed >= self.LIST_EVERY_SECONDS:
+            known = {p.pid: p for p in self._procs}
+            procs = []
+            for pid in tree(self.pid):
+                with contextlib.suppress(psutil.Error):
+                    procs.append(known[pid] if pid in known else psutil.Process(pid))
+            self._procs, self._listed = procs, now
+        return self._procs
 
     def read(self, now: float) -> tuple[float | None, int | None]:
         import psutil
@@ -71,13 +90,12 @@ class ProcessTree:
         cpu: dict[tuple[int, float], float] = {}
         rss = 0
         with contextlib.suppress(psutil.Error):
-            for pid in tree(self.pid):
+            for proc in self._processes(now):
                 with contextlib.suppress(psutil.Error):
-                    proc = psutil.Process(pid)
                     with proc.oneshot():
                         times = proc.cpu_times()
                         rss += proc.memory_info().rss
-                    cpu[(pid, proc.create_time())] = times.user + times.system
+                    cpu[(proc.pid, proc.create_time())] = times.user + times.system
         if not cpu:
             return None, None
         cores = None
