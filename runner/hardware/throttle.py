@@ -106,7 +106,7 @@ def findings(
         out.append(
             Finding(
                 HARDWARE_CLOCK_DROP,
-                f"{_windows_text(sorted(drops), len(judged))} a clock fell more than "
+                f"{_windows_text(sorted(drops), len(judged))}: a clock fell more than "
                 f"{drop:.0%} below its level at the window's start; window {first}: "
                 f"{', '.join(drops[first])}",
             )
@@ -122,7 +122,7 @@ def findings(
         out.append(
             Finding(
                 HARDWARE_INTERFERENCE,
-                f"{_windows_text(sorted(busy), len(judged))} other processes kept more than "
+                f"{_windows_text(sorted(busy), len(judged))}: other processes kept more than "
                 f"{cores:g} CPU cores busy on average (at most {busy[worst]:.2f}, window "
                 f"{worst}): the run shared the machine",
             )
