@@ -27,7 +27,7 @@ from runner.config.schema import Isolation
 from runner.job import JobOutcome, record_stop_before_the_run, recorded_status
 from runner.logs import RUN_LOG
 from runner.preflight import CONF_DIR
-from runner.results import Status
+from runner.results import RESULT_FILE, Status
 from runner.stop import StopRequested
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,15 @@ def task(dcfg: DictConfig) -> Any:
             print(f"[skipped] {run_dir.name}: already ok for this config", flush=True)
         else:
             print(summary.render(outcome.result, str(run_dir)), flush=True)
-    except RunDirLocked as exc:
-        log.error("%s", exc)
+    except RunDirLocked:
+        # Two commands on one sweep directory: the other one is running this job, and
+        # its result will be in the job's directory. Not a failure of this command.
+        print(
+            f"[running elsewhere] {run_dir.name}: another process is running this job; "
+            f"its result will be in {run_dir / RESULT_FILE}",
+            flush=True,
+        )
+        outcome = JobOutcome(Status.ok, run_dir, tuple(overrides), elsewhere=True)
     except (StopRequested, KeyboardInterrupt) as exc:
         # The job's result is on disk (the job wrote it, or the launcher did for a job
         # stopped before it could; for a stop before either, it is written here): report
@@ -165,7 +172,7 @@ class CollectOutcomes(Callback):
 
 def exit_code(outcomes: list[JobOutcome]) -> int:
     """130 interrupted, 124 out of time (only), 1 failed, 0 all ok."""
-    statuses = {o.status for o in outcomes if not o.time_limit}
+    statuses = {o.status for o in outcomes if not o.time_limit and not o.elsewhere}
     if Status.interrupted in statuses:
         return EXIT_INTERRUPTED
     if any(o.time_limit for o in outcomes):
@@ -176,7 +183,7 @@ def exit_code(outcomes: list[JobOutcome]) -> int:
 
 
 def _report_failures(outcomes: list[JobOutcome]) -> None:
-    bad = [o for o in outcomes if o.status is not Status.ok]
+    bad = [o for o in outcomes if o.status is not Status.ok and not o.elsewhere]
     if not bad or (len(outcomes) < 2 and not bad[0].message):
         return
     print(f"\n{len(bad)} of {len(outcomes)} job(s) did not finish ok:", file=sys.stderr)

@@ -55,7 +55,9 @@ class RunDirLocked(RuntimeError):
 class JobOutcome:
     """How one job ended, as the command reports it (exit code, summary lines).
 
-    ``skipped``: already ``ok`` for this config, not run again; ``stopped``: a stop signal
+    ``skipped``: already ``ok`` for this config, not run again; ``elsewhere``: another
+    process holds the job's directory and is running it (not this command's job to judge:
+    its result is that process's); ``stopped``: a stop signal
     ended it, and with it the sweep; ``time_limit``: it was stopped by its Slurm time limit
     (runner.slurm.stops); ``message``: its error message, shown in the failure list;
     ``result``: the job's result, where there is one to show.
@@ -65,6 +67,7 @@ class JobOutcome:
     run_dir: Path
     overrides: tuple[str, ...] = ()
     skipped: bool = False
+    elsewhere: bool = False
     stopped: bool = False
     time_limit: bool = False
     message: str | None = None

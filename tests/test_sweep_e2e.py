@@ -96,3 +96,34 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
     assert (sweep / "summary.parquet").is_file()
     pd.testing.assert_frame_equal(pd.read_csv(sweep / "summary.csv"), table)
     assert (sweep / "report.md").read_text() == first
+
+
+def test_a_job_another_command_is_running_is_not_a_failure(tmp_path):
+    """Two commands on one sweep directory: the job whose directory the other holds is
+    reported as running elsewhere, and this command exits 0 for it."""
+    from runner.job import run_dir_lock
+
+    sweep = tmp_path / "sweep"
+    held = sweep / "default"  # a one-point sweep: nothing is swept
+    with run_dir_lock(held):  # what the other command holds while it runs the job
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "runner",
+                "-m",
+                "model=tiny",
+                "quant=nf4",
+                "energy=off",
+                "quality=off",
+                f"hydra.sweep.dir={sweep}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "[running elsewhere] default: another process is running this job" in proc.stdout
+    assert "[failed]" not in proc.stdout + proc.stderr
+    assert not (held / "result.json").exists()  # this command wrote nothing there
