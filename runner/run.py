@@ -415,6 +415,7 @@ def _measure(
 
     workload = build_workload(cfg.workload, tokenizer)
     result.workload = workload.summary()
+    _note_workload(workload, result)
     check_workload_fits(cfg, result.workload["input_tokens_max"], model.config)
     # Before anything is measured: a reference with another workload is refused now.
     context = max_positions(model.config.to_dict())
@@ -495,6 +496,14 @@ def _measure(
         cfg.quality, quality_plan, model, tokenizer, device, progress.outputs, guard.check
     )
     _set_phase(progress, Phase.write)
+
+
+def _note_workload(workload: Workload, result: RunResult) -> None:
+    """A workload file not measured as written is said at once and kept in the result."""
+    note = workload.source_note()
+    if note is not None:
+        log.warning("%s", note)
+        result.warnings.append(note)
 
 
 def _continuous_batching(cfg: RunConfig, model: Any, eos_ids: Any, result: RunResult) -> Any:
@@ -637,6 +646,7 @@ def _measure_vllm(
         )
         workload = build_workload(cfg.workload, tokenizer)
         result.workload = workload.summary()
+        _note_workload(workload, result)
         check_workload_fits(cfg, result.workload["input_tokens_max"], model_config)
         quality_plan = quality.prepare(
             cfg.quality, workload.token_ids_sha256, max_positions(model_config.to_dict())

@@ -66,6 +66,24 @@ class Workload:
     input_tokens_total: int
     # sha256 of every request's input token ids, in order: equal means comparable outputs.
     token_ids_sha256: str = ""
+    # Prompts in the built-in set or the file (None: synthetic), of which num_prompts are
+    # taken: the first ones, or all of them cycled.
+    source_prompts: int | None = None
+
+    def source_note(self) -> str | None:
+        """One line when a workload file was not measured as written: cut to its first
+        ``workload.num_prompts`` prompts, or cycled up to them; None otherwise."""
+        n, k = self.source_prompts, self.num_requests
+        if n is None or n == k or self.source in (BUILTIN_SOURCE, SYNTHETIC_SOURCE):
+            return None
+        if k < n:
+            done = f"measures {k} of them"
+        else:
+            done = f"repeats them to {k} requests (ids #2, #3, ... mark the repeats)"
+        return (
+            f"workload file {self.source} has {n} prompts; workload.num_prompts={k} {done}; "
+            f"workload.num_prompts={n} measures each once"
+        )
 
     @property
     def requests(self) -> tuple[Request, ...]:
@@ -82,6 +100,7 @@ class Workload:
         return {
             "source": self.source,
             "num_requests": self.num_requests,
+            "source_prompts": self.source_prompts,
             "batch_size": max((len(b.requests) for b in self.batches), default=0),
             "num_batches": len(self.batches),
             "input_tokens_min": min(counts, default=0),
@@ -119,15 +138,18 @@ def build_workload(
     _check_config(cfg)
 
     kind = WorkloadKind(cfg.kind)
+    source_prompts = None
     if kind is WorkloadKind.synthetic:
         source = SYNTHETIC_SOURCE
         encoded = _synthetic(cfg, tokenizer, seed)
     else:
         source = BUILTIN_SOURCE if kind is WorkloadKind.default else str(cfg.path)
         use_template = cfg.chat_template and bool(getattr(tokenizer, "chat_template", None))
+        prompts = load_prompts(cfg)
+        source_prompts = len(prompts)
         encoded = [
             (pid, text, _encode(tokenizer, text, use_template))
-            for pid, text in _select(load_prompts(cfg), cfg, seed)
+            for pid, text in _select(prompts, cfg, seed)
         ]
 
     requests: list[Request] = []
@@ -150,6 +172,7 @@ def build_workload(
         truncated_requests=sum(r.truncated for r in requests),
         input_tokens_total=sum(r.input_tokens for r in requests),
         token_ids_sha256=workload_fingerprint(rows),
+        source_prompts=source_prompts,
     )
 
 

@@ -75,7 +75,7 @@ PLACEHOLDERS = {
 # What a measured run (``python -m runner`` that runs jobs) gets instead of minutes of work;
 # applied by tests/readme_python.py, which the test puts first on PATH as ``python``.
 SUBSTITUTIONS = (
-    "model=tiny loading=cpu measure=quick workload.num_prompts=2 "
+    "model=tiny loading=cpu measure=quick workload.num_prompts=8 "
     "decoding.max_new_tokens=4 measure.isolation=inline, energy=off unless the command "
     "names an energy metric (replacing those keys); "
     "torch.compile's backend eager instead of inductor (a minute per compiled run here)"

@@ -15,7 +15,7 @@ TINY_RUN = [
     "model=tiny",
     "loading=cpu",
     "measure=quick",
-    "workload.num_prompts=2",
+    "workload.num_prompts=8",  # the README's search tries batches up to 8
     "decoding.max_new_tokens=4",
     "measure.isolation=inline",  # the eager backend below exists only in this process
 ]

@@ -108,6 +108,12 @@ BAD = [
     (["workload=file"], "workload.path is unset: required with workload=file"),
     (["workload=synthetic", "workload.input_tokens=null"], "workload.input_tokens is unset"),
     (["workload.batch_size=0"], "workload.batch_size=0: must be >= 1"),
+    (
+        ["workload.batch_size=100000"],
+        "workload.batch_size=100000: must be <= workload.num_prompts (8)",
+    ),
+    (["measure.sample_hz=0.5"], "measure.sample_hz=0.5: must be 0 (off) or from 1 to 10"),
+    (["measure.sample_hz=11"], "measure.sample_hz=11.0: must be in [0, 10]"),
     (["measure.min_repeats=0"], "measure.min_repeats=0: must be >= 1"),
     (["measure.min_seconds=10", "measure.max_seconds=5"], "measure.max_seconds=5.0: must be >="),
     (["energy.pue=0.5"], "energy.pue=0.5: must be >= 1"),

@@ -287,3 +287,30 @@ def test_unreadable_file_is_one_line(tmp_path: Path, content: bytes | None, expe
 def test_blank_lines_and_optional_id(tokenizer, tmp_path: Path) -> None:
     path = _write(tmp_path, ["", '{"prompt": "the cat"}', "   ", '{"id": 7, "prompt": "the dog"}'])
     assert load_prompts(_file_cfg(path)) == [("line-2", "the cat"), ("7", "the dog")]
+
+
+# --- a workload file measured other than as written ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("num_prompts", "said"),
+    [
+        (2, "has 3 prompts; workload.num_prompts=2 measures 2 of them"),
+        (7, "has 3 prompts; workload.num_prompts=7 repeats them to 7 requests"),
+        (3, None),
+    ],
+)
+def test_a_file_cut_or_cycled_is_said(tokenizer, tmp_path: Path, num_prompts, said) -> None:
+    path = _write(tmp_path, PROMPTS)
+    w = build_workload(_file_cfg(path, num_prompts=num_prompts), tokenizer)
+    assert w.summary()["source_prompts"] == len(PROMPTS) == 3
+    note = w.source_note()
+    if said is None:
+        assert note is None
+    else:
+        assert said in note and path in note and "workload.num_prompts=3 measures each once" in note
+
+
+def test_the_built_in_set_is_taken_in_part_by_design(tokenizer) -> None:
+    w = build_workload(WorkloadConfig(kind=WorkloadKind.default, num_prompts=2), tokenizer)
+    assert w.summary()["source_prompts"] == 80 and w.source_note() is None

@@ -524,11 +524,12 @@ class WorkloadConfig:
         'JSONL file, one {"prompt": "...", "id": "..."} per line (id optional)', only_with=FILE
     )
     num_prompts: int = _help(
-        "requests per pass over the workload (the prompt list is cycled if shorter)",
+        "requests per pass over the workload (the prompt list is cycled if shorter; a "
+        "workload file cut or cycled is said in the run's warnings)",
         8,
         range=AT_LEAST_1,
     )
-    batch_size: int = _help("requests per generate call", 1, range=AT_LEAST_1)
+    batch_size: int = _help("requests per generate call; at most num_prompts", 1, range=AT_LEAST_1)
     input_tokens: int | None = _help(
         "exact prompt length in tokens (checked after tokenization)",
         range=AT_LEAST_1,

@@ -376,6 +376,15 @@ def _validate_max_memory(caps: dict[Any, str], device_map: str | None, no_cuda: 
 def _validate_workload(cfg: RunConfig) -> None:
     w = cfg.workload
     check_fields(w, "workload")
+    # A batch larger than a pass would be cut to the pass, and points of a batch-size sweep
+    # would measure the same thing under different labels.
+    _check(
+        w.batch_size <= w.num_prompts,
+        "workload.batch_size",
+        w.batch_size,
+        f"must be <= workload.num_prompts ({w.num_prompts}), the requests of one pass; "
+        "raise workload.num_prompts with it",
+    )
     if w.kind is WorkloadKind.synthetic and w.max_input_tokens is not None:
         _check(
             w.max_input_tokens >= w.input_tokens,
