@@ -214,11 +214,20 @@ def main(argv: list[str] | None = None) -> None:
         guard.uninstall()
 
 
+def _flags_first(argv: list[str]) -> list[str]:
+    """``-m`` wherever it was typed, moved before the overrides: Hydra's argparse takes the
+    overrides as one run of positionals, so ``model=tiny -m quant=none,nf4`` would be its
+    usage text."""
+    multirun = [a for a in argv if a in ("-m", "--multirun")]
+    return [*multirun, *(a for a in argv if a not in ("-m", "--multirun"))]
+
+
 def _main(argv: list[str], guard: stop.StopGuard) -> None:
     from runner.config.validate import Facts
     from runner.cuda_probe import cuda_available
     from runner.preflight import UserError, check_command
 
+    argv = _flags_first(argv)
     JOB_OUTCOMES.clear()
     try:
         register_configs()

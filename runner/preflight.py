@@ -60,15 +60,22 @@ def one_line(exc: BaseException, overrides: list[str]) -> str:
     while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__
     text = str(exc)
-    missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    missing = re.search(r"Could not find '([^']+)/([^/']+)'", text)
     if missing:
-        return unknown_option(*missing.groups())
+        group, value = missing.groups()
+        # Hydra lists what it has, its own and its plugins' options included.
+        listed = re.search(r"Available options in '[^']+':\n((?:[ \t]+\S+\n?)+)", text)
+        if listed:
+            return f"{group}={value}: unknown option; allowed: {', '.join(listed[1].split())}"
+        return unknown_option(group, value)
     missing_group = re.search(r"Could not override '([^']+)'. No match in the defaults list", text)
     if missing_group:
         return f"{missing_group.group(1)}: unknown config group; groups: {', '.join(GROUP_SCHEMAS)}"
     if isinstance(cause, ConfigKeyError) or "not in '" in f"{text} {cause}":
         key = getattr(cause, "full_key", None) or _first_quoted(text)
         key = getattr(cause, "full_key", None) or key
+        if key.startswith("hydra."):
+            return f"{key}: unknown key; {_hydra_keys(key, overrides)}"
         return f"{key}: unknown key; {_allowed_keys(key)}"
     if isinstance(cause, MissingMandatoryValue):
         return f"{cause.full_key}: required value is missing (set {cause.full_key}=...)"
@@ -78,6 +85,22 @@ def one_line(exc: BaseException, overrides: list[str]) -> str:
         shown = f"={value}" if value is not None else ""
         return f"{cause.full_key}{shown}: {msg}"
     return " ".join(text.split())
+
+
+def _hydra_keys(full_key: str, overrides: list[str]) -> str:
+    """The keys beside a mistyped ``hydra.*`` one, as the command's own choices compose
+    them (``hydra.sweeper.n_trial`` lists the chosen sweeper's keys)."""
+    parent = full_key.rsplit(".", 1)[0]
+    choices = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith("hydra/")]
+    try:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=choices, return_hydra_config=True)
+        node = OmegaConf.select(cfg, parent)
+    except Exception:  # the message is still one line, without the list
+        return f"see docs/options.md for the keys of {parent}"
+    keys = sorted(str(k) for k in node) if node is not None and hasattr(node, "keys") else []
+    return f"keys of {parent}: {', '.join(keys)}" if keys else f"{parent} has no such key"
 
 
 def _first_quoted(text: str) -> str:
@@ -362,7 +385,12 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
     try:
         settings = parse(overrides)
         _require_plugins(settings)
-        sweep = _read_sweep(overrides, settings) if multirun else Sweep()
+        if multirun:
+            sweep = _read_sweep(overrides, settings)
+        else:
+            sweep = Sweep()
+            if any(s.key.startswith("hydra") for s in settings):
+                _read_sweep(overrides, settings)  # a mistyped Hydra option: one line here
         task = [s.text for s in settings if not s.is_hydra]
         jobs = _points(task, multirun, sweep)
     except UserError:
@@ -397,6 +425,12 @@ def check_command(argv: list[str], facts: Facts | None) -> int:
                 check_vllm_kv_cache(cfg, cuda=bool(facts.cuda_available))
             except ConfigError as exc:
                 raise UserError(str(exc)) from exc
+    printing = [a for a in argv if _flag(a) in PRINTING_FLAGS]
+    if multirun and printing:
+        raise UserError(
+            f"{printing[0]} with -m: Hydra prints the config of one job; drop -m and give one "
+            "value per key (python -m runner quant=nf4 --cfg job)"
+        )
     if facts is not None:
         check_output_dir(settings, multirun)
     if multirun:

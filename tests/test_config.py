@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from runner.config.schema import CompileMode, DecodingMode, RunConfig
@@ -119,6 +123,17 @@ BAD = [
     (["energy.pue=0.5"], "energy.pue=0.5: must be >= 1"),
     (["energy.country_iso_code=France"], "energy.country_iso_code=France"),
     (["-m", "quant=none,int8,nf5"], "quant=nf5: unknown option"),
+    # Hydra's own groups list what Hydra has, plugins included.
+    (
+        ["-m", "hydra/sweeper=paretoo", "quant=none"],
+        "hydra/sweeper=paretoo: unknown option; allowed: basic, grid, optuna, pareto",
+    ),
+    (["hydra/launcher=slurmm"], "hydra/launcher=slurmm: unknown option; allowed: basic, local"),
+    (["-m", "quant=none,nf4", "--cfg", "job"], "--cfg with -m: Hydra prints the config of one"),
+    (
+        ["-m", "hydra/sweeper=pareto", "hydra.sweeper.n_trial=3"],
+        "hydra.sweeper.n_trial: unknown key; keys of hydra.sweeper: _target_, custom_search_space",
+    ),
 ]
 
 
@@ -144,6 +159,21 @@ def test_machine_rules_are_skipped_when_jobs_run_elsewhere():
 
 def test_sweep_checks_every_point():
     assert check_command(["-m", "quant=none,nf4", "compile=off,on"], Facts(False)) == 4
+
+
+def test_overrides_may_come_before_the_multirun_flag():
+    """``python -m runner model=tiny -m quant=...`` is a sweep, not argparse's usage text."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "model=tiny", "-m", "quant=none,nf5"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: quant=nf5: unknown option; allowed: fp4, int8, nf4, nf4-double, none"
+    ]
 
 
 @pytest.mark.slow  # 64 compositions
@@ -305,3 +335,20 @@ def test_context_length_is_found_where_configs_keep_it(config, limit):
     from runner.models.context import max_positions
 
     assert max_positions(config) == limit
+
+
+def test_help_is_short_and_lists_every_group_with_its_options():
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "--help"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert len(lines) < 40, proc.stdout
+    for group in ("quant", "compile", "engine", "scenario", "workload"):
+        assert f"{group}: {', '.join(group_options(group))}" in lines
+    for pointer in ("-m quant=", "python -m runner.report", "docs/options.md", "--hydra-help"):
+        assert pointer in proc.stdout
