@@ -509,11 +509,12 @@ def check_inputs(cfg: RunConfig) -> None:
             load_prompts(cfg.workload)
         except WorkloadError as exc:
             raise UserError(str(exc)) from exc
+    from runner.quality.phase import QualityInputError
+
     try:
         check_configured_lengths(cfg)
-    except ConfigError as exc:
+    except (ConfigError, QualityInputError) as exc:
         raise UserError(str(exc)) from exc
-    from runner.quality.phase import QualityInputError
     from runner.quality.phase import check_inputs as check_quality
 
     try:

@@ -116,6 +116,12 @@ BAD = [
         ["workload.batch_size=100000"],
         "workload.batch_size=100000: must be <= workload.num_prompts (8)",
     ),
+    # Known before loading: the built-in models' context (SmolLM2: 8192 positions).
+    (["quality.window=100000"], "quality.window=100000: longer than the model's context (8192"),
+    (
+        ["model=tiny", "decoding.max_new_tokens=100000"],
+        "decoding.max_new_tokens=100000: the model takes at most 1024 positions",
+    ),
     (["measure.sample_hz=0.5"], "measure.sample_hz=0.5: must be 0 (off) or from 1 to 10"),
     (["measure.sample_hz=11"], "measure.sample_hz=11.0: must be in [0, 10]"),
     (["measure.min_repeats=0"], "measure.min_repeats=0: must be >= 1"),
@@ -307,7 +313,8 @@ def test_local_model_context_length_is_read_from_its_config(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text('{"text_config": {"max_position_embeddings": 64}}')
-    argv = ["model=local", f"model.path={model}", "workload=synthetic", "energy=off"]
+    # quality=off: the perplexity window (512) would not fit either.
+    argv = ["model=local", f"model.path={model}", "workload=synthetic", "energy=off", "quality=off"]
     assert check_command([*argv, "workload.input_tokens=32", "decoding.max_new_tokens=32"], Facts())
     with pytest.raises(UserError, match="= 65 positions, beyond the model's maximum of 64"):
         check_command([*argv, "workload.input_tokens=33", "decoding.max_new_tokens=32"], Facts())

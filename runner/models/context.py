@@ -70,10 +70,23 @@ def check_fits(
 
 
 def check_configured_lengths(cfg: RunConfig) -> None:
-    """Before loading: synthetic prompts have an exact length, so they can be checked now."""
+    """Before loading, where the model's context is known: the new tokens fit after a
+    one-token prompt at least, the perplexity window fits, and synthetic prompts (their
+    length is exact) fit with the new tokens."""
+    from runner.quality.phase import check_window
+
     w = cfg.workload
+    limit = known_max_positions(cfg.model)
+    new = cfg.decoding.max_new_tokens
+    if limit is not None and new >= limit:
+        raise ConfigError(
+            "decoding.max_new_tokens",
+            new,
+            f"the model takes at most {limit} positions (max_position_embeddings), prompt "
+            "included; generate fewer tokens",
+        )
+    check_window(cfg.quality, limit)
     if w.kind is WorkloadKind.synthetic and w.input_tokens is not None:
-        limit = known_max_positions(cfg.model)
         check_fits(
             w.input_tokens,
             cfg.decoding.max_new_tokens,

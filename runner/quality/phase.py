@@ -49,6 +49,15 @@ def check_inputs(q: QualityConfig) -> None:
         check_tasks(q.tasks or (), q.task_dir)
 
 
+def check_window(q: QualityConfig, context_length: int | None) -> None:
+    """The perplexity window fits the model's context (before loading where it is known)."""
+    if q.mode is not QualityMode.off and context_length is not None and q.window > context_length:
+        raise QualityInputError(
+            f"quality.window={q.window}: longer than the model's context ({context_length} "
+            "tokens); lower it"
+        )
+
+
 def prepare(q: QualityConfig, fingerprint: str, context_length: int | None) -> Plan:
     """Load the text and the reference, and check they can be used with this run.
 
@@ -56,11 +65,7 @@ def prepare(q: QualityConfig, fingerprint: str, context_length: int | None) -> P
     """
     if q.mode is QualityMode.off:
         return Plan()
-    if context_length is not None and q.window > context_length:
-        raise QualityInputError(
-            f"quality.window={q.window}: longer than the model's context ({context_length} "
-            "tokens); lower it"
-        )
+    check_window(q, context_length)
     reference = None
     if q.reference is not None:
         reference = read_reference(q.reference)
