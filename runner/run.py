@@ -21,6 +21,7 @@ import torch
 from runner import environment, stop
 from runner.config.resolved import config_dict
 from runner.config.schema import (
+    CacheImplementation,
     DecodingMode,
     EngineKind,
     MeasureConfig,
@@ -489,7 +490,7 @@ def _measure(
             _measured_loop(cfg, workload, call, progress, device, guard)
     finally:
         _keep_peak(progress, window)
-    _check_fallbacks(measured_frames, Phase.measure, progress)
+    _check_fallbacks(measured_frames, Phase.measure, progress, cfg)
 
     _enter(progress, Phase.quality, guard)  # after the timed and energy windows
     result.quality = quality.measure_quality(
@@ -956,14 +957,18 @@ def _verify_after_warmup(
     problems = compile_evidence_mismatches(compiled, cfg.measure.warmup, frames.frames)
     if problems:
         raise VerificationError("; ".join(problems))
-    _check_fallbacks(frames, Phase.warmup, progress)
+    _check_fallbacks(frames, Phase.warmup, progress, cfg)
     rows = first.timing.rows if first is not None else None
     result.applied["generate"]["rows_per_step_in_warmup"] = rows
 
 
-def _check_fallbacks(frames: FrameCount, phase: Phase, progress: _Progress) -> None:
+def _check_fallbacks(frames: FrameCount, phase: Phase, progress: _Progress, cfg: RunConfig) -> None:
     """Dynamo's fallbacks during ``phase`` become named warnings (runner.models.fallbacks)."""
-    named = compile_fallbacks(frames, phase.value)
+    static = cfg.decoding.cache_implementation in (
+        CacheImplementation.static,
+        CacheImplementation.offloaded_static,
+    )
+    named = compile_fallbacks(frames, phase.value, dynamic=cfg.compile.dynamic, static_cache=static)
     progress.named += named
     for w in named:
         log.warning("%s: %s", w.name, w.message)

@@ -102,17 +102,39 @@ def _warning_lines(result: RunResult) -> list[str]:
     return lines
 
 
+def _lm_eval_lines(lm: Any) -> list[str]:
+    """One line per lm-eval task: its metrics, each with lm-eval's standard error."""
+    lines = []
+    for task in lm.tasks or sorted(lm.results):
+        metrics = lm.results.get(task) or {}
+        shown = [
+            f"{name} {value:.3f}"
+            + (f" ± {metrics[f'{name}_stderr']:.3f}" if f"{name}_stderr" in metrics else "")
+            for name, value in sorted(metrics.items())
+            if not name.endswith("_stderr") and isinstance(value, (int, float))
+        ]
+        n = lm.samples.get(task)
+        lines.append(
+            f"  lm-eval {task}: {', '.join(shown) or 'no metrics'}"
+            + (f" (n={n} examples)" if n else "")
+        )
+    return lines
+
+
 def _quality_lines(result: RunResult) -> list[str]:
     q = result.quality
-    if q is None or q.perplexity is None:
+    if q is None:
         return []
+    lines = _lm_eval_lines(q.lm_eval) if q.lm_eval is not None else []
+    if q.perplexity is None:
+        return lines
     ev = q.evaluation
     text = f"  quality: perplexity {q.perplexity:.3f}"
     if q.perplexity_ci95_low is not None and q.perplexity_ci95_high is not None:
         text += f" [{q.perplexity_ci95_low:.3f}, {q.perplexity_ci95_high:.3f}]"
     if ev is not None and ev.tokens_scored:
         text += f" over {ev.tokens_scored} tokens"
-    lines = [text + (f" ({q.seconds:.1f} s, after the measurement)" if q.seconds else "")]
+    lines.insert(0, text + (f" ({q.seconds:.1f} s, after the measurement)" if q.seconds else ""))
     agreed = q.agreement
     if agreed is not None and agreed.token_match is not None and agreed.exact_match is not None:
         lines.append(

@@ -132,3 +132,15 @@ def test_runs_record_their_fallbacks(compose, tmp_path):
     said = [w for w in result.warnings_detail.library if w.source.startswith("torch._dynamo")]
     assert said and said[0].message.startswith("torch._dynamo hit config.recompile_limit")
     assert "warning: compile.recompile_limit:" in summary.render(result, str(tmp_path / "b"))
+
+
+def test_the_recompile_advice_names_only_what_the_run_has_not_set():
+    from runner.models.fallbacks import recompile_advice
+
+    unset = recompile_advice(None, static_cache=False)
+    assert "compile.dynamic" not in unset and "cache_implementation=static" in unset
+    fixed = recompile_advice(False, static_cache=False)
+    assert "leaving compile.dynamic unset" in fixed and "cache_implementation=static" in fixed
+    assert "compile.dynamic" in recompile_advice(False, static_cache=True)
+    done = recompile_advice(None, static_cache=True)
+    assert "graph break" in done and "cache_implementation" not in done

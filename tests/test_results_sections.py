@@ -219,3 +219,17 @@ def test_a_summary_says_why_energy_is_unresolved():
     text = summary.render(dataclasses.replace(result, energy=short), "/runs/r")
     assert "energy: unresolved (measured 0.2 s, shorter than CodeCarbon's sampling interval" in text
     assert "J gross" not in text
+
+
+def test_lm_eval_accuracy_is_printed_with_its_standard_error():
+    from runner.sections.quality import LmEval, Quality
+
+    lm = LmEval(
+        tasks=("sweep_runner_facts",),
+        results={"sweep_runner_facts": {"acc": 0.35, "acc_stderr": 0.048, "acc_norm": 0.4}},
+        samples={"sweep_runner_facts": 20},
+    )
+    result = RunResult(Status.ok, "r", "", [], "t", quality=Quality(mode="lm-eval", lm_eval=lm))
+    text = summary.render(result, "/runs/r")
+    line = "  lm-eval sweep_runner_facts: acc 0.350 ± 0.048, acc_norm 0.400 (n=20 examples)"
+    assert line in text.splitlines()

@@ -106,9 +106,24 @@ def compile_evidence(count: FrameCount) -> dict[str, Any]:
     }
 
 
-def compile_fallbacks(count: FrameCount, phase: str) -> list[NamedWarning]:
+def recompile_advice(dynamic: bool | None, static_cache: bool) -> str:
+    """What avoids the recompile limit, given what the run already set."""
+    fixes = []
+    if dynamic is False:
+        fixes.append("leaving compile.dynamic unset (Dynamo then marks sizes that change dynamic)")
+    if not static_cache:
+        fixes.append("decoding.cache_implementation=static (the cache keeps one shape)")
+    if not fixes:
+        return "with a static cache and dynamic shapes allowed, a graph break is the likely cause"
+    return " or ".join(fixes) + " avoids it where no graph break prevents it"
+
+
+def compile_fallbacks(
+    count: FrameCount, phase: str, *, dynamic: bool | None = None, static_cache: bool = False
+) -> list[NamedWarning]:
     """The named warnings from what Dynamo did during ``phase`` (``warmup`` or ``measure``);
-    none when compilation is off (``frames`` is None)."""
+    none when compilation is off (``frames`` is None). ``dynamic`` and ``static_cache``:
+    the run's compile.dynamic and whether its cache is static, for the advice."""
     if count.frames is None:
         return []
     named: list[NamedWarning] = []
@@ -117,9 +132,8 @@ def compile_fallbacks(count: FrameCount, phase: str) -> list[NamedWarning]:
             NamedWarning(
                 "compile.recompile_limit",
                 f"torch._dynamo hit its recompile limit during {phase}: that frame ran eager "
-                "for the shapes after it (one graph per new shape; leaving compile.dynamic "
-                "unset, or decoding.cache_implementation=static, avoids it where no graph "
-                "break prevents it)",
+                "for the shapes after it (one graph per new shape; "
+                f"{recompile_advice(dynamic, static_cache)})",
                 phase,
             )
         )
