@@ -516,6 +516,37 @@ def test_codecarbon_logs_reach_the_run_logger(tmp_path: Path, clock: FakeClock):
     assert cc.handlers == before
 
 
+def test_codecarbons_rapl_notices_go_to_run_log_with_one_line_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from runner.measure import codecarbon as cc_mod
+
+    monkeypatch.setattr(cc_mod, "_provenance_said", False)
+    said: list[str] = []
+
+    class ListHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    run_log = logging.getLogger("test.rapl")
+    run_log.propagate = False
+    run_log.setLevel(logging.INFO)
+    run_log.addHandler(ListHandler())
+    file_handler = logging.FileHandler(tmp_path / "run.log")
+    root = logging.getLogger()
+    root.addHandler(file_handler)
+    try:
+        with cc_mod._codecarbon_logs_to(run_log):
+            for _ in range(2):  # every tracker says it again
+                logging.getLogger("codecarbon").warning("No CPU tracking mode found. RAPL ...")
+            logging.getLogger("codecarbon").warning("something else")
+    finally:
+        root.removeHandler(file_handler)
+        file_handler.close()
+    assert said == [cc_mod.PROVENANCE, "something else"]
+    assert (tmp_path / "run.log").read_text().count("No CPU tracking mode found") == 2
+
+
 def test_rapl_is_a_measurement_and_missing_tracker_data_is_reported(tmp_path, clock):
     factory = FakeFactory({"cpu_joules": 5.0, "ram_joules": 1.0, "cpu_mode": "intel_rapl"})
     meter = EnergyMeter(cfg(), tmp_path, [], clock=clock, tracker_factory=factory)

@@ -38,6 +38,14 @@ _CPU_MODE_METHODS = {
 }
 # CodeCarbon 3.x logs this on every tracker construction; it says nothing about the run.
 _CODECARBON_NOISE = ("Multiple instances of codecarbon are allowed",)
+# Its notices that this machine has no readable RAPL files and what it falls back to: the
+# same lines on every run, kept in run.log only, with one line said on the terminal.
+_RUN_LOG_ONLY = ("No CPU tracking mode found",)
+PROVENANCE = (
+    "CodeCarbon: no readable RAPL files here, so CPU power is its estimate (from the CPU's "
+    "TDP and load); its notices are in run.log"
+)
+_provenance_said = False
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,16 @@ class _Forward(logging.Filter):
         self._target = target
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.getMessage().startswith(_CODECARBON_NOISE):
+        global _provenance_said
+        message = record.getMessage()
+        if message.startswith(_RUN_LOG_ONLY):
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                    handler.handle(record)
+            if not _provenance_said:
+                _provenance_said = True
+                self._target.info("%s", PROVENANCE)
+        elif not message.startswith(_CODECARBON_NOISE):
             self._target.handle(record)
         return False
 
