@@ -172,13 +172,38 @@ def test_slurm_preset_skips_machine_rules_on_a_login_node(monkeypatch, tmp_path)
     from runner.preflight import UserError, check_command
 
     # No cluster to check the request against (test_slurm.py checks it on one).
-    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-cluster.conf"))
+    from runner.slurm import request
+
+    monkeypatch.setattr(request, "check", lambda launcher: None)
 
     point = ["-m", *(o for o in TINY if not o.startswith("loading=")), "loading=cuda"]
     point.append("quant=none,nf4")
     with pytest.raises(UserError, match="loading.device_map"):
         check_command(point, Facts(cuda_available=False))
     assert check_command([*point, "hydra/launcher=slurm"], Facts(cuda_available=False)) == 2
+
+
+@pytest.mark.parametrize("missing", ["no controller", "no slurm"])
+def test_a_sweep_for_slurm_where_slurm_cannot_be_reached_is_one_line(
+    monkeypatch, tmp_path, missing
+):
+    from runner.config.validate import Facts
+    from runner.preflight import UserError, check_command
+
+    if missing == "no controller":
+        monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-cluster.conf"))
+        why = "no-cluster.conf does not exist"
+    else:
+        monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol, no sbatch
+        why = "scontrol not found on PATH"
+    sweep = tmp_path / "sweep"
+    command = ["-m", *TINY, "quant=none,nf4", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep}"]
+    with pytest.raises(UserError) as info:
+        check_command(command, Facts(cuda_available=False))
+    message = str(info.value)
+    assert message.startswith("hydra/launcher: Slurm cannot be reached from here (")
+    assert why in message and "\n" not in message
+    assert not sweep.exists()  # refused before anything is written
 
 
 def test_sigusr2_is_recorded_as_interrupted_before_submitit_requeues(compose, tmp_path):

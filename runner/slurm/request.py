@@ -255,18 +255,19 @@ def problem(
 
 
 def check(launcher: Mapping[str, Any]) -> None:
-    """Refuse (:class:`RequestError`) a request no node of its partition can run.
-
-    Where Slurm's commands cannot answer (not on PATH, controller unreachable) the check
-    is skipped with a warning: submitting would then fail with sbatch's own message.
-    """
+    """Refuse (:class:`RequestError`) a request no node of its partition can run, and a
+    sweep for Slurm where Slurm cannot be reached (not on PATH, no configuration, no
+    controller): submitting would fail the same way, after writing the sweep's directory,
+    with submitit's traceback."""
     request = Request.from_launcher(launcher)
     try:
         partitions = scontrol.show("partition")
         nodes = scontrol.show("node")
     except scontrol.SlurmCommandError as exc:
-        log.warning("cannot check the Slurm request against the partition: %s", exc)
-        return
+        raise RequestError(
+            f"hydra/launcher: Slurm cannot be reached from here ({exc}); submit from a "
+            "machine where `scontrol show partition` answers (a login node), or set SLURM_CONF"
+        ) from exc
     found = problem(request, partitions, nodes)
     if found:
         raise RequestError(found)
