@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -459,3 +460,43 @@ def test_result_json_names(tmp_path):
     flat = flatten({"quality": json.loads(json.dumps(q.to_dict()))})
     assert flat["quality.perplexity"] == 3.0
     assert flat["quality.evaluation.tokens_scored"] == 9
+
+
+def test_a_compiled_model_is_scored_with_its_eager_forward_and_says_so():
+    """Windows of new shapes through a compiled model would each compile a graph: the
+    quality phase runs the eager forward (nothing compiles) and records why."""
+    from runner.config.schema import QualityConfig, QualityMode
+    from runner.models.readback import compiled_frames
+    from runner.quality.phase import EAGER_NOTE, Plan, eager_forward, measure_quality
+    from runner.quality.text import load_text
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(16, 16)
+
+        def forward(self, input_ids, attention_mask=None, **_):
+            return types.SimpleNamespace(logits=self.emb(input_ids))
+
+    model = Tiny()
+    model.compile(backend="eager")
+    with compiled_frames() as compiled:
+        model(torch.ones(1, 3, dtype=torch.long))
+    assert compiled.frames >= 1  # compiled outside the block
+    with eager_forward(model) as eager, compiled_frames() as inside:
+        for n in (4, 5, 6):
+            model(torch.ones(1, n, dtype=torch.long))
+    assert eager and inside.frames == 0
+    assert model._compiled_call_impl is not None  # restored for whatever comes after
+
+    class Tok:
+        pad_token_id = 0
+
+        def __call__(self, text, **_):
+            return {"input_ids": [i % 16 for i in range(len(text.split()))]}
+
+    plan = Plan(load_text(None), None)
+    q = QualityConfig(mode=QualityMode.perplexity, window=8, batch_size=2, max_tokens=64)
+    scored = measure_quality(q, plan, model, Tok(), torch.device("cpu"), [])
+    assert EAGER_NOTE in scored.evaluation.method
+    assert EAGER_NOTE not in measure_quality(q, plan, Tiny(), Tok(), None, []).evaluation.method

@@ -745,17 +745,17 @@ class QualityConfig:
     """What a saving does to the output, measured after the timed and energy windows.
 
     ``perplexity`` (default) scores ``max_tokens`` tokens of an evaluation text,
-    teacher-forced, with the model exactly as it was measured (quantization, dtype,
-    placement, compiled forward); ``full`` scores the whole text; ``lm-eval`` adds
+    teacher-forced, with the model as it was measured (weights, quantization, dtype,
+    placement); ``full`` scores the whole text; ``lm-eval`` adds
     lm-evaluation-harness tasks on the same loaded model (install the ``lm-eval`` extra);
     ``off`` skips all of it. The text is the built-in one (about 5,000 tokens of prose, code
     and dialogue written for this project, ``runner/data/EVAL_TEXT.md``) unless ``text_path``
     names a UTF-8 text file. The output token ids of every measured request are written to
     ``outputs.parquet`` in every mode, so a report can compare runs: with
     ``reference=<run dir>`` the run records its agreement with that run (same workload only,
-    checked before anything is measured). With compilation on, the first teacher-forced
-    forward compiles a new shape: its time is in ``quality.seconds``, never in the measured
-    figures. Details: ``docs/quality.md``.
+    checked before anything is measured). A compiled model is scored with its eager forward
+    (its compiled one would compile a graph for every window shape), and the method says
+    so. Details: ``docs/quality.md``.
     """
 
     mode: QualityMode = _help("off, perplexity, full or lm_eval", MISSING)

@@ -28,7 +28,7 @@ BUILTIN_TASK = "sweep_runner_facts"
 INSTALL_HINT = "pip install 'llm-sweep-runner[lm-eval]' (or lm-eval==0.4.13)"
 METHOD = (
     "lm-evaluation-harness {version} simple_evaluate on the run's loaded model wrapped in "
-    "HFLM (same weights, quantization, placement and compiled forward as measured), "
+    "HFLM (same weights, quantization and placement as measured), "
     "batch size {batch}, zero-shot, {limit}; metrics as lm-eval reports them, *_stderr its "
     "standard errors"
 )

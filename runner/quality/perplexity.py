@@ -103,7 +103,7 @@ def plan_windows(n_tokens: int, window: int, max_tokens: int | None) -> list[tup
 # What a scorer's NLLs are, in METHOD's first clause.
 FORWARD_METHOD = (
     "teacher-forced next-token negative log-likelihood under the run's loaded model "
-    "(quantization, dtype, placement and compiled forward as measured), use_cache=False"
+    "(quantization, dtype and placement as measured), use_cache=False"
 )
 
 # (tokens, windows, batch_size, check) -> the NLL of every scored token.

@@ -8,9 +8,11 @@ energy windows have closed.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +77,29 @@ def prepare(q: QualityConfig, fingerprint: str, context_length: int | None) -> P
     return Plan(load_text(q.text_path), reference)
 
 
+# Why a compiled model is scored with its eager forward; appended to the method.
+EAGER_NOTE = (
+    "; scored with the eager forward: the model was compiled for the measured calls, and "
+    "its compiled forward would compile a graph for every window shape (minutes on a CPU "
+    "for seconds of scoring)"
+)
+
+
+@contextlib.contextmanager
+def eager_forward(model: Any) -> Iterator[bool]:
+    """Inside the block a model compiled with ``Module.compile`` (runner.translate) runs
+    its eager forward; yields whether it was compiled. Restored on exit."""
+    compiled = getattr(model, "_compiled_call_impl", None)
+    if compiled is None:
+        yield False
+        return
+    model._compiled_call_impl = None
+    try:
+        yield True
+    finally:
+        model._compiled_call_impl = compiled
+
+
 def measure_quality(
     q: QualityConfig,
     plan: Plan,
@@ -97,16 +122,18 @@ def measure_quality(
 
     t0 = time.perf_counter()
     assert plan.text is not None  # prepare() loads it whenever quality is on
-    ppl, evaluation = measure_perplexity(
-        scorer or forward_scorer(model, tokenizer, device),
-        tokenizer,
-        plan.text,
-        window=q.window,
-        batch_size=q.batch_size,
-        max_tokens=q.max_tokens,
-        check=check,
-        how=how or FORWARD_METHOD,
-    )
+    log.info("quality (%s): scoring, after the measured windows", q.mode.value)
+    with eager_forward(model) as eager:
+        ppl, evaluation = measure_perplexity(
+            scorer or forward_scorer(model, tokenizer, device),
+            tokenizer,
+            plan.text,
+            window=q.window,
+            batch_size=q.batch_size,
+            max_tokens=q.max_tokens,
+            check=check,
+            how=(how or FORWARD_METHOD) + (EAGER_NOTE if eager else ""),
+        )
     log.info(
         "perplexity %.3f over %d tokens (%.1f s)",
         ppl.value,
@@ -125,15 +152,18 @@ def measure_quality(
     if q.mode is QualityMode.lm_eval:
         from runner.quality.lmeval import run_lm_eval
 
-        lm = run_lm_eval(
-            model,
-            tokenizer,
-            q.tasks or (),
-            task_dir=q.task_dir,
-            limit=q.limit,
-            batch_size=q.batch_size,
-            check=check,
-        )
+        with eager_forward(model) as eager:
+            lm = run_lm_eval(
+                model,
+                tokenizer,
+                q.tasks or (),
+                task_dir=q.task_dir,
+                limit=q.limit,
+                batch_size=q.batch_size,
+                check=check,
+            )
+        if eager:
+            lm = dataclasses.replace(lm, method=(lm.method or "") + EAGER_NOTE)
     return Quality(
         mode=q.mode.value,
         perplexity=ppl.value,
