@@ -60,9 +60,9 @@ def _measure(compose, caplog, stream: io.StringIO, bars: bool | None) -> list[st
         return CallResult(CallTiming(0.01, (0.002, 0.004, 0.006), n), (3,) * n)
 
     progress = run_mod._Progress(display=Display(stream, bars=bars, pass_line_every_s=0))
-    meter = EnergyMeter(cfg.energy, Path("unused"), [])  # energy=off: writes nothing
+    progress.meter = EnergyMeter(cfg.energy, Path("unused"), [])  # energy=off: writes nothing
     caplog.set_level(logging.INFO, logger="runner.progress")
-    run_mod._measured_loop(cfg, workload, call, meter, progress, torch.device("cpu"), StopGuard())
+    run_mod._measured_loop(cfg, workload, call, progress, torch.device("cpu"), StopGuard())
     assert len(progress.records) == 3 * 8
     return [r.getMessage() for r in caplog.records if r.name == "runner.progress"]
 
