@@ -235,7 +235,7 @@ def test_a_cpu_burner_started_in_the_measured_window_is_named_interference(
     from tests.conftest import TINY
 
     burners: list[int] = []
-    announce = run_mod._announce_measure
+    announce = run_mod.announce_measure
     spin = f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"
 
     def announce_and_burn(*args: Any) -> None:
@@ -247,7 +247,7 @@ def test_a_cpu_burner_started_in_the_measured_window_is_named_interference(
         time.sleep(0.3)  # the burners are running before the first window opens
         announce(*args)
 
-    monkeypatch.setattr(run_mod, "_announce_measure", announce_and_burn)
+    monkeypatch.setattr(run_mod, "announce_measure", announce_and_burn)
     cfg = compose(
         [*TINY, "measure.min_seconds=2", "measure.sample_hz=10", "workload.num_prompts=4"]
     )

@@ -10,10 +10,11 @@ from types import SimpleNamespace
 
 import torch
 
-from runner import run as run_mod
 from runner.measure.energy import EnergyMeter
 from runner.measure.generation import CallResult
 from runner.measure.timing import CallTiming
+from runner.phases.measured import measured_loop
+from runner.phases.state import Progress
 from runner.progress import Display, pass_line
 from runner.stop import StopGuard
 from tests.conftest import TINY
@@ -59,10 +60,10 @@ def _measure(compose, caplog, stream: io.StringIO, bars: bool | None) -> list[st
         stream.in_call = False  # ... and has returned
         return CallResult(CallTiming(0.01, (0.002, 0.004, 0.006), n), (3,) * n)
 
-    progress = run_mod._Progress(display=Display(stream, bars=bars, pass_line_every_s=0))
+    progress = Progress(display=Display(stream, bars=bars, pass_line_every_s=0))
     progress.meter = EnergyMeter(cfg.energy, Path("unused"), [])  # energy=off: writes nothing
     caplog.set_level(logging.INFO, logger="runner.progress")
-    run_mod._measured_loop(cfg, workload, call, progress, torch.device("cpu"), StopGuard())
+    measured_loop(cfg, workload, call, progress, torch.device("cpu"), StopGuard())
     assert len(progress.records) == 3 * 8
     return [r.getMessage() for r in caplog.records if r.name == "runner.progress"]
 

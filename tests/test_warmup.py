@@ -13,7 +13,8 @@ from runner.config.schema import MeasureConfig
 from runner.measure.generation import CallResult
 from runner.measure.timing import CallTiming
 from runner.measure.warmup import window_cv
-from runner.run import _Progress, _warmup
+from runner.phases.state import Progress
+from runner.phases.warmup import warmup
 
 
 def test_window_cv_is_over_the_last_complete_passes():
@@ -43,9 +44,9 @@ def _run(latencies, cfg: MeasureConfig, batches=("b0",)):
         seen.append(batch)
         return CallResult(CallTiming(seconds, (seconds / 2,), 1), (4,), ((1, 2, 3, 4),))
 
-    progress = _Progress()
+    progress = Progress()
     cfg_all = type("Cfg", (), {"measure": cfg})()
-    _warmup(cfg_all, Workload(list(batches)), call, progress, False, stop.StopGuard())
+    warmup(cfg_all, Workload(list(batches)), call, progress, False, stop.StopGuard())
     return progress, seen
 
 
