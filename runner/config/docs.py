@@ -183,7 +183,9 @@ def render() -> str:
         out += [""] + _fields_table(schema) + [""]
         if group == "decoding":
             out += ["Cache implementations refused on every machine:", ""]
-            out += [f"- `{c.name}`: {why}" for c, why in REFUSED_CACHES.items()] + [""]
+            out += [
+                f"- `{c.name}`: {why.format(transformers='5')}" for c, why in REFUSED_CACHES.items()
+            ] + [""]
         if group == "loading":
             keys = ", ".join(f"`{k}`" for k in sorted(FROM_PRETRAINED_EXTRA_KEYS))
             out += [f"Keys `loading.extra` accepts: {keys}.", ""]

@@ -79,7 +79,7 @@ class CacheImplementation(str, Enum):
     offloaded = "offloaded"
     offloaded_static = "offloaded_static"
     # Named so that validation can refuse them with the reason (see REFUSED_CACHES there)
-    # instead of OmegaConf's bare "invalid value": transformers 5.24 cannot build either.
+    # instead of OmegaConf's bare "invalid value": transformers 5 cannot build either.
     hybrid = "hybrid"
     sliding_window = "sliding_window"
 
@@ -321,7 +321,7 @@ class DecodingConfig:
     use_cache: bool | None = _help("use the KV cache")
     cache_implementation: CacheImplementation | None = _help(
         "KV cache implementation: dynamic and static work everywhere; offloaded and "
-        "offloaded_static need CUDA; hybrid and sliding_window are refused (transformers 5.24 "
+        "offloaded_static need CUDA; hybrid and sliding_window are refused (transformers 5 "
         "builds no such cache); needs use_cache unset or true"
     )
     seed: int = _help("torch seed set before each generate call (reproducible sampling)", 0)

@@ -73,16 +73,29 @@ FROM_PRETRAINED_EXTRA_KEYS = frozenset(
 )
 
 CUDA_ONLY_CACHES = (CacheImplementation.offloaded, CacheImplementation.offloaded_static)
-# What transformers 5.24's generate() does with these (generation/utils.py): no cache of
-# the kind asked for is ever built, so a run measuring one would be mislabelled.
+# What transformers 5's generate() does with these (generation/utils.py, read in 5.19 and
+# 5.24): no cache of the kind asked for is ever built, so a run measuring one would be
+# mislabelled. The message names the version installed ({transformers}).
 REFUSED_CACHES = {
-    CacheImplementation.hybrid: "transformers 5.24 unsets hybrid in generate() and builds a "
-    "DynamicCache instead; use static or dynamic",
-    CacheImplementation.sliding_window: "transformers 5.24 builds the same StaticCache for "
-    "sliding_window as for static (a deprecated alias: sliding layers follow the model "
-    "config's sliding_window either way); use static",
+    CacheImplementation.hybrid: "transformers {transformers} unsets hybrid in generate() and "
+    "builds a DynamicCache instead; use static or dynamic",
+    CacheImplementation.sliding_window: "transformers {transformers} builds the same "
+    "StaticCache for sliding_window as for static (a deprecated alias: sliding layers follow "
+    "the model config's sliding_window either way); use static",
 }
-# device_map strings transformers 5.24 accepts (check_and_set_device_map): accelerate's
+
+
+def installed(package: str) -> str:
+    """The installed version of ``package`` (``unknown`` without it): what a message names."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# device_map strings transformers 5 accepts (check_and_set_device_map): accelerate's
 # planners, or a torch device. Of the devices, the runner measures CPU and CUDA.
 PLANNED_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 DEVICE_MAPS = "auto, balanced, balanced_low_0, sequential, cpu, cuda, cuda:N or a GPU index N"
@@ -264,7 +277,7 @@ def _validate_decoding(cfg: RunConfig) -> None:
         raise ConfigError(
             "decoding.cache_implementation",
             d.cache_implementation,
-            REFUSED_CACHES[d.cache_implementation],
+            REFUSED_CACHES[d.cache_implementation].format(transformers=installed("transformers")),
         )
     if d.use_cache is False:
         _check(
