@@ -209,13 +209,8 @@ class Sweep:
 
 def _require_plugins(settings: list[Setting]) -> None:
     sweeper = value_of("hydra/sweeper", settings)
-    if (
-        sweeper in ("pareto", "optuna")
-        and importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None
-    ):
-        raise UserError(
-            f"hydra/sweeper={sweeper}: needs hydra-optuna-sweeper; pip install -e '.[search]'"
-        )
+    if sweeper in ("pareto", "optuna") and importlib.util.find_spec("optuna") is None:
+        raise UserError(f"hydra/sweeper={sweeper}: needs optuna; pip install -e '.[search]'")
 
 
 def read_sweep(overrides: list[str]) -> Sweep:
@@ -272,8 +267,7 @@ def _points(task: list[str], multirun: bool, sweep: Sweep) -> list[list[str]]:
                 "(add hydra/sweeper=pareto, docs/search.md), or list values: key=a,b,c"
             )
         return expand(merged, multirun=True)
-    # hydra-optuna-sweeper's own sweeper includes a range's stop; the runner's does not.
-    return search_points(merged, range_stop_included=sweep.target != PARETO_SWEEPER)
+    return search_points(merged)  # the runner's sweeper: a range's stop excluded, as Hydra
 
 
 def check_search_settings(sweep: Sweep, cfg: RunConfig) -> None:
@@ -310,7 +304,7 @@ def _check_resumed_study(sweep: Sweep, objectives: list[str]) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        summaries = optuna.get_all_study_summaries(storage=str(sweep.storage))
+        summaries = optuna.get_all_study_summaries(str(sweep.storage), include_best_trial=False)
     except Exception as exc:
         raise UserError(f"{db}: the stored study cannot be read ({exc})") from exc
     for summary in summaries:

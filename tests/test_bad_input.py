@@ -257,18 +257,3 @@ def test_a_missing_subfolder_is_named_where_any_model_loads(tiny_dir):
         check_subfolder(str(tiny_dir), "sub")
     check_subfolder(str(tiny_dir), None)
     check_subfolder("org/hub-model", "sub")  # a hub id: transformers resolves it
-
-
-def test_help_offers_only_real_options():
-    """The schemas are stored outside the groups: --help does not offer base_quant & co."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner", "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
-    assert "quant: fp4, int8, nf4, nf4-double, none" in groups
-    assert "tracking: mlflow, off" in groups
-    assert "base_" not in groups

@@ -361,3 +361,4 @@ def test_help_is_short_and_lists_every_group_with_its_options():
         assert f"{group}: {', '.join(group_options(group))}" in lines
     for pointer in ("-m quant=", "python -m runner.report", "docs/options.md", "--hydra-help"):
         assert pointer in proc.stdout
+    assert "base_" not in proc.stdout  # the schemas are stored outside the groups

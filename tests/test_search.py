@@ -10,7 +10,9 @@ import random
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
+import sqlalchemy
 from omegaconf import OmegaConf
 
 from runner.config.overrides import MAX_CHECKED_POINTS, search_points
@@ -129,8 +131,6 @@ def test_search_points_cover_every_value_and_interval_ends():
     assert len(points) == 2 * 3 * 2
     assert {p[1] for p in points} == {"b=1", "b=2", "b=3"}
     assert {p[2] for p in points} == {"t=0.1", "t=1.0"}
-    # hydra-optuna-sweeper's own sweeper includes a range's stop
-    assert {p[0] for p in search_points(["b=range(1,4)"], range_stop_included=True)} >= {"b=4"}
 
 
 def test_search_points_fall_back_to_one_factor_at_a_time():
@@ -141,12 +141,40 @@ def test_search_points_fall_back_to_one_factor_at_a_time():
     assert all(p[2] == "c=x" for p in points)
 
 
-def test_range_means_what_hydra_means():
-    from runner.search.sweeper import range_distributions
+def test_overrides_as_optuna_distributions():
+    from optuna.distributions import CategoricalDistribution as Cat
+    from optuna.distributions import FloatDistribution as Float
+    from optuna.distributions import IntDistribution as Int
 
-    dist = range_distributions(["workload.batch_size=range(1,9)", "x=range(0,1,0.25)"])
-    assert (dist["workload.batch_size"].low, dist["workload.batch_size"].high) == (1, 8)
-    assert dist["x"].high == pytest.approx(0.75)
+    from runner.search.space import search_space, space_size
+
+    space, fixed = search_space(
+        [
+            "workload.batch_size=range(1,9)",  # 1 to 8, as Hydra reads it
+            "b=range(2,11,4)",
+            "x=range(0,1,0.1)",  # 0 to 0.9: (high - low) an exact multiple of the step
+            "t=interval(0.1,1)",
+            "lr=tag(log,interval(1e-3,1))",
+            "n=interval(1,64)",
+            "q=choice(none,nf4)",
+            "c=off,on",
+            "model=tiny",
+        ]
+    )
+    assert space == {
+        "workload.batch_size": Int(1, 8, step=1),
+        "b": Int(2, 10, step=4),
+        "x": Float(0.0, 0.9, step=0.1),
+        "t": Float(0.1, 1.0),
+        "lr": Float(1e-3, 1.0, log=True),
+        "n": Float(1.0, 64.0),  # Hydra reads an interval's ends as floats
+        "q": Cat(["none", "nf4"]),
+        "c": Cat(["off", "on"]),
+    }
+    assert fixed == {"model": "tiny"}
+    discrete = {k: space[k] for k in ("workload.batch_size", "b", "x", "q")}
+    assert space_size(discrete) == 8 * 3 * 10 * 2
+    assert space_size(space) is None  # an interval of floats: no end to the points
 
 
 # ------------------------------------------------------------------- the sweeper itself
@@ -205,13 +233,13 @@ class Launcher:
         return returns
 
 
-def _sweeper(tmp_path: Path, launcher: Launcher, n_trials: int, **search: Any):
+def _sweeper(tmp_path: Path, launcher: Launcher, n_trials: int, sampler=None, **search: Any):
     import optuna
 
     from runner.search.sweeper import ParetoSweeperImpl
 
     impl = ParetoSweeperImpl(
-        sampler=optuna.samplers.RandomSampler(seed=1),
+        sampler=sampler or optuna.samplers.RandomSampler(seed=1),
         direction=["minimize", "maximize"],
         storage=f"sqlite:///{tmp_path / 'optuna.db'}",
         study_name="t",
@@ -246,7 +274,10 @@ def test_failed_runs_are_failed_trials_and_the_front_is_marked(tmp_path):
         ["q=choice(good,bad)", "b=range(1,5)"]
     )
     trials = _trials(tmp_path)
-    assert [t["number"] for t in trials] == list(range(8))
+    # 8 trials on a space of 8 points: each measured once, a repeat told but not listed
+    assert len({(t["params"]["q"], t["params"]["b"]) for t in trials}) == len(trials) == 8
+    numbers = [t["number"] for t in trials]
+    assert numbers == sorted(numbers)
     for t in trials:
         bad = t["params"]["q"] == "bad"
         assert (t["state"], t["status"], t["values"] is None) == (
@@ -263,7 +294,7 @@ def test_failed_runs_are_failed_trials_and_the_front_is_marked(tmp_path):
     text = outputs.report_md.read_text()
     section = text[text.index("### Trials in order") :]
     rows = [line for line in section.splitlines() if line[:3].strip("| ").isdigit()]
-    assert [int(r.split("|")[1]) for r in rows] == list(range(8))
+    assert [int(r.split("|")[1]) for r in rows] == numbers
     assert [("★" in r.split("|")[2]) for r in rows] == [t["pareto"] for t in trials]
     assert (tmp_path / "plots" / "search_pareto.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -336,7 +367,8 @@ def test_a_stopped_search_resumes_where_it_was(tmp_path):
     ]
     stopped = trials[2]["params"]
     launcher = Launcher(tmp_path)
-    _sweeper(tmp_path, launcher, 5).sweep(space)
+    _sweeper(tmp_path, launcher, 5).sweep(space)  # the study in SQLite, on SQLAlchemy 2
+    assert int(sqlalchemy.__version__.split(".")[0]) >= 2
     trials = _trials(tmp_path)
     # The interrupted point is asked first, and only the missing trials run.
     assert trials[3]["params"] == stopped and trials[3]["state"] == "COMPLETE"
@@ -358,3 +390,96 @@ def test_a_stop_after_the_run_finished_keeps_its_values(tmp_path):
     trials = _trials(tmp_path)
     assert [(t["state"], t["status"]) for t in trials] == [("COMPLETE", "ok")] * 2
     assert Path(trials[1]["run_dir"]).name == f"q=good,b={trials[1]['params']['b']}"
+
+
+# ------------------------------------------------------------ a small space, no repeats
+
+SAMPLERS = {
+    "nsgaii": lambda: optuna.samplers.NSGAIISampler(seed=0, population_size=4),  # the preset's
+    "tpe": lambda: optuna.samplers.TPESampler(seed=0),
+    "random": lambda: optuna.samplers.RandomSampler(seed=1),
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_four_trials_on_a_four_point_space_measure_four_points(tmp_path, name):
+    launcher = Launcher(tmp_path)
+    _sweeper(tmp_path, launcher, 4, sampler=SAMPLERS[name]()).sweep(
+        ["q=choice(good)", "b=range(1,5)"]
+    )
+    trials = _trials(tmp_path)
+    assert launcher.calls == 4
+    assert sorted(t["params"]["b"] for t in trials) == [1, 2, 3, 4]
+    # A proposal of a measured point was told that trial's result, and is listed apart.
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    repeats = json.loads((tmp_path / "search.json").read_text())["repeats"]
+    assert len(study.trials) == 4 + len(repeats)
+    for r in repeats:
+        twin, measured = study.trials[r["number"]], study.trials[r["repeat_of"]]
+        assert twin.params == measured.params and twin.values == measured.values
+        assert twin.user_attrs["repeat_of"] == measured.number
+
+
+def test_a_measured_space_ends_the_search(tmp_path, caplog):
+    launcher = Launcher(tmp_path, fail={"bad"})
+    with caplog.at_level("INFO", logger="runner.search.sweeper"):
+        _sweeper(tmp_path, launcher, 10, sampler=SAMPLERS["nsgaii"]()).sweep(
+            ["q=choice(good,bad)", "b=range(1,3)"]
+        )
+    assert launcher.calls == 4  # a failed point is measured too: not asked again
+    assert len(_trials(tmp_path)) == 4
+    assert "every point of the search space (4) is measured" in caplog.text
+    # Resumed, it has nothing to run.
+    again = Launcher(tmp_path, fail={"bad"})
+    _sweeper(tmp_path, again, 10).sweep(["q=choice(good,bad)", "b=range(1,3)"])
+    assert again.calls == 0
+
+
+class _Lowest(optuna.samplers.RandomSampler):
+    """Proposes the same point every time."""
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if isinstance(param_distribution, optuna.distributions.CategoricalDistribution):
+            return param_distribution.choices[0]
+        return param_distribution.low
+
+
+def test_a_sampler_that_only_repeats_stops_the_search(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("runner.search.sweeper.MAX_REPEATS", 5)
+    launcher = Launcher(tmp_path)
+    with caplog.at_level("INFO", logger="runner.search.sweeper"):
+        _sweeper(tmp_path, launcher, 3, sampler=_Lowest()).sweep(
+            ["q=choice(good)", "b=range(1,100)"]
+        )
+    assert launcher.calls == 1
+    assert len(json.loads((tmp_path / "search.json").read_text())["repeats"]) == 5
+    assert "proposed 5 measured points in a row" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "sampler"),
+    [
+        ([], "NSGAIISampler"),
+        (["hydra.sweeper.sampler.population_size=8"], "NSGAIISampler"),
+        (["hydra/sweeper/sampler=tpe"], "TPESampler"),
+        (["hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.multivariate=true"], "TPESampler"),
+        (["hydra/sweeper/sampler=random"], "RandomSampler"),
+    ],
+)
+def test_the_preset_composes_with_each_sampler(overrides, sampler):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from runner.preflight import CONF_DIR, PARETO_SWEEPER
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["hydra/sweeper=pareto", *overrides],
+            return_hydra_config=True,
+        )
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == PARETO_SWEEPER and sweeper.sampler.seed == 0
+    assert type(instantiate(sweeper.sampler)).__name__ == sampler

@@ -1,19 +1,19 @@
 """``hydra/sweeper=pareto``'s class: a thin shell (Hydra imports every plugin module at
 start-up, so Optuna is imported only when the sweeper is built); see
-:mod:`runner.search.sweeper`."""
+:mod:`runner.search.sweeper`. Importing it registers the sweeper's config
+(:mod:`runner.search.config`): ``hydra/sweeper=optuna`` and ``hydra/sweeper/sampler=...``."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-# Optuna 2.10 calls NSGA-II's constraints_func experimental (it is stable since 3.x); Hydra
-# builds the sampler before this class, so the filter is set at import, for that one message.
-warnings.filterwarnings("ignore", message="The constraints_func option is an experimental")
+from runner.search.config import register_configs
+
+register_configs()
 
 
 class ParetoSweeper(Sweeper):

@@ -137,7 +137,7 @@ def split_joined(text: str) -> list[str]:
 MAX_CHECKED_POINTS = 256
 
 
-def _values(o: Override, range_stop_included: bool) -> list[str]:
+def _values(o: Override) -> list[str]:
     """Every value a search sweeper can give this override, as override texts; for an
     interval, its two ends (rules on a number are ranges, so the ends decide)."""
     key = o.get_key_element()
@@ -150,17 +150,15 @@ def _values(o: Override, range_stop_included: bool) -> list[str]:
             ends = [float(e) for e in ends]
         return [f"{key}={e}" for e in ends]
     values = list(o.sweep_iterator(transformer=Transformer.encode))
-    if o.is_range_sweep() and range_stop_included and not o.value().shuffle:
-        values.append(o.value().stop)  # hydra-optuna-sweeper's own optuna sweeper takes it
     return [f"{key}={v}" for v in values]
 
 
-def search_points(overrides: list[str], range_stop_included: bool = False) -> list[list[str]]:
+def search_points(overrides: list[str]) -> list[list[str]]:
     """Override lists that cover every value of every ``choice``/``range``/``interval`` of a
     search (an Optuna sweeper): the full product when it has at most
     :data:`MAX_CHECKED_POINTS` points, else each value once with the others at their first.
     Raises Hydra's parse errors."""
-    per_key = [_values(o, range_stop_included) for o in _parser().parse_overrides(overrides)]
+    per_key = [_values(o) for o in _parser().parse_overrides(overrides)]
     size = 1
     for values in per_key:
         size *= max(len(values), 1)

@@ -52,8 +52,10 @@ class NSGAIISamplerConfig(SamplerConfig):
 
     _target_: str = "optuna.samplers.NSGAIISampler"
     seed: int | None = field(default=None, metadata={"help": "random seed"})
+    # Optuna's default is 50: small, so that a short search gets past the first generation
+    # (random); raise it for long searches.
     population_size: int = field(
-        default=50, metadata={"help": "trials per generation; the first is random"}
+        default=4, metadata={"help": "trials per generation; the first is random"}
     )
     mutation_prob: float | None = None
     crossover_prob: float = 0.9
@@ -75,7 +77,7 @@ class SweeperConfig:
 
     _target_: str = SWEEPER_TARGET
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
-    sampler: SamplerConfig = MISSING
+    sampler: Any = MISSING  # a SamplerConfig: hydra/sweeper/sampler=...
     # Direction or a list of them, one per objective.
     direction: Any = field(
         default=Direction.minimize, metadata={"help": "minimize or maximize, one per objective"}

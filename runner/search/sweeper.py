@@ -1,54 +1,50 @@
-"""``hydra/sweeper=pareto``: hydra-optuna-sweeper's sweeper, with what a measurement search
-needs on top.
+"""``hydra/sweeper=pareto``: a multi-objective Optuna search whose trials are runs.
 
-- ``n_trials`` is the size of the whole search: the study lives in the sweep directory
-  (SQLite), and the same command with ``hydra.sweep.dir=<that directory>`` resumes it,
-  running only the trials still missing. A point already measured ``ok`` is not measured
-  again (the job skips it and returns its recorded values).
+- ``n_trials`` is the number of distinct points the whole search measures: the study
+  lives in the sweep directory (SQLite), and the same command with
+  ``hydra.sweep.dir=<that directory>`` resumes it, running only the trials still missing.
+- A point the sampler proposes again is not run again and not counted: the trial is told
+  the result of the trial that measured it (its values, or FAIL, or PRUNED) with the user
+  attribute ``repeat_of``, and the sampler is asked again. The search ends early when every
+  point of a discrete space is measured, or after :data:`MAX_REPEATS` repeats in a row.
 - A trial whose job did not end ``ok`` (the task returns None) is told to Optuna as FAIL,
   never as a number. A trial stopped by a signal is told FAIL with ``status=interrupted``
   before the stop ends the command, and is asked again first when the search resumes; a
   trial left RUNNING by a process killed outright is settled the same way.
 - Constraints (``search.constraints``) are evaluated on each trial's ``result.json``: the
-  violations are stored as the trial's ``constraints`` attribute, which NSGA-II reads
-  (:func:`stored_constraints`); with ``search.violation=prune`` a violating trial is told
-  PRUNED.
-- ``search.json`` in the sweep directory lists every trial in order (state, status,
-  params, values, violations, why a trial failed, run directory, Pareto membership): the
-  report's source; ``multirun.yaml`` records the command, as Hydra's grid sweeper does.
+  violations are set as the trial's constraints (``Trial.set_constraint``), which NSGA-II
+  and TPE read, and stored as its ``constraints`` attribute; with
+  ``search.violation=prune`` a violating trial is told PRUNED.
+- ``search.json`` in the sweep directory lists every measured trial in order (state,
+  status, params, values, violations, why a trial failed, run directory, Pareto
+  membership; the repeats under ``repeats``): the report's source; ``multirun.yaml``
+  records the command, as Hydra's grid sweeper does.
 
-Only ``sweep`` differs from the original; the search space, the samplers and their config
-are hydra-optuna-sweeper's (its ``_impl`` is subclassed: the plugin has no hooks).
-Optuna is 2.10: hydra-optuna-sweeper 1.3.0 requires optuna<3.
+The search space is :mod:`runner.search.space`, the config :mod:`runner.search.config`
+(the keys of hydra-optuna-sweeper 1.3, which this replaces).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Transformer
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra_plugins.hydra_optuna_sweeper._impl import (
-    OptunaSweeperImpl,
-    create_params_from_overrides,
-)
-from omegaconf import OmegaConf
-from optuna.distributions import (
-    BaseDistribution,
-    DiscreteUniformDistribution,
-    IntUniformDistribution,
-)
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from runner.config.schema import Violation
 from runner.results import RESULT_FILE, ResultReadError, read_result, write_json_atomic
+from runner.search.config import Direction
 from runner.search.objectives import (
     missing_reason,
     objective_values,
@@ -57,29 +53,95 @@ from runner.search.objectives import (
     violations,
 )
 from runner.search.pareto import pareto_front
+from runner.search.space import point, search_space, space_size
 
 log = logging.getLogger(__name__)
 
 SEARCH_FILE = "search.json"
 INTERRUPTED = "interrupted"
+REPEAT_OF = "repeat_of"
+# Proposals of measured points in a row before the search stops: the sampler keeps
+# proposing what it knows (a converged search, or a space nearly all measured).
+MAX_REPEATS = 100
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
-
-def stored_constraints(trial: FrozenTrial) -> tuple[float, ...]:
-    """NSGA-II's ``constraints_func``: the violations the sweeper stored (<= 0 is met)."""
-    return tuple(trial.user_attrs.get("constraints", ()))
+Point = tuple[tuple[str, Any], ...]
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
-    """Finished trials count, but not those a stop interrupted: they are asked again."""
-    if trial.state not in _DONE:
-        return False
-    return trial.user_attrs.get("status") != INTERRUPTED
+    """Finished trials count, but not those a stop interrupted (they are asked again) nor
+    repeats of a measured point."""
+    return trial.state in _DONE and not _interrupted(trial) and REPEAT_OF not in trial.user_attrs
 
 
-class ParetoSweeperImpl(OptunaSweeperImpl):
+def _interrupted(trial: FrozenTrial) -> bool:
+    return trial.user_attrs.get("status") == INTERRUPTED
+
+
+class ParetoSweeperImpl(Sweeper):
     """Built by ``hydra_plugins.runner_search.pareto_sweeper.ParetoSweeper`` (Hydra takes
-    sweeper classes from the ``hydra_plugins`` package only)."""
+    sweeper classes from the ``hydra_plugins`` package only), with the fields of
+    :class:`runner.search.config.SweeperConfig`, the sampler instantiated."""
+
+    def __init__(
+        self,
+        sampler: optuna.samplers.BaseSampler,
+        direction: Any,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        search_space: DictConfig | None,
+        custom_search_space: str | None,
+        params: DictConfig | None,
+    ) -> None:
+        if search_space:
+            raise ValueError(
+                "hydra.sweeper.search_space: removed in Hydra 1.2; give the space as "
+                "hydra.sweeper.params (key: choice(a,b)) or as overrides"
+            )
+        if not 0.0 <= max_failure_rate <= 1.0:
+            raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: in [0, 1]")
+        if n_jobs < 1:
+            raise ValueError(f"hydra.sweeper.n_jobs={n_jobs}: must be >= 1")
+        self.sampler = sampler
+        self.direction = direction
+        self.storage = storage
+        self.study_name = study_name
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.max_failure_rate = max_failure_rate
+        self.params = params
+        self.extend_space: Callable[[DictConfig, optuna.Trial], None] | None = None
+        if custom_search_space:
+            self.extend_space = instantiate({"_target_": custom_search_space, "_partial_": True})
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
+        self.job_idx = 0
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.job_idx = 0
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    def _directions(self) -> list[str]:
+        given = self.direction if isinstance(self.direction, MutableSequence) else [self.direction]
+        return [d.name if isinstance(d, Direction) else str(d) for d in given]
+
+    def _configure(
+        self, trial: optuna.Trial, space: dict[str, BaseDistribution], fixed: dict[str, str]
+    ) -> tuple[str, ...]:
+        """Suggest the trial's params; return the job's overrides."""
+        for name, dist in space.items():
+            trial._suggest(name, dist)
+        if self.extend_space is not None:
+            self.extend_space(self.config, trial)
+        return tuple(f"{name}={value}" for name, value in {**trial.params, **fixed}.items())
 
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None
@@ -88,19 +150,18 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
         constraints = parse_constraints(list(search.constraints))
         violation = _text(search.violation)
         prune = violation == Violation.prune.value
-        directions = self._get_directions()
+        directions = self._directions()
         if directions != [o.direction.value for o in objectives]:
             raise ValueError(
                 f"hydra.sweeper.direction={directions} does not match search.objectives="
                 f"{[str(o) for o in objectives]}"
             )
 
-        self._process_searchspace_config()
-        sweeps = self._parse_sweeper_params_config() + list(arguments)
-        space, fixed = create_params_from_overrides(sweeps)
-        space.update(range_distributions(sweeps))
-        for name in fixed:
+        given = [f"{k!s}={v}" for k, v in (self.params or {}).items()]
+        space, fixed = search_space(given + list(arguments))
+        for name in fixed:  # the command line wins over hydra.sweeper.params
             space.pop(name, None)
+        size = space_size(space) if self.extend_space is None else None
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -117,42 +178,85 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
         study.set_user_attr("objectives", [str(o) for o in objectives])
         study.set_user_attr("constraints", [str(c) for c in constraints])
         _settle_and_requeue(study)
+        known = _measured(study)
         done = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
         todo = self.n_trials - done
         log.info(
-            "study %s in %s: %d trial(s) done, %d to run (n_trials=%d), sampler %s",
+            "study %s in %s: %d trial(s) done, %d to run (n_trials=%d), space of %s point(s), "
+            "sampler %s",
             study.study_name,
             self.storage,
             done,
             max(todo, 0),
             self.n_trials,
+            "infinitely many" if size is None else size,
             type(self.sampler).__name__,
         )
         export = _Exporter(sweep_dir, study, objectives, constraints, violation, self.n_trials)
+        in_a_row = 0
         while todo > 0:
-            batch = min(todo, self.n_jobs)
-            trials = [study.ask() for _ in range(batch)]
-            overrides = self._configure_trials(trials, space, fixed)
+            # Ask until the batch has points never measured; a repeat is told its result.
+            batch: list[tuple[optuna.Trial, Point, tuple[str, ...]]] = []
+            twins: list[tuple[optuna.Trial, Point]] = []  # a point already in this batch
+            while len(batch) < min(todo, self.n_jobs) and in_a_row < MAX_REPEATS:
+                if size is not None and len(known) + len(batch) >= size:
+                    break
+                trial = study.ask()
+                overrides = self._configure(trial, space, fixed)
+                key = point(trial.params)
+                if key in known:
+                    _tell_repeat(study, trial, known[key])
+                    in_a_row += 1
+                elif any(key == k for _, k, _ in batch):
+                    twins.append((trial, key))
+                    in_a_row += 1
+                else:
+                    batch.append((trial, key, overrides))
+                    in_a_row = 0
+            if not batch:
+                break
+            trials = [t for t, _, _ in batch]
+            jobs = [o for _, _, o in batch]
             try:
-                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+                returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
             except BaseException:
                 # A stop signal (or a launcher error) before the values came back: a run
                 # that had finished ok is told from its result, the others FAIL, to be
                 # asked again on resume.
-                for trial, job in zip(trials, overrides, strict=True):
+                for trial, job in zip(trials, jobs, strict=True):
                     run_dir = _find_run_dir(sweep_dir, job)
                     values = objective_values(objectives, _read(run_dir))
                     _tell(study, trial, run_dir, values, constraints, prune, objectives, True)
+                _tell_twins(study, twins, batch)
                 export.write()
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns, strict=True):
                 values = _returned(ret, len(objectives))
                 _tell(study, trial, _run_dir(ret), values, constraints, prune, objectives)
+            told = _tell_twins(study, twins, batch)
+            for (_, key, _), frozen in zip(batch, told, strict=True):
+                if not _interrupted(frozen):
+                    known[key] = frozen
             export.write()
-            todo -= batch
+            todo -= len(batch)
+            failed = sum(t.state is TrialState.FAIL for t in told)
+            if failed / len(batch) > self.max_failure_rate:
+                raise RuntimeError(
+                    f"{failed} of {len(batch)} trial(s) failed, more than "
+                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate}"
+                )
+        if todo > 0 and size is not None and len(known) >= size:
+            log.info("every point of the search space (%d) is measured: the search ends", size)
+        elif todo > 0:
+            log.info(
+                "the sampler proposed %d measured points in a row: the search ends with %d "
+                "trial(s) still to run",
+                MAX_REPEATS,
+                todo,
+            )
         front = export.write()
-        log.info("Pareto front: %d of %d trial(s): %s", len(front), len(study.trials), front)
+        log.info("Pareto front: %d of %d trial(s): %s", len(front), len(known), front)
         OmegaConf.save(
             OmegaConf.create({"name": "optuna", "search": SEARCH_FILE, "pareto_trials": front}),
             sweep_dir / "optimization_results.yaml",
@@ -161,26 +265,6 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
 
 def _text(value: Any) -> str:
     return value.value if isinstance(value, Enum) else str(value)
-
-
-def range_distributions(overrides: list[str]) -> dict[str, BaseDistribution]:
-    """``range(start, stop, step)`` as Hydra reads it, ``stop`` excluded (1, 2, ..., 8 for
-    ``range(1,9)``): hydra-optuna-sweeper 1.3.0 maps it to a distribution that includes
-    ``stop``, which would measure points outside the range the command names."""
-    out: dict[str, BaseDistribution] = {}
-    for o in OverridesParser.create().parse_overrides(overrides):
-        if not o.is_range_sweep() or o.value().shuffle:
-            continue
-        values = list(o.sweep_iterator(transformer=Transformer.encode))
-        step = o.value().step
-        name = o.get_key_element()
-        if not values:
-            continue  # an empty range: pre-flight refuses it
-        if all(isinstance(v, int) for v in values) and isinstance(step, int):
-            out[name] = IntUniformDistribution(values[0], values[-1], step=step)
-        else:
-            out[name] = DiscreteUniformDistribution(values[0], values[-1], step)
-    return out
 
 
 def _settle_and_requeue(study: optuna.Study) -> None:
@@ -192,12 +276,50 @@ def _settle_and_requeue(study: optuna.Study) -> None:
     requeued = study.user_attrs
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         key = f"requeued:{trial.number}"
-        if trial.user_attrs.get("status") == INTERRUPTED and key not in requeued and trial.params:
-            with warnings.catch_warnings():  # "experimental" in optuna 2.10, stable since
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.enqueue_trial(dict(trial.params))
+        if (
+            _interrupted(trial)
+            and REPEAT_OF not in trial.user_attrs
+            and key not in requeued
+            and trial.params
+        ):
+            study.enqueue_trial(dict(trial.params))
             study.set_user_attr(key, True)
             log.info("trial %d was interrupted: asking %s again", trial.number, trial.params)
+
+
+def _measured(study: optuna.Study) -> dict[Point, FrozenTrial]:
+    """The measured points (not interrupted, not repeats) and the trial that measured each."""
+    return {
+        point(t.params): t
+        for t in study.get_trials(deepcopy=False, states=_DONE)
+        if counts_toward_budget(t)
+    }
+
+
+def _tell_repeat(study: optuna.Study, trial: optuna.Trial, measured: FrozenTrial) -> FrozenTrial:
+    """Tell ``trial`` (a point ``measured`` has) the same result, marked ``repeat_of``."""
+    trial.set_user_attr(REPEAT_OF, measured.number)
+    for key in ("status", "reason", "run_dir", "constraints"):
+        if key in measured.user_attrs:
+            trial.set_user_attr(key, measured.user_attrs[key])
+    for key, value in measured.constraints.items():
+        trial.set_constraint(key, value)
+    log.info(
+        "trial %d: %s was measured by trial %d; told its result, not counted",
+        trial.number,
+        measured.params,
+        measured.number,
+    )
+    values = measured.values if measured.state is TrialState.COMPLETE else None
+    return study.tell(trial, values=values, state=measured.state)
+
+
+def _tell_twins(study, twins, batch) -> list[FrozenTrial]:
+    """Tell each twin its batch trial's result; return the batch's trials as told."""
+    told = {key: study._storage.get_trial(trial._trial_id) for trial, key, _ in batch}
+    for trial, key in twins:
+        _tell_repeat(study, trial, told[key])
+    return [told[key] for _, key, _ in batch]
 
 
 def _run_dir(ret: JobReturn) -> Path | None:
@@ -253,6 +375,8 @@ def _tell(
     trial.set_user_attr("status", status)
     violation = violations(constraints, result)
     trial.set_user_attr("constraints", violation)
+    for constraint, value in zip(constraints, violation, strict=True):
+        trial.set_constraint(str(constraint), value)  # what NSGA-II and TPE read
     if prune and any(v > 0 for v in violation):
         log.info("trial %d violates a constraint %s: pruned", trial.number, violation)
         study.tell(trial, state=TrialState.PRUNED)
@@ -269,7 +393,8 @@ def _returned(ret: JobReturn, n_objectives: int) -> list[float] | None:
 
 
 class _Exporter:
-    """Writes ``search.json``: the study's trials in order, with the Pareto front marked."""
+    """Writes ``search.json``: the study's measured trials in order, with the Pareto front
+    marked; the repeats of a measured point apart, each with the trial it repeats."""
 
     def __init__(self, sweep_dir, study, objectives, constraints, violation, n_trials) -> None:
         self.path = Path(sweep_dir) / SEARCH_FILE
@@ -286,7 +411,13 @@ class _Exporter:
 
     def write(self) -> list[int]:
         """Write the file; return the numbers of the trials on the front."""
-        trials = self.study.get_trials(deepcopy=False)
+        every = self.study.get_trials(deepcopy=False)
+        trials = [t for t in every if REPEAT_OF not in t.user_attrs]
+        repeats = [
+            {"number": t.number, REPEAT_OF: t.user_attrs[REPEAT_OF]}
+            for t in every
+            if REPEAT_OF in t.user_attrs
+        ]
         feasible = [
             t
             for t in trials
@@ -315,5 +446,5 @@ class _Exporter:
             }
             for t in trials
         ]
-        write_json_atomic(self.path, {**self.head, "trials": rows})
+        write_json_atomic(self.path, {**self.head, "trials": rows, "repeats": repeats})
         return sorted(front)
