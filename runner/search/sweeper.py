@@ -316,7 +316,8 @@ def _tell_repeat(study: optuna.Study, trial: optuna.Trial, measured: FrozenTrial
 
 def _tell_twins(study, twins, batch) -> list[FrozenTrial]:
     """Tell each twin its batch trial's result; return the batch's trials as told."""
-    told = {key: study._storage.get_trial(trial._trial_id) for trial, key, _ in batch}
+    trials = study.get_trials(deepcopy=False)  # in trial number order
+    told = {key: trials[trial.number] for trial, key, _ in batch}
     for trial, key in twins:
         _tell_repeat(study, trial, told[key])
     return [told[key] for _, key, _ in batch]
