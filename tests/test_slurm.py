@@ -314,6 +314,7 @@ def test_cancelled_and_killed_jobs_leave_results_and_a_rerun_resubmits_only_them
         *POINT,
         *OFF,
         "measure.min_seconds=8",
+        "workload.num_prompts=3",  # a pass holds the largest batch
         "workload.batch_size=1,2,3",
         f"hydra.sweep.dir={sweep}",
     ]
