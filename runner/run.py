@@ -26,12 +26,12 @@ from runner.config.schema import (
 )
 from runner.config.validate import Facts, validate
 from runner.hardware.record import (
-    ELEM_BYTES,
     finish_sampler,
     place_run,
     probe_for_run,
     start_sampler,
 )
+from runner.hardware.roofline import DTYPE_BYTES
 from runner.measure.generation import CallResult, eos_token_ids, timed_generate
 from runner.measure.latency import latency_metrics
 from runner.measure.memory import model_footprint_bytes, track_memory
@@ -284,7 +284,7 @@ def _measure(
         device.type if device is not None else "cpu",
         dtype,
         progress.metrics.memory.model_footprint_bytes,
-        ELEM_BYTES.get(dtype),
+        DTYPE_BYTES.get(dtype),
         progress.display.step,
     )
 

@@ -367,3 +367,20 @@ def test_preflight_refuses_the_kv_cache_of_a_local_model(tmp_path):
     with pytest.raises(UserError, match="engine.kv_cache_memory_gib=0.25: too small"):
         check_command([*argv, "engine.kv_cache_memory_gib=0.25"], Facts(cuda_available=False))
     assert check_command([*argv, "engine.kv_cache_memory_gib=0.5"], Facts(cuda_available=False))
+
+
+@pytest.mark.parametrize(
+    ("kv", "model", "width"),
+    [
+        ("fp8_e4m3", "bfloat16", 1),
+        ("bfloat16", "float32", 2),
+        ("auto", "float32", 4),
+        (None, "bfloat16", 2),
+        ("auto", None, None),
+    ],
+)
+def test_a_kv_cache_element_is_as_wide_as_its_dtype(kv, model, width):
+    """One rule for the KV check before vLLM starts and the run's roofline after."""
+    from runner.engines.vllm_args import kv_cache_width
+
+    assert kv_cache_width(kv, model) == width

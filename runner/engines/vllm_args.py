@@ -12,6 +12,7 @@ from typing import Any
 
 from runner.config.schema import DecodingMode, DType, OutputLength, RunConfig
 from runner.config.validate import ConfigError
+from runner.hardware.roofline import DTYPE_BYTES
 
 GIB = 2**30
 # Unset on a CPU: vLLM's own default takes most of the RAM for the KV cache and zeroes it
@@ -106,7 +107,13 @@ def sampling_kwargs(cfg: RunConfig) -> dict[str, Any]:
     return kw
 
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+def kv_cache_width(kv_cache_dtype: str | None, model_dtype: str | None) -> int | None:
+    """Bytes per KV cache element: 1 for the fp8 kinds, else the dtype named, where ``auto``
+    (or unset) is the model's; None where it is unknown."""
+    kv = kv_cache_dtype or "auto"
+    if kv.startswith("fp8"):
+        return 1
+    return DTYPE_BYTES.get(str(model_dtype) if kv == "auto" else kv)
 
 
 def kv_bytes_per_token(model_config: Mapping[str, Any], kv_dtype_bytes: int) -> int | None:
@@ -134,14 +141,12 @@ def check_kv_cache_fits(cfg: RunConfig, model_config: Mapping[str, Any], *, cuda
     if gib is None and cuda:
         return
     kv_dtype = cfg.engine.kv_cache_dtype
-    if kv_dtype is not None and kv_dtype.value.startswith("fp8"):
-        width = 1
-    elif kv_dtype is not None and kv_dtype.value == "bfloat16":
-        width = 2
-    else:  # auto: the model's dtype
-        chosen = cfg.loading.dtype
-        name = chosen.value if chosen not in (None, DType.auto) else model_config.get("dtype")
-        width = DTYPE_BYTES.get(str(name or model_config.get("torch_dtype")), 0)
+    chosen = cfg.loading.dtype
+    name = chosen.value if chosen not in (None, DType.auto) else model_config.get("dtype")
+    width = kv_cache_width(
+        kv_dtype.value if kv_dtype is not None else None,
+        name or model_config.get("torch_dtype"),
+    )
     per_token = kv_bytes_per_token(model_config, width) if width else None
     context = max_positions(model_config)
     if per_token is None or context is None:

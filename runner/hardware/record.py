@@ -119,7 +119,6 @@ def roofline_inputs(latency: Any) -> dict[str, float | None]:
 # --- against the limit ---------------------------------------------------------------------
 
 PROBED_DTYPES = ("float32", "bfloat16", "float16")
-ELEM_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "float64": 8.0}
 
 
 @dataclass
@@ -175,7 +174,7 @@ def place_run(placement: Placement | None, latency: Any, online: bool) -> Roofli
     loaded. Under load the batch changes at every step, so the run is not placed."""
     if placement is None:
         return None
-    from runner.hardware.roofline import place, read_shape
+    from runner.hardware.roofline import DTYPE_BYTES, place, read_shape
 
     where = {"device": placement.device, "dtype": placement.dtype}
     if online:
@@ -187,7 +186,7 @@ def place_run(placement: Placement | None, latency: Any, online: bool) -> Roofli
     roof = place(
         shape,
         weight_bytes=placement.weight_bytes,
-        elem_bytes=ELEM_BYTES.get(placement.dtype),
+        elem_bytes=DTYPE_BYTES.get(placement.dtype),
         kv_elem_bytes=placement.kv_elem_bytes,
         peaks=placement.peaks,
         note="; ".join(notes) or None,

@@ -191,6 +191,10 @@ def shape_from_config(config: dict[str, Any]) -> Shape | None:
     return read_shape(config)[0]
 
 
+# Bytes per element of the dtypes a run's weights and KV cache are kept in.
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
 def kv_bytes_per_token(shape: Shape, kv_elem_bytes: float) -> float:
     """Bytes of one token's KV cache entries: keys and values in every layer."""
     return 2 * shape.layers * shape.kv_heads * shape.head_dim * kv_elem_bytes

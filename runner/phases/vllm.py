@@ -16,10 +16,7 @@ from runner.config.schema import (
     RunConfig,
     ScenarioKind,
 )
-from runner.hardware.record import (
-    ELEM_BYTES,
-    probe_for_run,
-)
+from runner.hardware.record import probe_for_run
 from runner.logs import RUN_LOG
 from runner.measure.generation import CallResult
 from runner.models.context import check_workload_fits, max_positions
@@ -118,15 +115,12 @@ def measure_vllm(
         if problems:
             raise VerificationError("; ".join(problems))
         engine = applied["engine"]
-        kv = str(engine.get("kv_cache_dtype") or "auto")
         progress.placement = probe_for_run(
             model_config.to_dict(),
             "cuda" if cuda else "cpu",
             str(engine.get("dtype")),
             None,  # the weights are in vLLM's processes: estimated from the config
-            1.0
-            if kv.startswith("fp8")
-            else ELEM_BYTES.get(kv, ELEM_BYTES.get(engine.get("dtype"))),
+            vllm_args.kv_cache_width(engine.get("kv_cache_dtype"), engine.get("dtype")),
             progress.display.step,
         )
 
