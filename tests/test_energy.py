@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from runner.config.schema import EnergyBackend, EnergyConfig
-from runner.measure import energy as energy_mod
-from runner.measure.energy import J_PER_KWH, EnergyMeter
+from runner.measure import idle_baseline
+from runner.measure.codecarbon import J_PER_KWH, codecarbon_version
+from runner.measure.energy import EnergyMeter
 from runner.measure.nvml import (
     NvmlError,
     NvmlNotSupported,
@@ -132,7 +133,7 @@ def _no_gpu_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     c = FakeClock()
-    monkeypatch.setattr(energy_mod, "_sleep", lambda s: setattr(c, "now", c.now + s))
+    monkeypatch.setattr(idle_baseline, "_sleep", lambda s: setattr(c, "now", c.now + s))
     return c
 
 
@@ -326,7 +327,7 @@ def test_baseline_subtraction(tmp_path: Path, clock: FakeClock, monkeypatch: pyt
         tracker_factory=factory,
     )
     # The idle GPU draws 50 W while the baseline sleeps.
-    monkeypatch.setattr(energy_mod, "_sleep", nv.advance)
+    monkeypatch.setattr(idle_baseline, "_sleep", nv.advance)
     b = meter.measure_baseline()
     assert b.watts == pytest.approx(15.0 + 50.0)
     assert factory.trackers[0].kwargs["output_methods"] == []  # the baseline writes no CSV
@@ -488,7 +489,7 @@ def test_tracker_stopped_when_body_raises(tmp_path: Path, clock: FakeClock, exc:
         nv.advance(1.0)
         raise exc
     assert factory.events == ["start", "stop"]
-    assert meter._impl._gpu._thread is None  # the sampler thread is stopped too
+    assert meter._impl._gpus._source._thread is None  # the sampler thread is stopped too
     s = meter.summary(output_tokens=4, requests=2)
     assert s.repeats == 1
     assert s.gpu_nvml.joules == pytest.approx(200.0)
@@ -673,7 +674,7 @@ def test_real_codecarbon_offline_on_cpu(tmp_path: Path, monkeypatch: pytest.Monk
     }
     assert "estimate" in s.components["ram"].method
     assert s.baseline.watts > 0 and s.net_joules is not None
-    assert s.codecarbon_version == energy_mod.codecarbon_version() != "unknown"
+    assert s.codecarbon_version == codecarbon_version() != "unknown"
     assert s.carbon_intensity_g_per_kwh > 0 and s.emissions_kg > 0
     assert elapsed < 30
 

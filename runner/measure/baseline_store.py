@@ -9,7 +9,7 @@ so another machine, another set of GPUs or another setting gets its own measurem
 A lock per file makes concurrent runs on one machine wait for one measurement rather
 than measure at once (each would see the other's load); runs on other machines are not
 held up. Stored values are plain JSON: what they mean belongs to
-:mod:`runner.measure.energy`.
+:mod:`runner.measure.idle_baseline`.
 """
 
 from __future__ import annotations

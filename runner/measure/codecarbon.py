@@ -1,7 +1,8 @@
 """CodeCarbon plumbing: an offline tracker per window, its provenance, its logs.
 
 Joules and seconds; CodeCarbon's kWh are converted on reading. Used by
-:mod:`runner.measure.energy`, which owns the arithmetic of windows and baselines.
+:mod:`runner.measure.energy` and :mod:`runner.measure.idle_baseline`; the arithmetic of
+windows lives in :mod:`runner.measure.energy_figures`.
 """
 
 from __future__ import annotations
