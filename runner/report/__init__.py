@@ -26,11 +26,14 @@ from runner.report.command import repeat_order, sources_levels
 from runner.report.compare import add_relative_columns, front_mask, pareto_metrics, resolve_baseline
 from runner.report.data import ReportData
 from runner.report.effects import effects_frame
-from runner.report.markdown import best_section, display_table, render_report, status_line
+from runner.report.markdown import render_report
 from runner.report.plots import make_plots
 from runner.report.quality import compare_with_baseline, evaluation
+from runner.report.ranking_section import best_section
 from runner.report.repeats import repeats_frame
+from runner.report.runs_table import display_table
 from runner.report.search import search_section
+from runner.report.summary_section import status_line
 from runner.results import atomic_path
 
 __all__ = [

@@ -1,6 +1,7 @@
 """What every report figure is drawn with: a size-capped Matplotlib figure (Agg canvas, no
-pyplot state), titles wrapped to its width, level ticks that thin out, labels placed only
-where they fit, plain tick labels on log axes."""
+pyplot state), titles wrapped to its width, level ticks that thin out, run labels naming
+only the factors that differ, labels placed only where they fit, plain tick labels on log
+axes."""
 
 from __future__ import annotations
 
@@ -93,6 +94,21 @@ def grid(fig: Figure, n: int, ncols: int = 4) -> list:
     for ax in axes[n:]:
         ax.set_visible(False)
     return list(axes[:n])
+
+
+def _short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """``workload.batch_size`` -> ``batch_size`` where the last part is unambiguous."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
+
+
+def short_labels(rows: pd.DataFrame, factors: Sequence[str]) -> list[str]:
+    """Labels naming only the factors that differ among ``rows``."""
+    varying = [f for f in factors if rows[f].astype(str).nunique() > 1]
+    short = _short_keys(varying)
+    if not varying:
+        return [str(label) for label in rows["label"]]
+    return [", ".join(f"{short[f]}={r[f]}" for f in varying) for _, r in rows.iterrows()]
 
 
 def _overlaps(a, b) -> bool:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+NO_CI = " (no CI)"  # a figure whose run had too few units for an interval
+
 
 def fmt_num(value: Any) -> str:
     """A number with 3-4 significant digits; ``""`` for NaN/None."""

@@ -152,6 +152,14 @@ def unresolved_figures(text: object) -> dict[str, str]:
     return {f: reason for f in (("gross", "net") if which == _BOTH else ("net",))}
 
 
+def unresolved_runs(df: pd.DataFrame, figure: str = "net") -> pd.DataFrame:
+    """Ok runs whose energy ``figure`` is unresolved."""
+    if UNRESOLVED not in df.columns:
+        return df.iloc[:0]
+    mask = (df["status"] == "ok") & df[UNRESOLVED].map(lambda r: figure in unresolved_figures(r))
+    return df[mask]
+
+
 def energy_metric(df: pd.DataFrame) -> Metric | None:
     """Energy per token: net when some ok run has a net value and every ok run with energy
     has one or a reason why it is unresolved; else gross; None when no ok run has energy.
