@@ -83,7 +83,7 @@ def check(
 def compose(overrides: list[str]) -> Any:
     """The typed RunConfig exactly as ``python -m runner <overrides>`` composes it."""
     from runner.config import register_configs
-    from runner.preflight import compose_typed
+    from runner.preflight_compose import compose_typed
 
     register_configs()
     return compose_typed(overrides)

@@ -51,7 +51,7 @@ MODELS = {
 
 def _execute(overrides: list[str], isolation: str, root: Path) -> dict[str, Any]:
     """One job in a fresh run dir: its result, wall time and fixed cost."""
-    from runner.config.schema import Isolation
+    from runner.config.schema_measure import Isolation
     from runner.job import execute
 
     cfg = compose(overrides)

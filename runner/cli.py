@@ -23,10 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import forkserver, stop
 from runner.config import register_configs
-from runner.config.schema import Isolation
+from runner.config.schema_measure import Isolation
+from runner.config.store import CONF_DIR
 from runner.job import JobOutcome, record_stop_before_the_run, recorded_status
 from runner.logs import RUN_LOG
-from runner.preflight import CONF_DIR
 from runner.results import RESULT_FILE, Status
 from runner.stop import StopRequested
 
@@ -225,7 +225,8 @@ def _flags_first(argv: list[str]) -> list[str]:
 def _main(argv: list[str], guard: stop.StopGuard) -> None:
     from runner.config.validate import Facts
     from runner.cuda_probe import cuda_available
-    from runner.preflight import UserError, check_command
+    from runner.preflight import check_command
+    from runner.preflight_messages import UserError
 
     argv = _flags_first(argv)
     JOB_OUTCOMES.clear()

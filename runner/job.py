@@ -28,7 +28,8 @@ from typing import Any
 
 from runner import forkserver, stop
 from runner.config.resolved import config_dict, config_hash
-from runner.config.schema import Isolation, RunConfig
+from runner.config.schema import RunConfig
+from runner.config.schema_measure import Isolation
 from runner.logs import RUN_LOG
 from runner.results import (
     RESULT_FILE,
@@ -187,7 +188,7 @@ def engine_isolation(cfg: RunConfig, isolation: Isolation) -> Isolation:
     """A vLLM run is spawned, never forked from the fork server: vLLM starts its engine and
     worker processes from the run's process, and a fork of the server carries its threads
     and imported state into them (vLLM itself switches to spawn once CUDA is initialised)."""
-    from runner.config.schema import EngineKind
+    from runner.config.schema_serving import EngineKind
 
     if cfg.engine.kind is EngineKind.vllm and isolation is Isolation.forkserver:
         return Isolation.spawn

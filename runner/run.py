@@ -18,12 +18,9 @@ import torch
 
 from runner import environment, stop
 from runner.config.resolved import config_dict
-from runner.config.schema import (
-    DecodingMode,
-    EngineKind,
-    RunConfig,
-    ScenarioKind,
-)
+from runner.config.schema import RunConfig
+from runner.config.schema_generation import DecodingMode
+from runner.config.schema_serving import EngineKind, ScenarioKind
 from runner.config.validate import Facts, validate
 from runner.hardware.record import (
     finish_sampler,

@@ -11,17 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.config.rules import fields_applying
-from runner.config.schema import (
-    CompileConfig,
+from runner.config.schema import RunConfig
+from runner.config.schema_generation import (
     DecodingConfig,
     DecodingMode,
-    DType,
-    LoadingConfig,
     OutputLength,
-    QuantConfig,
-    RunConfig,
     WorkloadConfig,
 )
+from runner.config.schema_model import CompileConfig, DType, LoadingConfig, QuantConfig
 
 TORCH_DTYPE_NAMES = {
     DType.float32: "float32",

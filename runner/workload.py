@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from runner.config.schema import PromptOrder, WorkloadConfig, WorkloadKind
+from runner.config.schema_generation import PromptOrder, WorkloadConfig, WorkloadKind
 from runner.config.validate import ConfigError, check_fields
 from runner.quality.outputs import workload_fingerprint
 from runner.user_files import read_user_file

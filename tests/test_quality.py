@@ -465,7 +465,7 @@ def test_result_json_names(tmp_path):
 def test_a_compiled_model_is_scored_with_its_eager_forward_and_says_so():
     """Windows of new shapes through a compiled model would each compile a graph: the
     quality phase runs the eager forward (nothing compiles) and records why."""
-    from runner.config.schema import QualityConfig, QualityMode
+    from runner.config.schema_measure import QualityConfig, QualityMode
     from runner.models.readback import compiled_frames
     from runner.quality.phase import EAGER_NOTE, Plan, eager_forward, measure_quality
     from runner.quality.text import load_text

@@ -471,7 +471,8 @@ def test_the_preset_composes_with_each_sampler(overrides, sampler):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
-    from runner.preflight import CONF_DIR, PARETO_SWEEPER
+    from runner.config.store import CONF_DIR
+    from runner.preflight_sweep import PARETO_SWEEPER
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from runner.config.schema import Arrival, ScenarioConfig, ScenarioKind
+from runner.config.schema_serving import Arrival, ScenarioConfig, ScenarioKind
 from runner.config.validate import ConfigError, validate
-from runner.preflight import compose_typed
+from runner.preflight_compose import compose_typed
 from runner.serving.arrivals import schedule
 from runner.serving.load import Delta, Plan, Trace, serve
 from runner.serving.summary import (

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import BitsAndBytesConfig
 
-from runner.config.schema import CompileConfig, DecodingConfig, LoadingConfig, QuantConfig
+from runner.config.schema_generation import DecodingConfig
+from runner.config.schema_model import CompileConfig, LoadingConfig, QuantConfig
 from runner.translate import (
     compile_spec,
     from_pretrained_kwargs,
@@ -231,7 +232,7 @@ MODE_FIELDS = {
 @pytest.mark.parametrize("mode", list(MODE_FIELDS))
 def test_only_the_modes_own_fields_reach_generate(mode):
     # Validation refuses the others; translation, reading the same table, drops them too.
-    from runner.config.schema import DecodingMode, WorkloadConfig, WorkloadKind
+    from runner.config.schema_generation import DecodingMode, WorkloadConfig, WorkloadKind
 
     every = {
         "temperature": 0.5,

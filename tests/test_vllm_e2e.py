@@ -71,7 +71,7 @@ def smollm2_path():
 @pytest.fixture(scope="module")
 def engine(smollm2_path):
     """One vLLM engine with every knob set, the config it came from, and its processes."""
-    from runner.preflight import compose_typed
+    from runner.preflight_compose import compose_typed
 
     cfg = compose_typed(KNOBS)
     validate(cfg, Facts(cuda_available=False))
@@ -159,7 +159,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_prompt_lookup_is_vllms_ngram_speculation(smollm2_path):
-    from runner.preflight import compose_typed
+    from runner.preflight_compose import compose_typed
 
     cfg = compose_typed(
         [
@@ -310,7 +310,7 @@ def test_a_load_sweep_serves_on_schedule_and_reports_its_knee(tmp_path):
     report has its serving section and figures."""
     import pandas as pd
 
-    from runner.config.schema import Arrival
+    from runner.config.schema_serving import Arrival
     from runner.serving.arrivals import schedule
 
     sweep = tmp_path / "sweep"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from runner import stop
-from runner.config.schema import MeasureConfig
+from runner.config.schema_measure import MeasureConfig
 from runner.measure.generation import CallResult
 from runner.measure.timing import CallTiming
 from runner.measure.warmup import window_cv

@@ -13,7 +13,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from runner.config.schema import PromptOrder, WorkloadConfig, WorkloadKind
+from runner.config.schema_generation import PromptOrder, WorkloadConfig, WorkloadKind
 from runner.workload import BUILTIN_SOURCE, WorkloadError, build_workload, load_prompts
 
 SENTENCES = [

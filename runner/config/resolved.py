@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from runner.config.schema import EngineConfig, RunConfig, ScenarioConfig
+from runner.config.schema import RunConfig
+from runner.config.schema_serving import EngineConfig, ScenarioConfig
 
 # Keys that do not change what is measured: where files go, how the job is isolated, how
 # many repeats the sweep has and in what order (a run's own repeat.index stays in).

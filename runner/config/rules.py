@@ -1,18 +1,19 @@
 """The per-field rules every schema field may carry, kept once, beside its help text.
 
-A field of :mod:`runner.config.schema` declares, in its ``metadata``, the range its value
-must lie in (:class:`Range`) and the condition under which it means anything at all
-(:class:`OnlyWith`: decoding fields of one mode, 4-bit fields, compile options, ...).
+A schema field (declared with :func:`schema_field` in :mod:`runner.config.schema` and the
+group modules it assembles) carries, in its ``metadata``, the range its value must lie in
+(:class:`Range`) and the condition under which it means anything at all (:class:`OnlyWith`:
+decoding fields of one mode, 4-bit fields, compile options, ...).
 Validation enforces them, translation asks which decoding fields belong to a mode, and
 ``docs/options.md`` is generated from them: one table read three ways.
 
-Pure data and predicates: no ConfigError here (validation raises), no schema import (the
-schema imports this module).
+Pure data, predicates and the field declaration: no ConfigError here (validation raises),
+no schema import (the schema modules import this one).
 """
 
 from __future__ import annotations
 
-from dataclasses import Field, dataclass, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 
@@ -85,6 +86,21 @@ def make_metadata(
     if only_with is not None:
         meta["only_with"] = only_with
     return meta
+
+
+def schema_field(
+    text: str,
+    default: Any = None,
+    *,
+    range: Range | None = None,
+    only_with: OnlyWith | None = None,
+    **kw: Any,
+) -> Any:
+    """A dataclass field of a schema, with its help text and rules as its metadata."""
+    meta = make_metadata(text, range, only_with)
+    if "default_factory" in kw:
+        return field(metadata=meta, **kw)
+    return field(default=default, metadata=meta)
 
 
 def help_of(f: Field) -> str:

@@ -1,15 +1,20 @@
-"""Registers the schemas in Hydra's ConfigStore (called once, by the entry and tests)."""
+"""Registers the schemas in Hydra's ConfigStore (called once, by the entry and tests), and
+composes ``conf/`` outside the entry as the CLI does."""
 
 from __future__ import annotations
 
+from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
 
-from runner.config import launchers, schema
+from runner.config import launchers
 from runner.config.dirname import register_resolver
+from runner.config.schema import RunConfig
 
 
 def _conf_dir() -> Path:
@@ -21,22 +26,17 @@ def _conf_dir() -> Path:
 
 CONF_DIR = _conf_dir()
 
-GROUP_SCHEMAS = {
-    "model": schema.ModelConfig,
-    "engine": schema.EngineConfig,
-    "scenario": schema.ScenarioConfig,
-    "quant": schema.QuantConfig,
-    "compile": schema.CompileConfig,
-    "decoding": schema.DecodingConfig,
-    "loading": schema.LoadingConfig,
-    "workload": schema.WorkloadConfig,
-    "measure": schema.MeasureConfig,
-    "energy": schema.EnergyConfig,
-    "search": schema.SearchConfig,
-    "repeat": schema.RepeatConfig,
-    "tracking": schema.TrackingConfig,
-    "quality": schema.QualityConfig,
+# The groups are RunConfig's dataclass fields, in its order (the docs list them so).
+GROUP_SCHEMAS: dict[str, type] = {
+    name: hint for name, hint in get_type_hints(RunConfig).items() if is_dataclass(hint)
 }
+
+
+def compose_config(overrides: list[str], *, with_hydra: bool = False) -> DictConfig:
+    """Compose ``conf/config.yaml`` with these overrides (and the ``hydra`` node if asked)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
 
 
 def _directions(objectives: Any) -> list[str]:
@@ -60,6 +60,6 @@ def register_configs() -> None:
     """
     register_resolvers()
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=schema.RunConfig)
+    cs.store(name="base_config", node=RunConfig)
     for group, node in GROUP_SCHEMAS.items():
         cs.store(name=f"base_{group}", node=node)

@@ -14,17 +14,15 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from runner.config.rules import condition_violation, range_violation
-from runner.config.schema import (
-    AttnImplementation,
+from runner.config.schema import RunConfig
+from runner.config.schema_generation import (
     CacheImplementation,
     DecodingMode,
-    DType,
-    EngineKind,
     OutputLength,
-    RunConfig,
-    ScenarioKind,
     WorkloadKind,
 )
+from runner.config.schema_model import AttnImplementation, DType
+from runner.config.schema_serving import EngineKind, ScenarioKind
 
 
 class ConfigError(ValueError):

@@ -17,13 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from runner.config.schema import (
-    CompileConfig,
-    DecodingMode,
-    ModelSource,
-    QualityMode,
-    RunConfig,
-)
+from runner.config.schema import RunConfig
+from runner.config.schema_generation import DecodingMode
+from runner.config.schema_measure import QualityMode
+from runner.config.schema_model import CompileConfig, ModelSource
 
 
 def _is_set(value: Any) -> bool:

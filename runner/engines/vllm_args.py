@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from runner.config.schema import DecodingMode, DType, OutputLength, RunConfig
+from runner.config.schema import RunConfig
+from runner.config.schema_generation import DecodingMode, OutputLength
+from runner.config.schema_model import DType
 from runner.config.validate import ConfigError
 from runner.hardware.roofline import DTYPE_BYTES
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.config.schema import MeasureConfig
+from runner.config.schema_measure import MeasureConfig
 from runner.hardware.sampler import Sampler, write_timeseries
 from runner.sections.hardware import TIMESERIES_FILE, Roofline, Timeseries
 from runner.sections.warnings import NamedWarning

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.config.schema import EnergyConfig
+from runner.config.schema_measure import EnergyConfig
 from runner.measure import cpu_power_cache
 
 log = logging.getLogger(__name__)

@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from runner.config.schema import EnergyBackend, EnergyConfig
+from runner.config.schema_measure import EnergyBackend, EnergyConfig
 from runner.measure.baseline_store import SweepBaselines
 from runner.measure.codecarbon import (
     MEASURED_CPU_METHODS,

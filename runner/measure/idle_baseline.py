@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.config.schema import EnergyConfig
+from runner.config.schema_measure import EnergyConfig
 from runner.measure.baseline_store import Reused, SweepBaselines
 from runner.measure.codecarbon import tracker_kwargs, tracker_run
 from runner.measure.energy_warnings import MIN_POWER_SAMPLES

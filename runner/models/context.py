@@ -12,7 +12,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from runner.config.schema import ModelConfig, ModelSource, RunConfig, WorkloadKind
+from runner.config.schema import RunConfig
+from runner.config.schema_generation import WorkloadKind
+from runner.config.schema_model import ModelConfig, ModelSource
 from runner.config.validate import ConfigError
 
 # Where model configs keep their context length (Llama/Mistral/Qwen, GPT-2, others).

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.config.schema import ModelConfig, ModelSource, Weights
+from runner.config.schema_model import ModelConfig, ModelSource, Weights
 from runner.models.cache import ProvisionTime, build_atomically, cache_root
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,7 @@ from pathlib import Path
 import torch
 
 from runner import stop
-from runner.config.schema import (
-    RunConfig,
-)
+from runner.config.schema import RunConfig
 from runner.measure.cooldown import MachineReader, cool_down
 from runner.measure.energy import EnergyMeter
 from runner.measure.nvml import cuda_to_nvml_indices, open_nvml

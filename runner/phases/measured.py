@@ -9,9 +9,7 @@ from typing import Any
 import torch
 
 from runner import stop
-from runner.config.schema import (
-    RunConfig,
-)
+from runner.config.schema import RunConfig
 from runner.engines.processes import tree_cpu_seconds
 from runner.measure.latency import records_for_call
 from runner.measure.timing import synchronize

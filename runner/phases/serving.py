@@ -10,10 +10,8 @@ from typing import Any
 import torch
 
 from runner import stop
-from runner.config.schema import (
-    OutputLength,
-    RunConfig,
-)
+from runner.config.schema import RunConfig
+from runner.config.schema_generation import OutputLength
 from runner.engines.processes import tree_cpu_seconds
 from runner.measure.energy import EnergyMeter
 from runner.measure.memory import track_memory
@@ -154,7 +152,7 @@ def serve_requests(
     """The load (runner.serving): requests sent by the scenario's arrival process into the
     session's engine; the energy window opens and closes with the steady-state window's
     first and last sends. A stop is polled, never raised inside the engine's own tasks."""
-    from runner.config.schema import Arrival
+    from runner.config.schema_serving import Arrival
     from runner.engines.vllm_engine import prompt_token_ids
     from runner.serving.arrivals import schedule
     from runner.serving.load import Plan, serve

@@ -9,10 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from runner import stop
-from runner.config.schema import (
-    MeasureConfig,
-    ScenarioConfig,
-)
+from runner.config.schema_measure import MeasureConfig
+from runner.config.schema_serving import ScenarioConfig
 from runner.measure.energy import EnergyMeter
 from runner.measure.generation import CallResult
 from runner.measure.latency import BatchRecord

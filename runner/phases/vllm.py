@@ -12,10 +12,8 @@ from typing import Any
 import torch
 
 from runner import stop
-from runner.config.schema import (
-    RunConfig,
-    ScenarioKind,
-)
+from runner.config.schema import RunConfig
+from runner.config.schema_serving import ScenarioKind
 from runner.hardware.record import probe_for_run
 from runner.logs import RUN_LOG
 from runner.measure.generation import CallResult

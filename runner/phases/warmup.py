@@ -8,10 +8,8 @@ import logging
 import time
 
 from runner import stop
-from runner.config.schema import (
-    CacheImplementation,
-    RunConfig,
-)
+from runner.config.schema import RunConfig
+from runner.config.schema_generation import CacheImplementation
 from runner.measure.generation import CallResult
 from runner.measure.warmup import window_cv
 from runner.models.fallbacks import WARMUP_NOT_CONVERGED, compile_evidence, compile_fallbacks

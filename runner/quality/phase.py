@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner.config.schema import QualityConfig, QualityMode
+from runner.config.schema_measure import QualityConfig, QualityMode
 from runner.quality.agreement import Reference, agreement, check_same_workload, read_reference
 from runner.quality.outputs import OutputRecord
 from runner.quality.text import EvalText, QualityInputError, load_text

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from runner.config.schema import EnergyBackend, RunConfig, SearchConfig
+from runner.config.schema import RunConfig
+from runner.config.schema_measure import EnergyBackend
+from runner.config.schema_sweep import SearchConfig
 from runner.config.validate import ConfigError
 from runner.sections.figures import (
     RENAMED,

@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from runner.config.schema import Violation
+from runner.config.schema_sweep import Violation
 from runner.results import RESULT_FILE, ResultReadError, read_result, write_json_atomic
 from runner.search.config import Direction
 from runner.search.objectives import (

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 
-from runner.config.schema import Arrival
+from runner.config.schema_serving import Arrival
 
 
 def schedule(

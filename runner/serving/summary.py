@@ -25,7 +25,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runner.config.schema import ScenarioConfig
+from runner.config.schema_serving import ScenarioConfig
 from runner.measure.stats import percentile, summarize
 from runner.sections.metrics import Latency, Stats, Throughput
 from runner.sections.requests import RequestRecord
