@@ -12,10 +12,12 @@ import pytest
 
 from runner.hardware import probe, roofline
 from runner.hardware.roofline import (
+    KVLayout,
     Shape,
     decode_bytes_per_step,
     decode_flops_per_token,
     kv_bytes_per_token,
+    kv_layout,
     place,
     prefill_flops,
     read_shape,
@@ -243,6 +245,8 @@ def test_smollm2_135m_has_its_135m_parameters():
     assert _count(shape) == 134_515_008  # "135M"
     # 2 x 30 layers x 3 KV heads x 64 x 4 bytes = 46080 bytes per token in float32
     assert kv_bytes_per_token(shape, 4) == 46_080
+    # The same from the config alone, as vLLM's cache is sized before it starts.
+    assert kv_layout(SMOLLM2) == KVLayout(layers=30, kv_heads=3, head_dim=64)
 
 
 def test_the_worked_example_in_the_docs():

@@ -14,7 +14,7 @@ from runner.config.schema import RunConfig
 from runner.config.schema_generation import DecodingMode, OutputLength
 from runner.config.schema_model import DType
 from runner.config.validate import ConfigError
-from runner.hardware.roofline import DTYPE_BYTES
+from runner.hardware.roofline import DTYPE_BYTES, kv_bytes_per_token, kv_layout
 
 GIB = 2**30
 # Unset on a CPU: vLLM's own default takes most of the RAM for the KV cache and zeroes it
@@ -118,20 +118,6 @@ def kv_cache_width(kv_cache_dtype: str | None, model_dtype: str | None) -> int |
     return DTYPE_BYTES.get(str(model_dtype) if kv == "auto" else kv)
 
 
-def kv_bytes_per_token(model_config: Mapping[str, Any], kv_dtype_bytes: int) -> int | None:
-    """Bytes of KV cache one token takes: keys and values of every layer's KV heads, as
-    vLLM sizes a full-attention cache; None where the config does not say."""
-    layers = model_config.get("num_hidden_layers")
-    heads = model_config.get("num_attention_heads")
-    kv_heads = model_config.get("num_key_value_heads") or heads
-    head_dim = model_config.get("head_dim") or (
-        model_config["hidden_size"] // heads if heads and model_config.get("hidden_size") else None
-    )
-    if not (layers and kv_heads and head_dim):
-        return None
-    return 2 * layers * kv_heads * head_dim * kv_dtype_bytes
-
-
 def check_kv_cache_fits(cfg: RunConfig, model_config: Mapping[str, Any], *, cuda: bool) -> None:
     """Before anything runs: the KV cache holds one request at the model's full context, as
     vLLM requires at start (else it fails after loading, its reason only in run.log).
@@ -149,7 +135,8 @@ def check_kv_cache_fits(cfg: RunConfig, model_config: Mapping[str, Any], *, cuda
         kv_dtype.value if kv_dtype is not None else None,
         name or model_config.get("torch_dtype"),
     )
-    per_token = kv_bytes_per_token(model_config, width) if width else None
+    layout = kv_layout(model_config)
+    per_token = kv_bytes_per_token(layout, width) if layout and width else None
     context = max_positions(model_config)
     if per_token is None or context is None:
         return

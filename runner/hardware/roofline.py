@@ -17,6 +17,7 @@ its padded length; ``prompt_len`` is the mean of the real lengths).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,9 +87,29 @@ class Shape:
         return self.params_embedding - (self.vocab * self.hidden if self.tied else 0)
 
 
-def _int(config: dict[str, Any], key: str) -> int | None:
+def _int(config: Mapping[str, Any], key: str) -> int | None:
     value = config.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """What one token's KV cache entry holds: keys and values of every KV head, per layer."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+
+
+def kv_layout(config: Mapping[str, Any]) -> KVLayout | None:
+    """The KV layout of a config in Llama's keys (``num_key_value_heads`` defaults to the
+    attention heads, ``head_dim`` to hidden / heads); None where the config does not say."""
+    layers, heads = _int(config, "num_hidden_layers"), _int(config, "num_attention_heads")
+    hidden = _int(config, "hidden_size")
+    head_dim = _int(config, "head_dim") or (hidden // heads if hidden and heads else None)
+    if not (layers and heads and head_dim):
+        return None
+    return KVLayout(layers, _int(config, "num_key_value_heads") or heads, head_dim)
 
 
 def read_shape(config: dict[str, Any]) -> tuple[Shape | None, str | None]:
@@ -117,8 +138,9 @@ def read_shape(config: dict[str, Any]) -> tuple[Shape | None, str | None]:
         values["vocab_size"],
     )
     assert hidden and layers and heads and inter and vocab  # checked above
-    kv_heads = _int(config, "num_key_value_heads") or heads
-    head_dim = _int(config, "head_dim") or hidden // heads
+    kv = kv_layout(config)
+    assert kv is not None  # layers, heads and hidden are there
+    kv_heads, head_dim = kv.kv_heads, kv.head_dim
     tied = bool(config.get("tie_word_embeddings", True))
     q, kv = heads * head_dim, kv_heads * head_dim
     attention = hidden * q + 2 * hidden * kv + q * hidden
@@ -195,9 +217,10 @@ def shape_from_config(config: dict[str, Any]) -> Shape | None:
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
 
-def kv_bytes_per_token(shape: Shape, kv_elem_bytes: float) -> float:
-    """Bytes of one token's KV cache entries: keys and values in every layer."""
-    return 2 * shape.layers * shape.kv_heads * shape.head_dim * kv_elem_bytes
+def kv_bytes_per_token(layout: KVLayout | Shape, kv_elem_bytes: float) -> float:
+    """Bytes of one token's KV cache entries: keys and values in every layer. Sizes both
+    the roofline's KV reads and, before vLLM starts, its cache (engines.vllm_args)."""
+    return 2 * layout.layers * layout.kv_heads * layout.head_dim * kv_elem_bytes
 
 
 def decode_bytes_per_step(
