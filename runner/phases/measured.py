@@ -10,10 +10,9 @@ import torch
 
 from runner import stop
 from runner.config.schema import RunConfig
-from runner.engines.processes import tree_cpu_seconds
 from runner.measure.latency import records_for_call
 from runner.measure.timing import synchronize
-from runner.phases.state import Call, Progress
+from runner.phases.state import Call, Progress, measured_cpu
 from runner.progress import pass_line
 from runner.quality.outputs import output_records
 from runner.workload import Workload
@@ -51,12 +50,8 @@ def measured_loop(
 ) -> None:
     """The measured passes, and the CPU time the run's process tree spent in them (also
     when a stop cuts them short)."""
-    before = tree_cpu_seconds()
-    try:
+    with measured_cpu(progress):
         passes(cfg, workload, call, progress, device, guard)
-    finally:
-        spent = tree_cpu_seconds() - before
-        progress.metrics = dataclasses.replace(progress.metrics, measured_cpu_seconds=spent)
 
 
 def passes(

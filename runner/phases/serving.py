@@ -3,7 +3,6 @@ and the figures of its steady-state window (runner.serving)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -12,14 +11,13 @@ import torch
 from runner import stop
 from runner.config.schema import RunConfig
 from runner.config.schema_generation import OutputLength
-from runner.engines.processes import tree_cpu_seconds
 from runner.measure.energy import EnergyMeter
 from runner.measure.memory import track_memory
 from runner.models.readback import (
     VerificationError,
 )
 from runner.phases.measured import keep_peak
-from runner.phases.state import Progress, enter
+from runner.phases.state import Progress, enter, measured_cpu
 from runner.phases.warmup import warmup
 from runner.results import Phase, RunResult
 from runner.sections.metrics import Latency
@@ -207,14 +205,12 @@ def serve_requests(
             raise StopRequested(guard.signum)
 
     was_live = guard.set_live(False)
-    before = tree_cpu_seconds()
     try:
-        session.run(
-            serve(session, prompts, plan, progress.traces, on_submit=on_submit, check=stopped)
-        )
+        with measured_cpu(progress):
+            session.run(
+                serve(session, prompts, plan, progress.traces, on_submit=on_submit, check=stopped)
+            )
         progress.stopped_by = "all_sent"
     finally:
         guard.set_live(was_live)
         progress.display.close()
-        spent = tree_cpu_seconds() - before
-        progress.metrics = dataclasses.replace(progress.metrics, measured_cpu_seconds=spent)

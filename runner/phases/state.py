@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from runner import stop
 from runner.config.schema_measure import MeasureConfig
 from runner.config.schema_serving import ScenarioConfig
+from runner.engines.processes import tree_cpu_seconds
 from runner.measure.energy import EnergyMeter
 from runner.measure.generation import CallResult
 from runner.measure.latency import BatchRecord
@@ -66,6 +68,18 @@ class Progress:
             self.meter.end_window()
         if self.sampler is not None:
             self.sampler.end_window()
+
+
+@contextlib.contextmanager
+def measured_cpu(progress: Progress) -> Iterator[None]:
+    """Records the CPU time the run's process tree spends inside, as the metrics'
+    ``measured_cpu_seconds``, also when a stop cuts it short."""
+    before = tree_cpu_seconds()
+    try:
+        yield
+    finally:
+        spent = tree_cpu_seconds() - before
+        progress.metrics = dataclasses.replace(progress.metrics, measured_cpu_seconds=spent)
 
 
 def enter(progress: Progress, phase: Phase, guard: stop.StopGuard) -> None:
