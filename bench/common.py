@@ -45,6 +45,18 @@ def paired_rounds(runs: dict[str, list[dict]], label: str) -> tuple[int, list[fl
     return tokens.pop(), ratios
 
 
+# A paired bench's cases: label -> (overrides, workload passes per side and round, rounds
+# when quick, rounds in full).
+Cases = dict[str, tuple[list[str], int, int, int]]
+
+
+def chosen_cases(cases: Cases, quick: bool) -> list[tuple[str, list[str], int, int]]:
+    """``(label, overrides, passes, rounds)`` of the cases a bench runs: the tiny model
+    alone when quick, every case in full."""
+    names = ["tiny"] if quick else list(cases)
+    return [(n, cases[n][0], cases[n][1], cases[n][2 if quick else 3]) for n in names]
+
+
 def rounded(values: Sequence[float | None], digits: int = 3) -> list[float | None]:
     return [None if v is None else round(v, digits) for v in values]
 

@@ -14,9 +14,11 @@ from typing import Any
 
 from bench.common import (
     TARGET_RATIO,
+    Cases,
     Loaded,
     bare_call,
     check,
+    chosen_cases,
     compose,
     load,
     median,
@@ -31,7 +33,7 @@ from bench.common import (
 BASE = ["loading=cpu", "energy=off"]
 # label: (overrides, workload passes per round, rounds quick, rounds full). SmolLM2 is the
 # realistic case (~100 ms steps), tiny the worst (~1 ms steps: per-step marks weigh most).
-CASES = {
+CASES: Cases = {
     "smollm2-135m": (
         ["model=smollm2-135m", "workload.num_prompts=4", "decoding.max_new_tokens=16"],
         1,
@@ -108,11 +110,8 @@ def _case(name: str, overrides: list[str], passes: int, rounds: int) -> dict[str
 
 
 def run(quick: bool) -> dict[str, Any]:
-    names = ["tiny"] if quick else ["smollm2-135m", "tiny"]
     data, lines, checks = {}, [], []
-    for name in names:
-        overrides, passes, quick_rounds, full_rounds = CASES[name]
-        rounds = quick_rounds if quick else full_rounds
+    for name, overrides, passes, rounds in chosen_cases(CASES, quick):
         d = data[name] = _case(name, overrides, passes, rounds)
         lines.append(
             f"{name} ({' '.join(overrides[1:])}; {passes} pass(es)/round): "

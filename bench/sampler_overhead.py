@@ -12,8 +12,10 @@ from typing import Any
 
 from bench.common import (
     TARGET_RATIO,
+    Cases,
     bare_tps,
     check,
+    chosen_cases,
     compose,
     load,
     median,
@@ -27,7 +29,7 @@ HZ = 10.0
 BASE = ["loading=cpu", "energy=off"]
 # label: (overrides, workload passes per side and round, rounds quick, rounds full); the
 # passes make each side last about a second or more, a fixed count so both do the same work.
-CASES = {
+CASES: Cases = {
     "smollm2-135m": (["model=smollm2-135m", "workload.num_prompts=4"], 1, 3, 5),
     "tiny": (["model=tiny", "workload.num_prompts=8", "decoding.max_new_tokens=32"], 4, 6, 10),
 }
@@ -77,11 +79,8 @@ def _case(name: str, overrides: list[str], passes: int, rounds: int) -> dict[str
 
 
 def run(quick: bool) -> dict[str, Any]:
-    names = ["tiny"] if quick else ["smollm2-135m", "tiny"]
     data, lines, checks = {}, [], []
-    for name in names:
-        overrides, passes, quick_rounds, full_rounds = CASES[name]
-        rounds = quick_rounds if quick else full_rounds
+    for name, overrides, passes, rounds in chosen_cases(CASES, quick):
         d = data[name] = _case(name, overrides, passes, rounds)
         lines.append(
             f"{name}: sampled at {HZ:g} Hz ({', '.join(d['sources'])}) "
