@@ -13,6 +13,10 @@ LOCK_VENV := /tmp/llm-sweep-runner-lock-venv
 # compile the runner's modules again (~0.4 s per command, paid again by the fork server).
 COMPILE := $(PY) -m compileall -q runner hydra_plugins bench >/dev/null
 ARGS ?=
+# Test workers (pytest-xdist), each taking whole files, so that a file's shared runs, the
+# Slurm cluster and the vLLM engine stay in one process. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock run test test-fast lint format docs bench gpu-check report clean
@@ -56,11 +60,11 @@ run: $(STAMP) ## one measured run on the default model (SmolLM2-135M); ARGS="qua
 
 test: $(STAMP) ## the whole test suite, slow end-to-end tests included (what CI runs)
 	@$(COMPILE)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(WORKERS) $(ARGS)
 
 test-fast: $(STAMP) ## the suite without slow end-to-end tests
 	@$(COMPILE)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q $(WORKERS) -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(PY) -m ruff check runner hydra_plugins tests bench

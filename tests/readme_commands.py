@@ -77,7 +77,7 @@ PLACEHOLDERS = {
 SUBSTITUTIONS = (
     "model=tiny loading=cpu measure=quick workload.num_prompts=8 "
     "decoding.max_new_tokens=4 measure.isolation=inline, energy=off unless the command "
-    "names an energy metric (replacing those keys); "
+    "names an energy metric (replacing those keys); at most 4 trials of a search; "
     "torch.compile's backend eager instead of inductor (a minute per compiled run here)"
 )
 

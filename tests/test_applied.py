@@ -65,15 +65,6 @@ def test_int8_replaces_linear_layers_with_8bit(measured):
     assert q["linear_4bit"] == 0
 
 
-@pytest.mark.slow
-def test_compile_on_runs_compiled_frames(measured):
-    result = measured("compile=on")
-    model = result["applied"]["model"]
-    assert model["compiled"] is True
-    assert model["compiled_frames"] > 0
-    assert result["metrics"]["compile_seconds"] > 0
-
-
 def test_beam_search_multiplies_rows_per_step(measured):
     result = measured("decoding=beam", "decoding.num_beams=3")
     gen = result["applied"]["generate"]
@@ -137,6 +128,7 @@ def test_nf4_compile_and_beams_together(measured):
     model, gen = result["applied"]["model"], result["applied"]["generate"]
     assert model["quantization"]["linear_4bit"] == 14
     assert model["compiled"] is True and model["compiled_frames"] > 0
+    assert result["metrics"]["compile_seconds"] > 0  # inductor's own, reported apart
     assert gen["generation_mode"] == "beam_search" and gen["rows_per_step_in_warmup"] == 4
 
 

@@ -292,12 +292,14 @@ def test_tree_peak_counts_the_memory_of_child_processes():
 def test_tree_cpu_time_counts_the_children():
     code = (
         "import time\nt = time.process_time()\n"
-        "while time.process_time() - t < 1.5: pass\ntime.sleep(5)"
+        "while time.process_time() - t < 1.5: pass\nprint('burnt', flush=True)\ntime.sleep(30)"
     )
     before = processes.tree_cpu_seconds()
-    child = subprocess.Popen([sys.executable, "-c", code])
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(2.5)  # the child has burnt its 1.5 CPU seconds and sleeps, alive
+        # The child has burnt its 1.5 CPU seconds (however long a busy machine made that
+        # take) and sleeps, alive.
+        assert child.stdout.readline() == "burnt\n"
         spent = processes.tree_cpu_seconds() - before
         assert spent >= 1.4  # the child's 1.5 s (and this process's own, which is little)
     finally:

@@ -42,7 +42,12 @@ def test_make_gpu_check_without_cuda_is_not_a_make_failure():
     proc = subprocess.run(
         ["make", "-s", "-o", ".venv/.installed", "gpu-check", f"PY={sys.executable}"],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        # Not the make that runs this suite's arguments (`make test ARGS=...` passes them on
+        # to every make below it through MAKEFLAGS).
+        env={
+            **{k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "ARGS")},
+            "PYTHONPATH": str(REPO),
+        },
         capture_output=True,
         text=True,
         timeout=120,
