@@ -41,6 +41,32 @@ def tiny_dir():
     return ensure_tiny(cache_root(None))
 
 
+# --------------------------------------------------------------------------- file order
+
+# The files that take longest, first (seconds measured on the 2-core CI machine, one
+# process): make test's workers take whole files in collection order, and a long file
+# collected last would leave one worker running it alone at the end.
+LONGEST_FIRST = (
+    "test_readme_commands.py",  # ~400 s
+    "test_vllm_e2e.py",  # ~300 s
+    "test_slurm.py",  # ~250 s
+    "test_stop_signals.py",
+    "test_config.py",
+    "test_applied.py",
+    "test_bad_input.py",
+    "test_search_e2e.py",
+    "test_report_scale.py",
+    "test_launchers.py",
+    "test_reliability.py",
+    "test_sweep_e2e.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 # --------------------------------------------------------------------------- real Slurm
 
 SLURM_SCRIPT = Path(__file__).resolve().parent / "slurm" / "cluster.sh"

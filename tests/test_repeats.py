@@ -146,6 +146,7 @@ def _simulated(rng: np.random.Generator, repeats: int, slope_sd: float) -> pd.Da
 TRUTH = {"a": 100.0, "b": 150.0}
 
 
+@pytest.mark.slow  # ~10 s: make test-fast stays under 3 minutes
 def test_across_repeat_intervals_cover_the_truth_and_within_run_ones_fall_short():
     """With between-run noise and drift, the CI over repeats of a point's mean and the
     ratio paired by repeat cover the truth about 95% of the time; one run's own CI, and a

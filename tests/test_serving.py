@@ -471,6 +471,7 @@ def test_what_continuous_batching_would_drop_is_refused_under_load(compose, over
     assert "engine=vllm" in str(err.value) or "sdpa" in str(err.value) or "paged" in str(err.value)
 
 
+@pytest.mark.slow  # ~10 s: make test-fast stays under 3 minutes
 def test_sigterm_while_serving_is_recorded_with_what_was_sent(tmp_path):
     import json
     import os
