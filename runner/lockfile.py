@@ -87,7 +87,10 @@ def closure(roots: Iterable[str]) -> dict[str, str]:
     followed; nor is what an earlier resolution left behind that nothing needs any more."""
     from packaging.requirements import Requirement
 
-    present = {normalize(d.metadata["Name"]): d for d in metadata.distributions()}
+    present: dict[str, metadata.Distribution] = {}
+    for dist in metadata.distributions():  # the first on sys.path, as imports find it (a
+        # vendored copy later on the path, such as setuptools/_vendor, is not the installed one)
+        present.setdefault(normalize(dist.metadata["Name"] or ""), dist)
     found: dict[str, str] = {}
     visited: set[tuple[str, frozenset[str]]] = set()
     stack = [Requirement(r) for r in roots]

