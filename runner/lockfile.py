@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 LOCK_NAME = "requirements.lock"
 MARKER_NAME = "llm-sweep-runner-install.json"
 # Not pinned: torch is TORCH_SPEC's (a CUDA build is the user's choice); the project
@@ -39,7 +41,7 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)\s*(?:#.*)?$")
 
 def normalize(name: str) -> str:
     """A distribution name as PEP 503 compares it."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return canonicalize_name(name)
 
 
 def parse(text: str) -> dict[str, str]:
@@ -70,14 +72,21 @@ def render(versions: Mapping[str, str]) -> str:
     return HEADER + "\n".join(lines) + "\n"
 
 
-def installed() -> dict[str, str]:
-    """``{normalized name: version}`` of every distribution this interpreter sees."""
-    found: dict[str, str] = {}
+def _distributions() -> dict[str, metadata.Distribution]:
+    """``{normalized name: distribution}``, the first of each on sys.path, as imports find
+    it (a vendored copy later on the path, such as setuptools/_vendor's, is not the one
+    installed)."""
+    found: dict[str, metadata.Distribution] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            found.setdefault(normalize(name), dist.version)
+            found.setdefault(normalize(name), dist)
     return found
+
+
+def installed() -> dict[str, str]:
+    """``{normalized name: version}`` of every distribution this interpreter imports."""
+    return {name: dist.version for name, dist in _distributions().items()}
 
 
 def closure(roots: Iterable[str]) -> dict[str, str]:
@@ -87,10 +96,7 @@ def closure(roots: Iterable[str]) -> dict[str, str]:
     followed; nor is what an earlier resolution left behind that nothing needs any more."""
     from packaging.requirements import Requirement
 
-    present: dict[str, metadata.Distribution] = {}
-    for dist in metadata.distributions():  # the first on sys.path, as imports find it (a
-        # vendored copy later on the path, such as setuptools/_vendor, is not the installed one)
-        present.setdefault(normalize(dist.metadata["Name"] or ""), dist)
+    present = _distributions()
     found: dict[str, str] = {}
     visited: set[tuple[str, frozenset[str]]] = set()
     stack = [Requirement(r) for r in roots]

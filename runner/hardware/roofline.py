@@ -138,9 +138,9 @@ def read_shape(config: dict[str, Any]) -> tuple[Shape | None, str | None]:
         values["vocab_size"],
     )
     assert hidden and layers and heads and inter and vocab  # checked above
-    kv = kv_layout(config)
-    assert kv is not None  # layers, heads and hidden are there
-    kv_heads, head_dim = kv.kv_heads, kv.head_dim
+    layout = kv_layout(config)
+    assert layout is not None  # layers, heads and hidden are there
+    kv_heads, head_dim = layout.kv_heads, layout.head_dim
     tied = bool(config.get("tie_word_embeddings", True))
     q, kv = heads * head_dim, kv_heads * head_dim
     attention = hidden * q + 2 * hidden * kv + q * hidden
