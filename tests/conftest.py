@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,43 @@ def tiny_dir():
     from runner.models.tiny import ensure_tiny
 
     return ensure_tiny(cache_root(None))
+
+
+# --------------------------------------------------------------------------- commands
+
+REPO = Path(__file__).resolve().parents[1]
+# `python` for the commands a test starts ([*PYTHON, "-m", "runner", ...]): forked from the
+# session's command server (tests/command_server.py) instead of importing everything again.
+PYTHON = [sys.executable, "-S", str(REPO / "tests" / "command_client.py")]
+SERVER_ENV = "LLM_RUNNER_TEST_COMMAND_SERVER"  # its socket; "off": every command starts python
+
+
+@pytest.fixture(scope="session", autouse=True)
+def command_server():
+    """One command server per test process, importing while the first tests run (until it
+    listens, a command starts the real interpreter); killed at the end of the session."""
+    if os.environ.get(SERVER_ENV) == "off":
+        yield None
+        return
+    folder = tempfile.mkdtemp(prefix="runner-commands-")
+    address = os.path.join(folder, "socket")
+    with open(os.path.join(folder, "server.log"), "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "command_server.py"), address],
+            # No PYTHONPATH of its own: its sys.path is what every command's ends with
+            # (the editable install's entry for this checkout included).
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    os.environ[SERVER_ENV] = address
+    try:
+        yield address
+    finally:
+        os.environ.pop(SERVER_ENV, None)
+        server.kill()  # it ignores SIGTERM, as the runner's fork server does
+        server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- file order

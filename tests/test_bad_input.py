@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from runner.cli import EXIT_USER_ERROR, main
 from runner.config.validate import installed
+from tests.conftest import PYTHON
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -218,7 +218,7 @@ def test_malformed_jsonl_names_the_line(bad_jsonl, no_prompt_jsonl, capsys):
 )
 def test_real_command_line_prints_one_line_and_no_traceback(argv, line, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", *argv],
+        [*PYTHON, "-m", "runner", *argv],
         cwd=REPO,
         capture_output=True,
         text=True,

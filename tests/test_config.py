@@ -15,6 +15,7 @@ from runner.config.store import CONF_DIR
 from runner.config.validate import ConfigError, Facts, installed, validate
 from runner.preflight import check_command
 from runner.preflight_messages import UserError, group_options
+from tests.conftest import PYTHON
 
 GROUPS = ["model", "quant", "compile", "decoding", "loading", "workload", "measure", "energy"]
 # Options that need a value the user must supply.
@@ -174,7 +175,7 @@ def test_sweep_checks_every_point():
 def test_overrides_may_come_before_the_multirun_flag():
     """``python -m runner model=tiny -m quant=...`` is a sweep, not argparse's usage text."""
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", "model=tiny", "-m", "quant=none,nf5"],
+        [*PYTHON, "-m", "runner", "model=tiny", "-m", "quant=none,nf5"],
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,
@@ -269,7 +270,6 @@ print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
 
 def test_the_sweep_parent_hashes_and_skips_jobs_without_importing_torch(tmp_path):
     import subprocess
-    import sys
 
     proc = subprocess.run(
         [sys.executable, "-c", PARENT_PATH, str(tmp_path)],
@@ -352,7 +352,7 @@ def test_context_length_is_found_where_configs_keep_it(config, limit):
 
 def test_help_is_short_and_lists_every_group_with_its_options():
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", "--help"],
+        [*PYTHON, "-m", "runner", "--help"],
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,

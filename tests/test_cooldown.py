@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from runner.measure.cooldown import SETTLE_SECONDS, MachineReader, cool_down
+from tests.conftest import PYTHON
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,7 +158,7 @@ def test_a_run_records_its_cooldown(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "runner", "model=tiny", "measure=quick", "energy=off",
+            *PYTHON, "-m", "runner", "model=tiny", "measure=quick", "energy=off",
             "quality=off", "workload.num_prompts=2", "decoding.max_new_tokens=4",
             "measure.isolation=inline", "measure.cooldown_seconds=0.5",
             "measure.cooldown_until_idle=true", "measure.cooldown_max_seconds=5",

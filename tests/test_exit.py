@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.conftest import PYTHON
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -62,7 +64,7 @@ def test_a_live_thread_is_waited_for(tmp_path):
 
 def test_the_command_prints_its_whole_config_and_exits_0():
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", "model=tiny", "--cfg", "job"],
+        [*PYTHON, "-m", "runner", "model=tiny", "--cfg", "job"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import TINY
+from tests.conftest import PYTHON, TINY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +32,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _runner(args: list[str], timeout: float, **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
+        [*PYTHON, "-m", "runner", *args],
         cwd=REPO,
         env=_env(),
         capture_output=True,

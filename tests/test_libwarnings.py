@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from runner.measure.libwarnings import LibraryWarnings, package_of
+from tests.conftest import PYTHON
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,7 +162,7 @@ def test_int8_run_prints_its_cast_warning_once_and_records_every_one(tmp_path):
     """Before: about 7,600 identical MatMul8bitLt lines on stderr and in run.log."""
     proc = subprocess.run(
         [
-            sys.executable,
+            *PYTHON,
             "-m",
             "runner",
             "model=tiny",
@@ -218,7 +219,6 @@ def test_codecarbon_lines_reach_the_run_log_and_the_console_once(tmp_path, early
     after; either way each CodeCarbon line is in run.log once and on stderr once, and its
     per-tracker hint ("Multiple instances ...") in neither."""
     import subprocess
-    import sys
 
     code = CODECARBON_ONCE.format(early="import codecarbon" if early else "")
     log = tmp_path / "run.log"

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import PYTHON
 from tests.readme_commands import (
     MEASURED_SKIPS,
     PLACEHOLDERS,
@@ -50,9 +50,11 @@ class Shell:
         self.done: dict[tuple[str, bool], Done] = {}
         self.sweeps: dict[int, Path] = {}
         self.bins = {False: workdir / "bin-plain", True: workdir / "bin-tiny"}
-        real = f'exec "{sys.executable}"'
-        self._script(self.bins[False], f'{real} "$@"')
-        self._script(self.bins[True], f'{real} "{REPO / "tests" / "readme_python.py"}" "$@"')
+        # The suite's `python` (the command server's client; the real one for what it
+        # does not serve).
+        python = " ".join(f'"{word}"' for word in PYTHON)
+        self._script(self.bins[False], f'exec {python} "$@"')
+        self._script(self.bins[True], f'exec {python} "{REPO / "tests" / "readme_python.py"}" "$@"')
 
     @staticmethod
     def _script(folder: Path, line: str) -> None:

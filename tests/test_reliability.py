@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import PYTHON
 from tests.faulty import make_faulty_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ COMMON = [
 
 def runner(*args, timeout=600):
     return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
+        [*PYTHON, "-m", "runner", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -102,7 +102,7 @@ def test_sigterm_to_the_runner_records_interrupted_and_exits_nonzero(tiny_dir, t
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [
-            sys.executable,
+            *PYTHON,
             "-m",
             "runner",
             "model=local",
@@ -143,7 +143,7 @@ def test_hub_token_never_reaches_results_logs_or_saved_config(tmp_path):
     env = {**os.environ, "HF_TOKEN": secret, "HUGGING_FACE_HUB_TOKEN": secret}
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", "model=tiny", *COMMON[:-1], f"hydra.run.dir={run_dir}"],
+        [*PYTHON, "-m", "runner", "model=tiny", *COMMON[:-1], f"hydra.run.dir={run_dir}"],
         cwd=REPO,
         capture_output=True,
         text=True,

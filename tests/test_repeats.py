@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from runner.report import build_report
 from runner.report.compare import ratio_ci
 from runner.report.metrics import E2E
 from runner.report.repeats import drift, paired_ratios, point_stats
+from tests.conftest import PYTHON
 from tests.test_report import result, write_run
 from tests.test_report_scale import section, table_rows
 
@@ -73,7 +73,7 @@ def test_the_grid_sweeper_launches_every_repeat_in_batches_and_records_the_order
 
 def _sweep(sweep: Path, count: int) -> subprocess.CompletedProcess[str]:
     command = [
-        sys.executable, "-m", "runner", "-m", "model=tiny", "quant=none,nf4",
+        *PYTHON, "-m", "runner", "-m", "model=tiny", "quant=none,nf4",
         f"repeat.count={count}", "measure=quick", "energy=off", "quality=off",
         "workload.num_prompts=2", "decoding.max_new_tokens=4", "measure.isolation=inline",
         f"hydra.sweep.dir={sweep}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from runner.sections.requests import (
     write_requests,
 )
 from runner.sections.warnings import LibraryWarning, NamedWarning, WarningsDetail
+from tests.conftest import PYTHON
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parent.parent
@@ -567,7 +567,7 @@ def test_cli(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_cli_subprocess_missing_path(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "runner.report", str(tmp_path / "nope")],
+        [*PYTHON, "-m", "runner.report", str(tmp_path / "nope")],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import PYTHON, TINY
 
 REPO = Path(__file__).resolve().parents[1]
 FACTORS = ["quant=choice(none,nf4)", "workload.batch_size=range(1,4)"]
@@ -22,7 +21,7 @@ OBJECTIVES = "search.objectives=[e2e_ms_mean:minimize,output_tok_s:maximize]"
 
 def _command(sweep: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "runner", "-m", "hydra/sweeper=pareto", "hydra.sweeper.n_trials=3",
+        *PYTHON, "-m", "runner", "-m", "hydra/sweeper=pareto", "hydra.sweeper.n_trials=3",
         *FACTORS, *TINY, "workload.num_prompts=3", "measure.isolation=inline",
         "measure.min_seconds=8", OBJECTIVES,
         "tracking=mlflow",
@@ -108,7 +107,7 @@ def test_the_bare_optuna_schema_optimizes_one_objective(tmp_path):
     float."""
     sweep = tmp_path / "optuna"
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", "-m", "hydra/sweeper=optuna",
+        [*PYTHON, "-m", "runner", "-m", "hydra/sweeper=optuna",
          "hydra.sweeper.n_trials=2", "workload.batch_size=range(1,3)",
          *TINY, "measure.isolation=inline", "search.objectives=[peak_mem_mib:minimize]",
          f"hydra.sweep.dir={sweep}"],

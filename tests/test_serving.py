@@ -32,6 +32,7 @@ from runner.serving.summary import (
     window_indices,
 )
 from runner.stop import StopRequested
+from tests.conftest import PYTHON
 
 # ------------------------------------------------------------------ arrival processes
 
@@ -477,13 +478,12 @@ def test_sigterm_while_serving_is_recorded_with_what_was_sent(tmp_path):
     import os
     import signal
     import subprocess
-    import sys
     from pathlib import Path
 
     import pandas as pd
 
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "runner", *SERVE_TINY, "scenario.rate=5"]
+    cmd = [*PYTHON, "-m", "runner", *SERVE_TINY, "scenario.rate=5"]
     cmd += ["scenario.num_requests=200", f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen(
         cmd,

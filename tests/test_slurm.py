@@ -22,7 +22,7 @@ import pytest
 
 from runner.lockfile import install_record
 from runner.slurm.stops import RAISE_TIMEOUT, TIME_LIMIT
-from tests.conftest import TINY
+from tests.conftest import PYTHON, TINY
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -51,7 +51,7 @@ def _env() -> dict[str, str]:
 
 def _sweep(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "runner", "-m", *args],
+        [*PYTHON, "-m", "runner", "-m", *args],
         cwd=REPO,
         env=_env(),
         capture_output=True,
@@ -63,7 +63,7 @@ def _sweep(args: list[str], timeout: float) -> subprocess.CompletedProcess:
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "w") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "runner", "-m", *args],
+            [*PYTHON, "-m", "runner", "-m", *args],
             cwd=REPO,
             env=_env(),
             stdout=fh,

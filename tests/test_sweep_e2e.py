@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from tests.conftest import PYTHON
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -19,7 +20,7 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
         [
-            sys.executable,
+            *PYTHON,
             "-m",
             "runner",
             "-m",
@@ -86,7 +87,7 @@ def test_quant_by_compile_sweep_and_report(tmp_path):
     for name in ("summary.csv", "summary.parquet", "report.md"):
         (sweep / name).unlink()
     again = subprocess.run(
-        [sys.executable, "-m", "runner.report", str(sweep)],
+        [*PYTHON, "-m", "runner.report", str(sweep)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -108,7 +109,7 @@ def test_a_job_another_command_is_running_is_not_a_failure(tmp_path):
     with run_dir_lock(held):  # what the other command holds while it runs the job
         proc = subprocess.run(
             [
-                sys.executable,
+                *PYTHON,
                 "-m",
                 "runner",
                 "-m",

@@ -13,7 +13,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from runner.engines import vllm_args
 from runner.engines.vllm_engine import VllmSession
 from runner.engines.vllm_readback import engine_mismatches, sampling_mismatches
 from runner.stop import PARK_ENV
+from tests.conftest import PYTHON
 
 pytestmark = pytest.mark.slow
 
@@ -190,7 +190,7 @@ def test_prompt_lookup_is_vllms_ngram_speculation(smollm2_path):
 
 def _runner(args: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
+        [*PYTHON, "-m", "runner", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -267,7 +267,7 @@ def test_sigterm_leaves_no_vllm_process(tmp_path, phase):
     if phase == "measure":
         env[PARK_ENV] = f"measure:exception:{marker}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "engine=vllm", *QUICK, f"hydra.run.dir={run_dir}"],
+        [*PYTHON, "-m", "runner", "engine=vllm", *QUICK, f"hydra.run.dir={run_dir}"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -347,7 +347,7 @@ def test_sigterm_while_serving_keeps_what_was_sent_and_leaves_no_vllm_process(tm
     run_dir, started = tmp_path / "run", time.time() - 1
     proc = subprocess.Popen(
         [
-            sys.executable,
+            *PYTHON,
             "-m",
             "runner",
             *SERVE,
