@@ -82,13 +82,13 @@ def command_server():
 
 # --------------------------------------------------------------------------- file order
 
-# The files that take longest, first (seconds measured on the 2-core CI machine, one
-# process): make test's workers take whole files in collection order, and a long file
+# The files that take longest, first (seconds on one of make test's 2 workers on the 2-core
+# CI machine): the workers take whole files in collection order, and a long file
 # collected last would leave one worker running it alone at the end.
 LONGEST_FIRST = (
-    "test_readme_commands.py",  # ~400 s
-    "test_vllm_e2e.py",  # ~300 s
-    "test_slurm.py",  # ~250 s
+    "test_readme_commands.py",  # ~360 s
+    "test_vllm_e2e.py",  # ~360 s
+    "test_slurm.py",  # ~270 s
     "test_stop_signals.py",
     "test_config.py",
     "test_applied.py",
