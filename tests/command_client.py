@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
     conn = socket.socket(socket.AF_UNIX)
     try:
         conn.connect(address)
-    except OSError:  # the server is gone (the suite is ending): the real interpreter
+    except OSError:  # no server listens (still importing, gone, or off): the real one
         _real_python(argv)
     args, unbuffered = served
     request = json.dumps(
