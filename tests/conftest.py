@@ -15,6 +15,7 @@ import pytest
 
 from runner.config import register_configs
 from runner.preflight_compose import compose_typed
+from tests.command_client import ADDRESS_ENV
 
 register_configs()
 
@@ -49,14 +50,13 @@ REPO = Path(__file__).resolve().parents[1]
 # `python` for the commands a test starts ([*PYTHON, "-m", "runner", ...]): forked from the
 # session's command server (tests/command_server.py) instead of importing everything again.
 PYTHON = [sys.executable, "-S", str(REPO / "tests" / "command_client.py")]
-SERVER_ENV = "LLM_RUNNER_TEST_COMMAND_SERVER"  # its socket; "off": every command starts python
 
 
 @pytest.fixture(scope="session", autouse=True)
 def command_server():
     """One command server per test process, importing while the first tests run (until it
     listens, a command starts the real interpreter); killed at the end of the session."""
-    if os.environ.get(SERVER_ENV) == "off":
+    if os.environ.get(ADDRESS_ENV) == "off":  # every command starts the real interpreter
         yield None
         return
     folder = tempfile.mkdtemp(prefix="runner-commands-")
@@ -70,11 +70,11 @@ def command_server():
             stdout=log,
             stderr=log,
         )
-    os.environ[SERVER_ENV] = address
+    os.environ[ADDRESS_ENV] = address
     try:
         yield address
     finally:
-        os.environ.pop(SERVER_ENV, None)
+        os.environ.pop(ADDRESS_ENV, None)
         server.kill()  # it ignores SIGTERM, as the runner's fork server does
         server.wait()
         shutil.rmtree(folder, ignore_errors=True)
