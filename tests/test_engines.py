@@ -4,10 +4,13 @@ install. tests/test_vllm_e2e.py runs real vLLM."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -320,6 +323,31 @@ def test_engine_processes_write_their_output_to_the_run_log(tmp_path, capfd):
     assert log.read_text().splitlines() == ["the runner's own line", "out", "err"]
     captured = capfd.readouterr()
     assert "back on the terminal" in captured.out and "out" not in captured.err
+
+
+@pytest.mark.parametrize("users_base", [False, True])
+def test_vllms_sockets_go_to_a_folder_of_the_sessions_own(tmp_path, monkeypatch, users_base):
+    """A child started inside the session sees the folder (vLLM's processes name their
+    sockets in it); leaving removes it with what is in it and restores the variable."""
+    if users_base:
+        monkeypatch.setenv(processes.IPC_ENV, str(tmp_path))
+    else:
+        monkeypatch.delenv(processes.IPC_ENV, raising=False)
+    folder = processes.IpcFolder()
+    path = folder.enter()
+    seen = subprocess.run(
+        [sys.executable, "-c", f"import os; print(os.environ[{processes.IPC_ENV!r}])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert seen == path and Path(path).is_dir()
+    assert Path(path).parent == (tmp_path if users_base else Path(tempfile.gettempdir()))
+    (Path(path) / "5e2d37e3-19b0-4423-b2b8-6110e507014f").touch()  # a socket left behind
+    folder.leave()
+    assert not Path(path).exists()
+    assert os.environ.get(processes.IPC_ENV) == (str(tmp_path) if users_base else None)
+    folder.leave()  # twice (a close after a failed load): nothing to do
 
 
 # SmolLM2-135M's config: 30 layers, 3 KV heads of 64 dims, float32, 8192 positions. By hand:

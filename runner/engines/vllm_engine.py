@@ -106,6 +106,7 @@ class VllmSession:
         from vllm.sampling_params import RequestOutputKind
 
         self._children_before = set(processes.descendants())
+        self._ipc = processes.IpcFolder()
         self.llm_kwargs = llm_kwargs
         self.llm: Any = None
         self._counter = itertools.count()
@@ -115,6 +116,7 @@ class VllmSession:
     def load(self, log_path: Path | None = None) -> None:
         """Start the engine (its processes, the weights, the KV cache, compilation); with
         ``log_path``, its processes write their own output there, not to the terminal."""
+        self._ipc.enter()
         with processes.stdio_to(log_path) if log_path else contextlib.nullcontext():
             self.llm = self._vllm.LLM(**self.llm_kwargs)
 
@@ -185,7 +187,9 @@ class VllmSession:
                 except Exception as exc:  # already dead (a Ctrl-C reached it too): ended below
                     log.info("vLLM shutdown: %s: %s", type(exc).__name__, exc)
             self.llm = None
-        return processes.end_tree(self.engine_pids())
+        ended = processes.end_tree(self.engine_pids())
+        self._ipc.leave()
+        return ended
 
 
 def vllm_scorer(session: VllmSession) -> Callable[..., Any]:
