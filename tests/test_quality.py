@@ -453,6 +453,28 @@ def test_unknown_lm_eval_task_exits_2(capsys):
     assert "quality.tasks: unknown task 'no_such_task_anywhere'" in err
 
 
+def test_a_name_the_registrys_files_mention_is_looked_up_in_the_registry(monkeypatch):
+    """Only a name some task file contains reaches lm-eval's index (here a stand-in for
+    its ten-second index, of one task): found there it passes, otherwise it is refused."""
+    pytest.importorskip("lm_eval")
+    from runner.quality import lmeval
+
+    indexed = []
+
+    def index(task_dir, include_defaults):
+        indexed.append(include_defaults)
+        return frozenset({"hellaswag"})
+
+    monkeypatch.setattr(lmeval, "_task_names", index)
+    with pytest.raises(QualityInputError, match="unknown task 'acc'"):
+        # both in many files; "acc" (a metric) is no task, "hellaswag" is one
+        lmeval.check_tasks([lmeval.BUILTIN_TASK, "hellaswag", "acc"], None)
+    assert indexed == [True]
+    with pytest.raises(QualityInputError, match="unknown task 'hellaswagg'"):
+        lmeval.check_tasks(["hellaswagg", "hellaswag"], None)  # in no file: no index read
+    assert indexed == [True]
+
+
 def test_result_json_names(tmp_path):
     """The dotted names docs/results.md gives for objectives and queries exist."""
     from runner.results import flatten

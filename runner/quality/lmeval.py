@@ -75,11 +75,27 @@ def _task_names(task_dir: str | None, include_defaults: bool) -> frozenset[str]:
     return frozenset(manager.all_tasks)
 
 
+def _named_in_registry_files(names: Sequence[str]) -> set[str]:
+    """Those of ``names`` that some file of lm-eval's task folder contains. Every name in
+    its registry is written in one (a YAML ``task``, ``group`` or ``tag``, or a Python
+    task), so a name no file contains is no task; reading the files as text takes well
+    under a second, indexing them about ten."""
+    import lm_eval.tasks
+
+    found: set[str] = set()
+    for path in Path(lm_eval.tasks.__file__).parent.rglob("*"):
+        if path.suffix in (".yaml", ".yml", ".py") and path.is_file():
+            text = path.read_text(errors="replace")
+            found.update(n for n in names if n not in found and n in text)
+    return found
+
+
 def check_tasks(tasks: Sequence[str], task_dir: str | None) -> None:
     """Every task name resolves (before anything runs); one-line :class:`QualityInputError`.
 
     lm-eval's own registry (some 15,000 names, about ten seconds to index) is only read
-    when a name is neither the built-in task nor one of ``task_dir``.
+    when a name is neither the built-in task nor one of ``task_dir``, and some file of the
+    registry names it (a mistyped name is refused without the index).
     """
     _require()
     if task_dir is not None and not Path(task_dir).expanduser().is_dir():
@@ -89,8 +105,11 @@ def check_tasks(tasks: Sequence[str], task_dir: str | None) -> None:
         local = _task_names(str(Path(task_dir).expanduser()), False)
         wanted = [t for t in wanted if t not in local]
     if wanted:
-        known = _task_names(None, True)
-        unknown = [t for t in wanted if t not in known]
+        named = _named_in_registry_files(wanted)
+        unknown = [t for t in wanted if t not in named]
+        if not unknown:
+            known = _task_names(None, True)
+            unknown = [t for t in wanted if t not in known]
         if unknown:
             where = f"{BUILTIN_TASK}, the YAML files of quality.task_dir, or lm-eval's registry"
             raise QualityInputError(f"quality.tasks: unknown task {unknown[0]!r}; known: {where}")
