@@ -175,7 +175,8 @@ def cuda_driver_loaded() -> bool:
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> None:
-    """Import ``modules`` and warm CodeCarbon's CPU probe; runs in the server only.
+    """Import ``modules``, warm CodeCarbon's CPU probe and read the installed versions;
+    runs in the server only.
 
     Raises RuntimeError when the CUDA driver got loaded: forked jobs could not use CUDA.
     Stop signals are ignored here (a job's own handlers replace that at its start): the
@@ -208,6 +209,9 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
                 __import__("bitsandbytes")
         tdp_probed()
         _warm_codecarbon()  # nothing left to do when the probe beside succeeded
+        from runner import lockfile
+
+        lockfile.installed()  # every job's environment.install reads it; once, here
         if not seeded:
             cpu_power_cache.keep()
         check_forkable()

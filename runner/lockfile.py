@@ -21,6 +21,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,14 @@ def _distributions() -> dict[str, metadata.Distribution]:
 
 def installed() -> dict[str, str]:
     """``{normalized name: version}`` of every distribution this interpreter imports."""
+    return dict(_installed_once())
+
+
+@lru_cache(maxsize=1)
+def _installed_once() -> Mapping[str, str]:
+    # Read once a process (~0.15 s over a few hundred dist-infos): the fork server reads
+    # it before its first job (runner.forkserver.preload), so its jobs record the versions
+    # of what it imported without reading them again.
     return {name: dist.version for name, dist in _distributions().items()}
 
 

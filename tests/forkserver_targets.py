@@ -11,6 +11,9 @@ from typing import Any
 def report(launcher: Any, conn: Any, launched_at: float) -> None:
     """Send back what the job process sees before it imports anything itself."""
     preloaded = "transformers.models.llama.modeling_llama" in sys.modules
+    from runner import lockfile
+
+    versions_read = lockfile._installed_once.cache_info().currsize == 1
     launcher.apply()
     import torch
 
@@ -19,6 +22,7 @@ def report(launcher: Any, conn: Any, launched_at: float) -> None:
         {
             "pid": os.getpid(),
             "preloaded": preloaded,
+            "versions_read": versions_read,
             "cuda_initialized": torch.cuda.is_initialized(),
             "env": os.environ.get("RUNNER_TEST_FORKSERVER"),
             "left_by_earlier_job": getattr(torch, "_left_by_a_job", None),

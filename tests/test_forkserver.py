@@ -35,6 +35,7 @@ def test_each_job_is_a_fresh_process_with_the_launchers_environment_and_stderr(c
     first, second = seen
     assert first["pid"] != second["pid"] != os.getpid()
     assert first["preloaded"] and second["preloaded"]  # imported before the job began
+    assert first["versions_read"]  # environment.install: read once, by the server
     assert first["cuda_initialized"] is False
     # The server imported with its collector off; its jobs collect their own garbage,
     # never scanning the imports' objects (frozen: over 100,000 for torch alone).
