@@ -2,8 +2,8 @@
 
 ``python -m runner ARGS`` runs the runner in this process with the substitutions of
 :data:`TINY_RUN` and the energy setting (the keys they set are dropped from ARGS first), at
-most :data:`MAX_TRIALS` trials of a search, and torch.compile's eager backend; anything else
-runs the real interpreter unchanged.
+most :data:`MAX_TRIALS` trials of a search, and torch.compile's eager backend with one graph
+per frame (:data:`RECOMPILE_LIMIT`); anything else runs the real interpreter unchanged.
 """
 
 from __future__ import annotations
@@ -55,10 +55,19 @@ def substitute(args: list[str]) -> list[str]:
     return [*kept, *tiny]
 
 
+# Dynamo's graphs per frame before it runs the frame eager. Its default, 8, traces the tiny
+# model again for each of the warmup's shapes: an int8 run then spends 15-30 s in Dynamo on
+# two CPUs (bitsandbytes breaks the graph at every layer). One graph per frame still traces,
+# breaks, reaches the limit and is reported as a user's compiled run is.
+RECOMPILE_LIMIT = 1
+
+
 def _eager_compile() -> None:
     """Inductor needs a minute per compiled run on two CPUs; Dynamo with the eager backend
     still traces, counts frames and falls back exactly as the runner checks."""
     import torch
+
+    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
 
     compile_ = torch.nn.Module.compile
 
