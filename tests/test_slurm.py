@@ -22,6 +22,7 @@ import pytest
 
 from runner.lockfile import install_record
 from runner.slurm.stops import RAISE_TIMEOUT, TIME_LIMIT
+from runner.stop import PARK_ENV
 from tests.conftest import PYTHON, TINY
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -43,17 +44,17 @@ def _launcher(cluster, *extra: str) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, **extra}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
 
 
-def _sweep(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _sweep(args: list[str], timeout: float, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*PYTHON, "-m", "runner", "-m", *args],
         cwd=REPO,
-        env=_env(),
+        env=_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -271,8 +272,12 @@ def test_preempted_job_is_requeued_and_measures_again(slurm_cluster, tmp_path):
 def test_time_limit_reached_twice_says_to_raise_timeout_min(slurm_cluster, tmp_path):
     """A 1-minute limit that the measurement cannot meet: the USR2 before the limit is
     recorded, submitit requeues once (max_num_timeout=1), the second time it does not; the
-    result says to raise timeout_min and the sweep exits 124."""
-    sweep = tmp_path / "limit"
+    result says to raise timeout_min and the sweep exits 124.
+
+    Each attempt waits in its measure phase (the stop tests' park, which sbatch passes on
+    with the environment) rather than measuring for a minute: Slurm's signals reach it in
+    the same phase, and the other tests get the two CPUs for those two minutes."""
+    sweep, parked = tmp_path / "limit", tmp_path / "parked"
     proc = _sweep(
         [
             *_launcher(
@@ -285,7 +290,9 @@ def test_time_limit_reached_twice_says_to_raise_timeout_min(slurm_cluster, tmp_p
             f"hydra.sweep.dir={sweep}",
         ],
         timeout=480,
+        **{PARK_ENV: f"measure:exception:{parked}"},
     )
+    assert parked.is_file()  # the job waited where a measurement would run
     (run_dir,) = [p.parent for p in sweep.glob("*/result.json")]
     result = _result(run_dir)
     job = result["environment"].get("slurm_job_id") or _job_id(sweep)
