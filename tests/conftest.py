@@ -86,19 +86,33 @@ def command_server():
 # CI machine): the workers take whole files in collection order, and a long file
 # collected last would leave one worker running it alone at the end.
 LONGEST_FIRST = (
-    "test_readme_commands.py",  # ~360 s
-    "test_vllm_e2e.py",  # ~360 s
-    "test_slurm.py",  # ~270 s
-    "test_stop_signals.py",
-    "test_config.py",
-    "test_applied.py",
-    "test_bad_input.py",
+    "test_vllm_e2e.py",  # ~420 s
+    "test_slurm.py",  # ~320 s, a third of it waiting on Slurm
+    "test_readme_commands.py",  # ~245 s
+    "test_quality_e2e.py",  # ~85 s
     "test_search_e2e.py",
     "test_report_scale.py",
+    "test_config.py",
     "test_launchers.py",
-    "test_reliability.py",
+    "test_stop_signals.py",
     "test_sweep_e2e.py",
+    "test_models_provision.py",
+    "test_reliability.py",
+    "test_quality.py",
+    "test_report.py",
+    "test_rules.py",
+    "test_repeats.py",
+    "test_engines.py",
+    "test_serving.py",
+    "test_bad_input.py",
 )
+
+
+def pytest_configure(config):
+    # pytest-xdist (3.7+) hands out files with most tests first unless told to keep the
+    # collection's order; LONGEST_FIRST is that order.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
