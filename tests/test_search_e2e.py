@@ -23,7 +23,7 @@ def _command(sweep: Path, *extra: str) -> list[str]:
     return [
         *PYTHON, "-m", "runner", "-m", "hydra/sweeper=pareto", "hydra.sweeper.n_trials=3",
         *FACTORS, *TINY, "workload.num_prompts=3", "measure.isolation=inline",
-        "measure.min_seconds=8", OBJECTIVES,
+        "measure.min_seconds=4", OBJECTIVES,
         "tracking=mlflow",
         f"hydra.sweep.dir={sweep}", *extra,
     ]  # fmt: skip
@@ -51,7 +51,7 @@ def test_search_stopped_by_sigint_resumes_and_is_tracked(tmp_path):
     while proc.poll() is None and not (list(sweep.glob("*/result.json")) and _running(sweep)):
         assert time.time() < deadline
         time.sleep(0.2)
-    # A later trial's job started (tracking.json, no result yet) and measures for 8 s.
+    # A later trial's job started (tracking.json, no result yet) and measures for 4 s.
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out[-3000:]
