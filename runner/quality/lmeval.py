@@ -75,7 +75,8 @@ def _task_names(task_dir: str | None, include_defaults: bool) -> frozenset[str]:
     return frozenset(manager.all_tasks)
 
 
-def _named_in_registry_files(names: Sequence[str]) -> set[str]:
+@functools.lru_cache(maxsize=8)
+def _named_in_registry_files(names: tuple[str, ...]) -> frozenset[str]:
     """Those of ``names`` that some file of lm-eval's task folder contains. Every name in
     its registry is written in one (a YAML ``task``, ``group`` or ``tag``, or a Python
     task), so a name no file contains is no task; reading the files as text takes well
@@ -87,7 +88,7 @@ def _named_in_registry_files(names: Sequence[str]) -> set[str]:
         if path.suffix in (".yaml", ".yml", ".py") and path.is_file():
             text = path.read_text(errors="replace")
             found.update(n for n in names if n not in found and n in text)
-    return found
+    return frozenset(found)
 
 
 def check_tasks(tasks: Sequence[str], task_dir: str | None) -> None:
@@ -105,7 +106,7 @@ def check_tasks(tasks: Sequence[str], task_dir: str | None) -> None:
         local = _task_names(str(Path(task_dir).expanduser()), False)
         wanted = [t for t in wanted if t not in local]
     if wanted:
-        named = _named_in_registry_files(wanted)
+        named = _named_in_registry_files(tuple(wanted))  # once a command, as the index
         unknown = [t for t in wanted if t not in named]
         if not unknown:
             known = _task_names(None, True)
