@@ -5,7 +5,9 @@ node set down, resuming, and the request check before submitting.
 Every job runs this checkout's code with this interpreter (the sbatch script runs
 ``<sys.executable> -m submitit.core._submit`` in the submitting directory, the repository).
 The cluster's one node is this machine; the jobs ask for 1 CPU and 2 GB each, so two run
-at once on a 2-core machine.
+at once on a 2-core machine. The node has one CPU slot more than the machine: the time-limit
+test's job waits in it, for two one-minute attempts, while the cancelled-and-killed test
+runs beside it (tests/slurm/cluster.sh).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +64,12 @@ def _sweep(args: list[str], timeout: float, **env: str) -> subprocess.CompletedP
     )
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
+def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
     with open(log, "w") as fh:
         return subprocess.Popen(
             [*PYTHON, "-m", "runner", "-m", *args],
             cwd=REPO,
-            env=_env(),
+            env=_env(**env),
             stdout=fh,
             stderr=subprocess.STDOUT,
             text=True,
@@ -266,57 +269,18 @@ def test_preempted_job_is_requeued_and_measures_again(slurm_cluster, tmp_path):
     assert [state for _, state in _sacct(job)] == ["REQUEUED", "COMPLETED"]
 
 
-# --------------------------------------------------------------------------- time limit
-
-
-def test_time_limit_reached_twice_says_to_raise_timeout_min(slurm_cluster, tmp_path):
-    """A 1-minute limit that the measurement cannot meet: the USR2 before the limit is
-    recorded, submitit requeues once (max_num_timeout=1), the second time it does not; the
-    result says to raise timeout_min and the sweep exits 124.
-
-    Each attempt waits in its measure phase (the stop tests' park, which sbatch passes on
-    with the environment) rather than measuring for a minute: Slurm's signals reach it in
-    the same phase, and the other tests get the two CPUs for those two minutes."""
-    sweep, parked = tmp_path / "limit", tmp_path / "parked"
-    proc = _sweep(
-        [
-            *_launcher(
-                slurm_cluster, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5"
-            ),
-            *POINT,
-            *OFF,
-            "measure.min_seconds=600",
-            "measure.max_seconds=600",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        timeout=480,
-        **{PARK_ENV: f"measure:exception:{parked}"},
-    )
-    assert parked.is_file()  # the job waited where a measurement would run
-    (run_dir,) = [p.parent for p in sweep.glob("*/result.json")]
-    result = _result(run_dir)
-    job = result["environment"].get("slurm_job_id") or _job_id(sweep)
-    states = [state for _, state in _sacct(job)]
-    assert proc.returncode == 124, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert result["status"] == "interrupted"
-    message = result["error"]["message"]
-    assert TIME_LIMIT in message and RAISE_TIMEOUT in message, result["error"]
-    assert RAISE_TIMEOUT in proc.stderr
-    assert states[0] == "REQUEUED" and len(states) == 2, states
-    # The second attempt recorded its own stop (not the first attempt's, left behind).
-    assert result["environment"]["slurm_restart_count"] == 1, result["error"]
-    assert result["error"]["phase"] == "measure"
-
-
 # --------------------------------------------------------------------------- lost jobs, resume
 
 
 def test_cancelled_and_killed_jobs_leave_results_and_a_rerun_resubmits_only_them(
-    slurm_cluster, tmp_path
+    slurm_cluster, tmp_path, time_limit_sweep
 ):
     """Of three points, one is cancelled (scancel: SIGTERM) and one killed outright (SIGKILL
     to its step, as the out-of-memory killer would) mid-measurement; the third ends ok. Each
-    leaves a result and the sweep exits 130; rerunning it submits only the two others."""
+    leaves a result and the sweep exits 130; rerunning it submits only the two others.
+
+    The time-limit test's sweep waits in the node's spare CPU slot meanwhile (it is started
+    by ``time_limit_sweep``, checked by the next test)."""
     sweep = tmp_path / "lost"
     log = tmp_path / "lost.log"
     args = [
@@ -359,6 +323,68 @@ def test_cancelled_and_killed_jobs_leave_results_and_a_rerun_resubmits_only_them
     (second,) = {_result(p)["environment"]["slurm_array_job_id"] for p in (cancelled, killed)}
     assert second != array
     assert _sacct(second) == [(f"{second}_0", "COMPLETED"), (f"{second}_1", "COMPLETED")]
+
+
+# --------------------------------------------------------------------------- time limit
+
+
+@dataclass
+class Started:
+    proc: subprocess.Popen
+    log: Path
+    sweep: Path
+    parked: Path
+
+
+@pytest.fixture(scope="module")
+def time_limit_sweep(slurm_cluster, tmp_path_factory):
+    """The time-limit test's sweep, started before the test that runs beside it: its job
+    spends two one-minute attempts waiting (no CPU used), in the node's spare CPU slot."""
+    root = tmp_path_factory.mktemp("limit")
+    sweep, parked, log = root / "limit", root / "parked", root / "limit.log"
+    args = [
+        *_launcher(
+            slurm_cluster, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5"
+        ),
+        *POINT,
+        *OFF,
+        "measure.min_seconds=600",
+        "measure.max_seconds=600",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = _start(args, log, **{PARK_ENV: f"measure:exception:{parked}"})
+    # Submitted before the other test's jobs, so Slurm gives it the first slot.
+    job = _job_id(sweep)
+    yield Started(proc, log, sweep, parked)
+    if proc.poll() is None:
+        proc.kill()
+        subprocess.run(["scancel", job], check=False)
+
+
+def test_time_limit_reached_twice_says_to_raise_timeout_min(time_limit_sweep):
+    """A 1-minute limit that the measurement cannot meet: the USR2 before the limit is
+    recorded, submitit requeues once (max_num_timeout=1), the second time it does not; the
+    result says to raise timeout_min and the sweep exits 124.
+
+    Each attempt waits in its measure phase (the stop tests' park, which sbatch passes on
+    with the environment) rather than measuring for a minute: Slurm's signals reach it in
+    the same phase, and the other tests' jobs get the CPUs for those two minutes."""
+    started = time_limit_sweep
+    code, out = _finish(started.proc, started.log, timeout=480)
+    assert started.parked.is_file()  # the job waited where a measurement would run
+    (run_dir,) = [p.parent for p in started.sweep.glob("*/result.json")]
+    result = _result(run_dir)
+    job = result["environment"].get("slurm_job_id") or _job_id(started.sweep)
+    states = [state for _, state in _sacct(job)]
+    assert code == 124, out[-6000:]
+    assert result["status"] == "interrupted"
+    message = result["error"]["message"]
+    assert TIME_LIMIT in message and RAISE_TIMEOUT in message, result["error"]
+    assert RAISE_TIMEOUT in out
+    assert states[0] == "REQUEUED" and len(states) == 2, states
+    # The second attempt recorded its own stop (not the first attempt's, left behind).
+    assert result["environment"]["slurm_restart_count"] == 1, result["error"]
+    assert result["error"]["phase"] == "measure"
 
 
 # --------------------------------------------------------------------------- node down

@@ -16,8 +16,11 @@
 # Why the configuration looks the way it does:
 # - no systemd here: daemons are started directly, /run/munge and /run/mysqld created first;
 # - no cgroup plugins: ProctrackType=proctrack/linuxproc, TaskPlugin=task/none;
-# - the node is described as it is (`slurmd -C`: CPUs, cores, RealMemory) so resource checks
-#   against it are honest; DefMemPerCPU keeps a job without --mem from taking the whole node;
+# - the node is described as it is (`slurmd -C`: its name, CPUs and RealMemory) so resource
+#   checks against it are honest, with one CPU slot more than the machine has
+#   (SlurmdParameters=config_overrides): the time-limit test's job only waits in it, for two
+#   one-minute attempts, while the other tests' jobs use the real CPUs (tests/test_slurm.py);
+#   DefMemPerCPU keeps a job without --mem from taking the whole node;
 # - AuthInfo=cred_expire=10: a requeued job waits cred_expire+1 s before it may start again
 #   (121 s by default); sched_interval/bf_interval=5 s start pending jobs quickly;
 # - slurmdbd + MariaDB: sacct works (submitit polls job states with sacct; without it a job
@@ -81,8 +84,15 @@ ensure_hostname() {
 
 write_configs() {
     local hw
-    hw=$(slurmd -C | head -1 | sed 's/ UpTime=.*//')
+    hw=$(slurmd -C | head -1)
     [[ $hw == NodeName=* ]] || die "slurmd -C printed no node line"
+    local name cpus memory
+    name=$(grep -o 'NodeName=[^ ]*' <<<"$hw")
+    cpus=$(grep -o 'CPUs=[0-9]*' <<<"$hw" | cut -d= -f2)
+    memory=$(grep -o 'RealMemory=[0-9]*' <<<"$hw")
+    # CPUs alone (no sockets/cores/threads): Slurm takes one core per CPU, consistent with
+    # the extra slot (see the top of this file).
+    hw="$name CPUs=$((cpus + 1)) $memory"
     mkdir -p "$DIR"/{state,spool,log,run}
     cat >"$DIR/slurm.conf.new" <<EOF
 # Written by tests/slurm/cluster.sh: a single-node test cluster.
@@ -113,6 +123,7 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=5,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
+SlurmdParameters=config_overrides
 DefMemPerCPU=1024
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
@@ -122,6 +133,11 @@ JobCompType=jobcomp/none
 $hw State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
+    # Daemons left running by an earlier session with another slurm.conf (an older checkout)
+    # are restarted: slurmctld and slurmd read the node's description only when they start.
+    if [[ -f $DIR/slurm.conf ]] && ! cmp -s "$DIR/slurm.conf.new" "$DIR/slurm.conf"; then
+        CONF_CHANGED=1
+    fi
     mv "$DIR/slurm.conf.new" "$DIR/slurm.conf"
     cat >"$DIR/slurmdbd.conf" <<EOF
 # Written by tests/slurm/cluster.sh.
@@ -220,7 +236,12 @@ cmd_start() {
     local t0=$SECONDS
     install_packages
     ensure_hostname
+    CONF_CHANGED=
     write_configs
+    if [[ -n $CONF_CHANGED ]]; then
+        log "slurm.conf changed: restarting slurmctld and slurmd"
+        stop_group slurmd slurmctld
+    fi
     start_munge
     start_mariadb
     start_slurm_daemon slurmdbd slurmdbd
