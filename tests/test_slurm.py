@@ -53,11 +53,11 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _sweep(args: list[str], timeout: float, **env: str) -> subprocess.CompletedProcess:
+def _sweep(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*PYTHON, "-m", "runner", "-m", *args],
         cwd=REPO,
-        env=_env(**env),
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
