@@ -94,6 +94,44 @@ def test_ttft_and_inter_token_latency_match_known_times(sleepy, compute_only, te
     expected = PREFILL_S + (NEW_TOKENS - 1) * STEP_S
     assert expected <= e2e.min and e2e.max < expected * 1.5 + 0.020
     assert metrics.output_tokens == 3 * len(texts) * NEW_TOKENS
+    assert metrics.clock == "perf_counter"
+
+
+def test_on_cuda_every_mark_is_an_event_resolved_after_the_closing_sync(monkeypatch):
+    """A stand-in for CUDA: marks record events without waiting for the device; the times
+    come from the events once the end edge has synchronised, and say so (``clock``)."""
+    from runner.measure.timing import StepRecorder
+
+    gpu_now, log = [0.0], []
+
+    class Event:  # torch.cuda.Event's timing API: record(), elapsed_time() in ms
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.at = None
+
+        def record(self):
+            self.at = gpu_now[0]
+            log.append("record")
+
+        def elapsed_time(self, end):
+            assert log[-1] == "sync", "an event was read before the device was synchronised"
+            return (end.at - self.at) * 1000.0
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("sync"))
+    recorder = StepRecorder(torch.device("cuda", 0))
+    recorder.start()
+    for step_s in (0.030, 0.010, 0.012):  # the GPU's time between the marks
+        gpu_now[0] += step_s
+        recorder.mark()
+    gpu_now[0] += 0.002
+    timing = recorder.stop()
+    assert log[:2] == ["sync", "record"] and log[2:5] == ["record"] * 3  # no wait per step
+    assert timing.clock == "cuda-events"
+    assert timing.token_times_seconds == pytest.approx((0.030, 0.040, 0.052))
+    assert timing.total_seconds == pytest.approx(0.054)
+    records, batch = records_for_call(0, 0, [_Req(0, 4)], [3], timing)
+    assert latency_metrics(records, [batch]).clock == "cuda-events"
 
 
 def test_tokens_after_eos_are_not_counted():

@@ -156,4 +156,5 @@ def latency_metrics(records: Sequence[RequestRecord], batches: Sequence[BatchRec
         output_tokens=out_tokens,
         input_tokens=in_tokens,
         calls=len(batches),
+        clock=",".join(sorted({b.timing.clock for b in batches})) or None,
     )

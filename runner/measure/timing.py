@@ -23,6 +23,8 @@ import torch
 from transformers import LogitsProcessor
 from transformers.generation.streamers import BaseStreamer
 
+from runner.sections.metrics import CUDA_EVENTS, PERF_COUNTER
+
 
 def synchronize(device: torch.device | None) -> None:
     """Wait for queued work on ``device`` (no-op on CPU)."""
@@ -37,11 +39,13 @@ class CallTiming:
     ``token_times_seconds[i]`` is when step ``i`` produced its token(s); the
     first is the time to first token. ``rows`` is the batch dimension the
     logits processor saw (batch x beams), evidence of what ``generate`` ran.
+    ``clock`` says what took the stamps: ``cuda-events`` or ``perf_counter``.
     """
 
     total_seconds: float
     token_times_seconds: tuple[float, ...]
     rows: int | None
+    clock: str = PERF_COUNTER
 
     @property
     def ttft_seconds(self) -> float | None:
@@ -96,7 +100,12 @@ class StepRecorder:
         else:
             to_s = [m - self._start for m in self._marks]
             total = self._end - self._start
-        return CallTiming(total_seconds=total, token_times_seconds=tuple(to_s), rows=self.rows)
+        return CallTiming(
+            total_seconds=total,
+            token_times_seconds=tuple(to_s),
+            rows=self.rows,
+            clock=CUDA_EVENTS if self._cuda else PERF_COUNTER,
+        )
 
 
 class StepTimingProcessor(LogitsProcessor):

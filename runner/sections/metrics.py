@@ -11,6 +11,9 @@ from runner.sections.base import INLINE, OMIT_NONE, Section
 from runner.sections.hardware import Roofline, Timeseries
 from runner.sections.serving import Serving
 
+# What stamped a run's latencies (``Latency.clock``).
+CUDA_EVENTS, PERF_COUNTER = "cuda-events", "perf_counter"
+
 
 @dataclass(frozen=True)
 class Stats(Section):
@@ -74,6 +77,7 @@ class Latency(Section):
     output_tokens: int | None = None
     input_tokens: int | None = None
     calls: int | None = None
+    clock: str | None = None  # what stamped the calls: cuda-events, perf_counter
 
 
 @dataclass(frozen=True)

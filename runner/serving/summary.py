@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from runner.config.schema_serving import ScenarioConfig
 from runner.measure.stats import percentile, summarize
-from runner.sections.metrics import Latency, Stats, Throughput
+from runner.sections.metrics import PERF_COUNTER, Latency, Stats, Throughput
 from runner.sections.requests import RequestRecord
 from runner.sections.serving import QUANTILES, Percentiles, Quantile, Serving
 from runner.serving.load import Trace
@@ -257,6 +257,7 @@ def _latency(rows: Sequence[RequestRecord], span: float, tokens: int, served: fl
         requests=len(rows),
         output_tokens=tokens,
         input_tokens=inputs,
+        clock=PERF_COUNTER,  # the load generator stamps every request on the host
     )
 
 
