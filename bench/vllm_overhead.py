@@ -38,6 +38,9 @@ OVERRIDES = [
 def _paths(cfg: Any) -> tuple[Any, Any, list[list[list[int]]]]:
     import time
 
+    import torch
+    from transformers import AutoConfig
+
     from runner.engines import vllm_args
     from runner.engines.vllm_engine import VllmSession, prompt_token_ids
     from runner.measure.latency import records_for_call
@@ -45,8 +48,10 @@ def _paths(cfg: Any) -> tuple[Any, Any, list[list[list[int]]]]:
     from runner.workload import build_workload
 
     path, _ = resolve_checkpoint(cfg.model, {}, cfg.cache_dir)
+    # As the runner's vLLM phase starts the engine: the checkpoint's own dtype, CUDA if any.
+    dtype = vllm_args.checkpoint_dtype(AutoConfig.from_pretrained(path))
     session = VllmSession(
-        vllm_args.llm_kwargs(cfg, path, cuda=False, checkpoint_dtype="float32"),
+        vllm_args.llm_kwargs(cfg, path, cuda=torch.cuda.is_available(), checkpoint_dtype=dtype),
         vllm_args.sampling_kwargs(cfg),
     )
     session.load()
@@ -88,19 +93,8 @@ def _round(paths: Any, prompts: list, flip: bool) -> tuple[dict, dict]:
     return runner_figures(records, brecs), {"tokens_per_second": tokens / seconds, "tokens": tokens}
 
 
-def run(quick: bool) -> dict[str, Any]:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return section(
-            "vLLM path vs bare LLM.generate",
-            ["skipped: vLLM is not installed (python -m runner.engines.install)"],
-            [],
-            {},
-        )
-    rounds = 3 if quick else 5
-    cfg = compose(OVERRIDES)
-    progress("vllm: starting the engine (half a minute), then warmup and rounds")
+def compare(cfg: Any, rounds: int) -> dict[str, Any]:
+    """Paired rounds of the runner's vLLM path and a bare ``LLM.generate`` for ``cfg``."""
     session, paths, prompts = _paths(cfg)
     try:
         _round(paths, prompts, False)  # warmup of both paths
@@ -112,14 +106,28 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         session.close()
     tokens, ratios = paired_rounds(runs, "vllm")
-    data = {
-        "overrides": OVERRIDES,
+    return {
         "output_tokens_per_path_and_round": tokens,
         "runner_tps": rounded([r["tokens_per_second"] for r in runs["runner"]], 2),
         "bare_tps": rounded([r["tokens_per_second"] for r in runs["bare"]], 2),
         "ratios": rounded(ratios, 4),
         "median_ratio": median(ratios),
     }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return section(
+            "vLLM path vs bare LLM.generate",
+            ["skipped: vLLM is not installed (python -m runner.engines.install)"],
+            [],
+            {},
+        )
+    rounds = 3 if quick else 5
+    progress("vllm: starting the engine (half a minute), then warmup and rounds")
+    data = {"overrides": OVERRIDES, **compare(compose(OVERRIDES), rounds)}
     lines = [
         f"smollm2-135m ({' '.join(OVERRIDES[3:])}): runner {median(data['runner_tps']):.1f} "
         f"tok/s, bare LLM.generate {median(data['bare_tps']):.1f} tok/s (medians); "

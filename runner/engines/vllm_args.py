@@ -25,6 +25,12 @@ CPU_KV_CACHE_GIB = 1.0
 TRANSFORMERS_TOP_K = 50
 
 
+def checkpoint_dtype(model_config: Any) -> str | None:
+    """The checkpoint's own dtype as vLLM names it (``bfloat16``), from its config."""
+    dtype = getattr(model_config, "dtype", None)
+    return str(dtype).removeprefix("torch.") if dtype is not None else None
+
+
 def llm_kwargs(
     cfg: RunConfig, model_path: str, *, cuda: bool, checkpoint_dtype: str | None
 ) -> dict[str, Any]:

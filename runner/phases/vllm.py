@@ -68,8 +68,7 @@ def measure_vllm(
     t0 = time.perf_counter()
     path, provision = resolve_checkpoint(cfg.model, load_kwargs, cfg.cache_dir)
     model_config = AutoConfig.from_pretrained(path, **load_kwargs)
-    dtype = getattr(model_config, "dtype", None)
-    dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
+    dtype = vllm_args.checkpoint_dtype(model_config)
     llm_kwargs = vllm_args.llm_kwargs(cfg, path, cuda=cuda, checkpoint_dtype=dtype)
     sampling_kwargs = vllm_args.sampling_kwargs(cfg)
     result.requested = {"engine": "vllm", "llm": llm_kwargs, "sampling": sampling_kwargs}
