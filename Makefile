@@ -19,7 +19,7 @@ TEST_WORKERS ?= 2
 WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock run test test-fast lint format docs bench gpu-check report clean
+.PHONY: help setup lock run test test-fast lint format docs bench gpu-check gpu-wheels report clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ bench: $(STAMP) ## benchmarks: instrumentation overhead, timing accuracy, isolat
 gpu-check: $(STAMP) ## GPU validation sweep (needs an NVIDIA GPU; says so and stops without one)
 	@# bench.gpu_check exits 3 without a CUDA GPU: a message, not a failure of make.
 	$(PY) -m bench.gpu_check $(ARGS) || test $$? -eq 3
+
+gpu-wheels: $(STAMP) ## wheels an offline GPU machine lacks for gpu-check, into .whl/ (needs network)
+	$(PY) -m bench.gpu_wheels $(ARGS)
 
 report: $(STAMP) ## rebuild a sweep's report.md, summary and plots; ARGS="outputs/sweeps/<date>"
 	@test -n "$(ARGS)" || { echo 'usage: make report ARGS="outputs/sweeps/<date> [--baseline quant=none]"'; exit 2; }

