@@ -85,7 +85,6 @@ LEAN: list[Invocation] = [
     CUDA_GRAPHS,
 ]
 FULL: list[Invocation] = [(["quant=none,int8,nf4", "compile=off,on"], None), CUDA_GRAPHS]
-LATENCY_ROUNDS, VLLM_ROUNDS = 10, 5
 BUDGET_SECONDS = 600
 
 NEEDED = {  # import name -> package to carry (see GPU_CHECK.md)
@@ -303,7 +302,7 @@ def measure(args: argparse.Namespace, base: list[str], sweep: Path, found: Outco
 
     found.latency, found.latency_error = paired(
         "runner vs a bare generate loop (bf16, uncompiled)",
-        lambda: gpu_latency.compare(base, LATENCY_ROUNDS),
+        lambda: gpu_latency.compare(base),
     )
     if found.latency is None:
         found.problems.append(f"runner vs bare loop: the comparison failed: {found.latency_error}")
@@ -316,7 +315,7 @@ def measure(args: argparse.Namespace, base: list[str], sweep: Path, found: Outco
         return
     found.vllm, error = paired(
         "vLLM vs a bare LLM.generate",
-        lambda: vllm_overhead.compare(compose([*base, "engine=vllm"]), VLLM_ROUNDS),
+        lambda: vllm_overhead.compare(compose([*base, "engine=vllm"]), vllm_overhead.ROUNDS),
     )
     if found.vllm is None:
         found.problems.append(f"vLLM vs bare LLM.generate: the comparison failed: {error}")

@@ -25,6 +25,7 @@ from bench.common import (
 )
 
 TARGET = 0.95
+ROUNDS, QUICK_ROUNDS = 5, 3
 OVERRIDES = [
     "engine=vllm",
     "model=smollm2-135m",
@@ -125,7 +126,7 @@ def run(quick: bool) -> dict[str, Any]:
             [],
             {},
         )
-    rounds = 3 if quick else 5
+    rounds = QUICK_ROUNDS if quick else ROUNDS
     progress("vllm: starting the engine (half a minute), then warmup and rounds")
     data = {"overrides": OVERRIDES, **compare(compose(OVERRIDES), rounds)}
     lines = [
