@@ -3,6 +3,7 @@ GPU, driver and library versions, the jobs' table, the paired comparisons, the v
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from typing import Any
 
@@ -13,10 +14,15 @@ EXTRA_PACKAGES = ("nvidia-ml-py", "vllm")  # beside the runner's own environment
 
 
 def environment() -> dict[str, Any]:
-    """The runner's own environment record, plus the packages this check also relies on."""
-    from runner.environment import snapshot
+    """The runner's own environment record, plus the packages this check also relies on.
 
-    env = snapshot()
+    A copy of the repository without its ``.git`` (a device machine's) has no commit to
+    read: ``GPU_CHECK_COMMIT``, set by whoever sends the copy, names it instead."""
+    from runner import environment as runner_environment
+
+    env = runner_environment.snapshot()
+    if env.get("git_commit") is None and os.environ.get("GPU_CHECK_COMMIT"):
+        env["git_commit"] = f"{os.environ['GPU_CHECK_COMMIT']} (GPU_CHECK_COMMIT)"
     for name in EXTRA_PACKAGES:
         try:
             env["versions"][name] = metadata.version(name)

@@ -352,3 +352,18 @@ def test_stopping_the_sweep_stops_its_whole_process_group():
         for _ in range(100):  # the orphaned child is reaped by init a moment later
             os.kill(child, 0)
             time.sleep(0.05)
+
+
+def test_a_copy_without_git_takes_its_commit_from_the_sender(monkeypatch):
+    from bench import gpu_record
+    from runner import environment
+
+    monkeypatch.setattr(environment, "snapshot", lambda: {"versions": {}, "git_commit": None})
+    monkeypatch.delenv("GPU_CHECK_COMMIT", raising=False)
+    assert gpu_record.environment()["git_commit"] is None
+    monkeypatch.setenv("GPU_CHECK_COMMIT", "7ae1457")
+    env = gpu_record.environment()
+    assert env["git_commit"] == "7ae1457 (GPU_CHECK_COMMIT)"
+    assert set(env["versions"]) == set(gpu_record.EXTRA_PACKAGES)
+    monkeypatch.setattr(environment, "snapshot", lambda: {"versions": {}, "git_commit": "abc"})
+    assert gpu_record.environment()["git_commit"] == "abc"  # a checkout's own commit wins
