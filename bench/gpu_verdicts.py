@@ -91,6 +91,10 @@ def read_rows(sweeps: list[Path]) -> list[dict[str, Any]]:
                 "linear_8bit": _get(r, "applied.model.quantization.linear_8bit"),
                 "linear_4bit": _get(r, "applied.model.quantization.linear_4bit"),
                 "quant_type": _get(r, "applied.model.quantization.bnb_4bit_quant_type"),
+                "series": _get(r, "metrics.timeseries.sources") or [],
+                "roofline_device": _get(r, "metrics.roofline.device"),
+                "bandwidth_gbs": _num(_get(r, "metrics.roofline.peak_bandwidth_gbs")),
+                "datasheet_gbs": _num(_get(r, "metrics.roofline.theoretical_bandwidth_gbs")),
             }
         )
     order = {"none": 0, "int8": 1, "nf4": 2}
@@ -138,6 +142,17 @@ def _job_problems(r: dict[str, Any], tolerance: float) -> list[str]:
             out.append(f"{job}: metrics.compile_seconds {r['compile_s']} not reported")
     if r["compile"] == "reduce-overhead" and r["cache"] != "static":
         out.append(f"{job}: cache read back as {r['cache']!r}, not 'static'")
+    # The hardware's side: NVML sampled through the run, the measured limit on the GPU.
+    if not any(name.startswith("gpu") for name in r["series"]):
+        out.append(f"{job}: no GPU series in metrics.timeseries (sources {r['series']})")
+    if not str(r["roofline_device"]).startswith("cuda"):
+        out.append(f"{job}: roofline measured on {r['roofline_device']!r}, not the GPU")
+    measured, datasheet = r["bandwidth_gbs"], r["datasheet_gbs"]
+    if measured is None or datasheet is None or not 0 < measured <= datasheet:
+        out.append(
+            f"{job}: measured memory bandwidth {measured} GB/s against the datasheet's "
+            f"{datasheet} GB/s: need 0 < measured <= datasheet"
+        )
     # Energy: the NVML counter against CodeCarbon's GPU figure over the same windows.
     if r["nvml_method"] != "nvml-counter":
         out.append(f"{job}: GPU energy method {r['nvml_method']!r}, not 'nvml-counter'")

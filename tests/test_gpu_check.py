@@ -91,6 +91,12 @@ def _gpu_result(quant: str, compile_mode: str, footprint_mib: float, **energy: A
             "clock": "cuda-events",
             "throughput": {"output_tokens_per_second": 90.0},
             "compile_seconds": 40.0 if compiled else None,
+            "timeseries": {"sources": ["cpu_load", "gpu0"]},
+            "roofline": {
+                "device": "cuda:0",
+                "peak_bandwidth_gbs": 2900.0,
+                "theoretical_bandwidth_gbs": 3352.0,
+            },
         },
         "energy": {
             "gpu_nvml": gpu,
@@ -145,6 +151,9 @@ def test_gpu_check_names_every_failure_in_the_results(tmp_path):
     off["applied"]["model"]["parameter_devices"] = {"cpu": 10, "cuda:0": 990}
     off["applied"]["model"]["quantization"]["linear_8bit"] = 3  # quantized, not asked
     off["metrics"]["memory"]["peak_reserved_bytes"] = 2**20  # below allocated
+    int8 = bad["quant=int8"]
+    int8["metrics"]["timeseries"]["sources"] = ["cpu_load"]  # NVML not sampled
+    int8["metrics"]["roofline"].update(device="cpu", peak_bandwidth_gbs=4000.0)
     problems = _verdicts(tmp_path, bad)
     for expected in (
         "footprint not nf4 < int8 < bf16",
@@ -157,9 +166,12 @@ def test_gpu_check_names_every_failure_in_the_results(tmp_path):
         "parameters on ['cpu', 'cuda:0'], not all on CUDA",
         "read back 3 Linear8bitLt and 0 Linear4bit layers",
         "need 0 < a <= r",
+        "no GPU series in metrics.timeseries (sources ['cpu_load'])",
+        "roofline measured on 'cpu', not the GPU",
+        "bandwidth 4000.0 GB/s against the datasheet's 3352.0 GB/s",
     ):
         assert sum(expected in p for p in problems) == 1, (expected, problems)
-    assert len(problems) == 10
+    assert len(problems) == 13
 
     failed = {k: _gpu_result(*v) for k, v in GOOD.items()}
     failed["quant=int8"] = {**failed["quant=int8"], "status": "failed"}
