@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.vllm_overhead import TARGET as VLLM_TARGET  # as make bench judges it
+from runner.sections.metrics import CUDA_EVENTS
 
 # The lean grid's jobs as (quant, compile): every quantization uncompiled (footprint,
 # read-back, energy, latency), bf16 compiled in the default mode, and bf16 with CUDA
@@ -22,7 +23,6 @@ LEAN_JOBS = {
 }
 FULL_JOBS = LEAN_JOBS | {("int8", "on"), ("nf4", "on")}
 RATIO_TARGET = 0.98  # runner vs bare loop: TTFT and ITL agreement, throughput ratio
-CUDA_EVENTS = "cuda-events"
 
 
 def _get(data: Any, dotted: str) -> Any:
