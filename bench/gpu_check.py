@@ -189,9 +189,9 @@ def _param_count(vocab: int = 512) -> int:
 # --------------------------------------------------------------------------- the sweep
 
 
-def job_overrides(model_dir: Path, device: str = "cuda") -> list[str]:
+def job_overrides(model_dir: Path) -> list[str]:
     """What every job and the paired comparisons share: the model, its placement, the load."""
-    return ["model=local", f"model.path={model_dir}", f"loading={device}", *WORKLOAD]
+    return ["model=local", f"model.path={model_dir}", "loading=cuda", *WORKLOAD]
 
 
 def stop_sweep(proc: subprocess.Popen, grace: float = 30.0) -> None:

@@ -30,11 +30,12 @@ from bench.common import bare_call, compose, load, median, rounded, runner_call
 ROUNDS = 10
 
 
-def agreement(a: float | None, b: float | None) -> float | None:
-    """``min/max`` of two positive figures: 1 when equal, whichever is larger."""
-    if a is None or b is None or a <= 0 or b <= 0:
+def agreement(ratio: float | None) -> float | None:
+    """``min(r, 1/r)`` of a positive ratio: 1 when the two sides are equal, whichever is
+    the larger."""
+    if ratio is None or ratio <= 0:
         return None
-    return min(a, b) / max(a, b)
+    return min(ratio, 1 / ratio)
 
 
 def _streamed_call(m: Any, batch: Any) -> tuple[float, list[float]]:
@@ -137,6 +138,6 @@ def compare(overrides: list[str], rounds: int = ROUNDS) -> dict[str, Any]:
             "median_ratio": ratio,
             # From the median ratio: a median of per-round min/max would be biased low,
             # since noise in either direction lowers every round's min/max.
-            "agreement": agreement(ratio, 1.0),
+            "agreement": agreement(ratio),
         }
     return out

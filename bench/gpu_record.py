@@ -4,17 +4,14 @@ GPU, driver and library versions, the jobs' table, the paired comparisons, the v
 from __future__ import annotations
 
 import os
-from importlib import metadata
 from typing import Any
 
 from bench.common import median
 from bench.gpu_verdicts import RATIO_TARGET, VLLM_TARGET, markdown_table
 
-EXTRA_PACKAGES = ("nvidia-ml-py", "vllm")  # beside the runner's own environment.versions
-
 
 def environment() -> dict[str, Any]:
-    """The runner's own environment record, plus the packages this check also relies on.
+    """The runner's own environment record (versions of vLLM and nvidia-ml-py included).
 
     A copy of the repository without its ``.git`` (a device machine's) has no commit to
     read: ``GPU_CHECK_COMMIT``, set by whoever sends the copy, names it instead."""
@@ -23,11 +20,6 @@ def environment() -> dict[str, Any]:
     env = runner_environment.snapshot()
     if env.get("git_commit") is None and os.environ.get("GPU_CHECK_COMMIT"):
         env["git_commit"] = f"{os.environ['GPU_CHECK_COMMIT']} (GPU_CHECK_COMMIT)"
-    for name in EXTRA_PACKAGES:
-        try:
-            env["versions"][name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            env["versions"][name] = None
     return env
 
 

@@ -65,9 +65,9 @@ def pins(lock_text: str) -> list[str]:
 
 
 def wheel_name(pin: str) -> str:
-    """The prefix of this pin's wheel file: ``hydra_core-1.3.8-``."""
+    """The prefix of this pin's wheel file, lower case: ``hydra_core-1.3.8-``."""
     name, version = pin.split("==")
-    return f"{name.replace('-', '_')}-{version}-"
+    return f"{name.replace('-', '_')}-{version}-".lower()
 
 
 def download(pinned: list[str], dest: Path, python: str) -> None:
@@ -86,7 +86,7 @@ def download(pinned: list[str], dest: Path, python: str) -> None:
 
 def prune(dest: Path, pinned: list[str]) -> list[str]:
     """Remove wheels that are not one of the pins; their names."""
-    keep = tuple(wheel_name(p).lower() for p in pinned)
+    keep = tuple(wheel_name(p) for p in pinned)
     stale = [w for w in dest.glob("*.whl") if not w.name.lower().startswith(keep)]
     for w in stale:
         w.unlink()
@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"removed {name} (not a pin of this lock)")
     wheels = sorted(args.dest.glob("*.whl"))
     missing = [
-        p
-        for p in pinned
-        if not any(w.name.lower().startswith(wheel_name(p).lower()) for w in wheels)
+        p for p in pinned if not any(w.name.lower().startswith(wheel_name(p)) for w in wheels)
     ]
     if missing:
         print(f"gpu_wheels: no wheel for {', '.join(missing)}")

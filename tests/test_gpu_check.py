@@ -374,8 +374,6 @@ def test_a_copy_without_git_takes_its_commit_from_the_sender(monkeypatch):
     monkeypatch.delenv("GPU_CHECK_COMMIT", raising=False)
     assert gpu_record.environment()["git_commit"] is None
     monkeypatch.setenv("GPU_CHECK_COMMIT", "7ae1457")
-    env = gpu_record.environment()
-    assert env["git_commit"] == "7ae1457 (GPU_CHECK_COMMIT)"
-    assert set(env["versions"]) == set(gpu_record.EXTRA_PACKAGES)
+    assert gpu_record.environment()["git_commit"] == "7ae1457 (GPU_CHECK_COMMIT)"
     monkeypatch.setattr(environment, "snapshot", lambda: {"versions": {}, "git_commit": "abc"})
     assert gpu_record.environment()["git_commit"] == "abc"  # a checkout's own commit wins
